@@ -1,0 +1,117 @@
+// The backend seam: one virtual per op of the Qwen forward pass. The engine (engine.cc) calls only these; the CPU
+// backend (cpp/cpu) implements them all, the CUDA backend (cuda/) mirrors them with the same names, and the op tests
+// (test/ops.test.ts through cpp/addon/ops_binding.cc) drive any backend through this interface against float64 loops.
+//
+// Buffers ("Buf") are backend memory holding activations in the backend's activation type (act_dtype(): fp32 on the
+// CPU; bf16/fp16/fp32 on CUDA). Shapes are row-major and given in the comments; T = tokens in this step, H = hidden,
+// F = ffn width, V = vocab, P = pos0 = tokens already in the KV cache.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/dtype.h"
+
+namespace qwen {
+
+// A weight matrix [rows, cols] (a vector has rows == 1) as the backend holds it: for the CPU a view into the mmapped
+// safetensors file (any stored dtype), for CUDA device memory in the compute dtype.
+struct Weight {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+};
+
+// The one table of per-layer weights in the order lib/model/weights.ts sends them (WEIGHT_TABLE there).
+struct LayerWeights {
+  Weight ln_1;         // [H]            transformer.h.i.ln_1.weight
+  Weight c_attn_w;     // [3H, H]        attn.c_attn.weight  (rows Q | K | V)
+  Weight c_attn_b;     // [3H]           attn.c_attn.bias    (the only bias in the model)
+  Weight attn_c_proj;  // [H, H]         attn.c_proj.weight
+  Weight ln_2;         // [H]
+  Weight w1;           // [F, H]         mlp.w1.weight  (the "up" branch)
+  Weight w2;           // [F, H]         mlp.w2.weight  (the gate: silu applies to w2(x))
+  Weight mlp_c_proj;   // [H, F]         mlp.c_proj.weight
+};
+struct ModelWeights {
+  Weight wte;      // [V, H]
+  Weight ln_f;     // [H]
+  Weight lm_head;  // [V, H]  untied
+  std::vector<LayerWeights> layers;
+};
+
+// Rotary parameters of one sequence: inv_freq is computed once on the host in fp32 exactly as the reference
+// (1 / base'^(2i/rot) with base' = base * alpha^(rot/(rot-2))) so every backend rotates by bit-identical angles.
+struct RopeParams {
+  int rot_dims = 0;          // leading dims of each head that rotate (rotate-half pairs i and i + rot_dims/2)
+  float inv_freq[128] = {};  // [rot_dims / 2]
+  int logn_base = 0;         // S (seq_length) when logN query scaling is on, else 0
+};
+
+// Per-sequence key/value storage for every layer, owned by a Sequence. Layout [layer][pos][H] for K and for V,
+// keys stored after RoPE and before logN (as the reference).
+class KVCache {
+ public:
+  virtual ~KVCache() = default;
+  virtual void reserve(int tokens) = 0;  // grow to hold at least `tokens` positions, keeping the content
+  int capacity() const { return capacity_; }
+ protected:
+  int capacity_ = 0;
+};
+
+using Buf = void*;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual DType act_dtype() const = 0;
+
+  // Memory. Buffers hold `elems` activations; to_device/to_host convert from/to fp32 host arrays.
+  virtual Buf alloc(size_t elems) = 0;
+  virtual void free(Buf b) = 0;
+  virtual void to_device(Buf dst, const float* src, size_t elems) = 0;
+  virtual void to_host(float* dst, const Buf src, size_t elems) = 0;
+  // Make a backend copy (or view) of a host weight; the host view stays valid for the engine's lifetime.
+  virtual Weight upload(const Weight& host) = 0;
+  virtual void release(Weight& w) = 0;
+  virtual std::unique_ptr<KVCache> new_kv_cache(const ModelConfig& cfg) = 0;
+  virtual void synchronize() {}
+
+  // ---- ops: the Qwen forward, one entry each ----
+  // h[T,H] = wte[ids[t]]; ids are host int32 already checked < V.
+  virtual void embedding(const Weight& wte, const int32_t* ids, int T, Buf h) = 0;
+  // y[T,H] = x / sqrt(mean(x^2) + eps) * g
+  virtual void rmsnorm(const Buf x, const Weight& g, float eps, int T, int H, Buf y) = 0;
+  // y[T,N] = x[T,K] . W[N,K]^T (+ b[N])
+  virtual void linear(const Buf x, const Weight& W, const Weight* b, int T, Buf y) = 0;
+  // In place on qkv[T,3H]: rotate-half RoPE of every q and k head at positions pos0..pos0+T-1, then q *= logn(pos).
+  virtual void rope(Buf qkv, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp) = 0;
+  // K/V rows of qkv[T,3H] -> cache layer `layer` at positions pos0..pos0+T-1.
+  virtual void kv_store(const Buf qkv, int T, int pos0, KVCache& kv, int layer) = 0;
+  // out[T,H] = softmax(q k^T / sqrt(d) + causal) v per head, q from qkv[T,3H], keys/values 0..pos0+T-1 from the cache;
+  // query t sees keys 0..pos0+t (bottom-right aligned causal mask).
+  virtual void attention(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer,
+                         Buf out) = 0;
+  // out[T,F] = a * silu(g), a = w1(x), g = w2(x)
+  virtual void swiglu(const Buf a, const Buf g, int T, int F, Buf out) = 0;
+  // h[T,H] += x[T,H]
+  virtual void add(Buf h, const Buf x, int T, int H) = 0;
+  // logits[R,V] (host fp32) = lm_head( rmsnorm(h[rows[r]], ln_f) ) for the R selected rows of h[T,H].
+  virtual void final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,
+                            float eps, float* logits) = 0;
+};
+
+// Registry: the only place backends are named. Throws std::runtime_error with the reason when unavailable.
+struct BackendOptions {
+  std::string device = "cpu";  // "cpu" | "cuda"
+  std::string dtype = "auto";  // "auto" | "bf16" | "fp16" | "fp32"
+  int threads = 0;             // CPU worker threads; 0 = hardware concurrency
+  std::string cpu_isa;         // CPU kernels: "" = best available, or "scalar" | "avx2" | "avx512" (tests)
+};
+std::unique_ptr<Backend> make_backend(const BackendOptions& opt);
+
+}  // namespace qwen

@@ -1,0 +1,183 @@
+#include "core/engine.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace qwen {
+
+double Engine::ntk_alpha(int L, int S) {
+  // Reference: context_value = math.log(L / S, 2) + 1; alpha = max(2 ** ceil(context_value) - 1, 1).
+  const double cv = std::log(double(L) / double(S)) / std::log(2.0) + 1.0;
+  const double a = std::pow(2.0, std::ceil(cv)) - 1.0;
+  return a < 1.0 ? 1.0 : a;
+}
+
+RopeParams Engine::rope_params(const ModelConfig& c, double alpha) {
+  RopeParams rp;
+  rp.rot_dims = c.rotary_dims;
+  // base' = base * alpha^(rot/(rot-2)) in double; inv_freq = 1 / base'^(arange(0, rot, 2) / rot) in fp32 (torch).
+  const double base = c.rope_base * std::pow(alpha, double(c.rotary_dims) / double(c.rotary_dims - 2));
+  for (int i = 0; i < c.rotary_dims / 2; ++i)
+    rp.inv_freq[i] = 1.0f / std::pow(float(base), float(2 * i) / float(c.rotary_dims));
+  rp.logn_base = c.logn ? c.seq_length : 0;
+  return rp;
+}
+
+static void check_tensor(const TensorDesc& t, const MappedFile& f, std::initializer_list<int64_t> shape) {
+  std::vector<int64_t> want(shape);
+  if (t.shape != want) throw std::runtime_error(f.path() + ": tensor " + t.name + " has an unexpected shape");
+  uint64_t n = dtype_size(t.dtype);
+  for (int64_t d : want) n *= uint64_t(d);
+  if (n != t.nbytes || t.offset > f.size() || t.nbytes > f.size() - t.offset)
+    throw std::runtime_error(f.path() + ": tensor " + t.name + " lies outside the file or has a wrong byte size");
+}
+
+std::unique_ptr<Engine> Engine::load(const LoadRequest& req, const std::function<void(double)>& progress,
+                                     const std::atomic<bool>& cancel) {
+  const ModelConfig& c = req.cfg;
+  if (c.hidden != c.n_heads * c.head_dim || c.rotary_dims > c.head_dim || c.rotary_dims > 256 || c.rotary_dims < 2)
+    throw std::runtime_error("inconsistent model configuration");
+  if (req.tensors.size() != size_t(3 + 8 * c.n_layers))
+    throw std::runtime_error("expected " + std::to_string(3 + 8 * c.n_layers) + " tensors");
+  std::unique_ptr<Engine> e(new Engine());
+  e->cfg_ = c;
+  for (const auto& p : req.files) e->files_.push_back(std::make_unique<MappedFile>(p));
+  e->backend_ = make_backend(req.backend);
+
+  uint64_t total = 0, done = 0;
+  for (const auto& t : req.tensors) total += t.nbytes;
+  auto take = [&](size_t i, std::initializer_list<int64_t> shape) -> Weight {
+    const TensorDesc& t = req.tensors[i];
+    if (t.file < 0 || size_t(t.file) >= e->files_.size()) throw std::runtime_error("tensor " + t.name + ": bad file index");
+    const MappedFile& f = *e->files_[t.file];
+    check_tensor(t, f, shape);
+    Weight host;
+    host.data = f.data() + t.offset;
+    host.dtype = t.dtype;
+    host.rows = t.shape.size() == 2 ? t.shape[0] : 1;
+    host.cols = t.shape.back();
+    // Touch every page now (in slices, so cancel and progress stay responsive): the first forward then runs at
+    // full speed, and a truncated or unreadable file fails here rather than in a kernel.
+    const uint64_t slice = 64ull << 20;
+    for (uint64_t off = 0; off < t.nbytes; off += slice) {
+      if (cancel.load()) throw std::runtime_error("aborted");
+      const uint64_t end = std::min<uint64_t>(t.nbytes, off + slice);
+      volatile uint8_t sink = 0;
+      for (uint64_t b = off; b < end; b += 4096) sink ^= static_cast<const uint8_t*>(host.data)[b];
+      (void)sink;
+      done += end - off;
+      if (progress && total) progress(0.9 * double(done) / double(total));
+    }
+    Weight w = e->backend_->upload(host);
+    return w;
+  };
+  const int64_t H = c.hidden, F = c.ffn, V = c.vocab;
+  e->w_.wte = take(0, {V, H});
+  e->w_.ln_f = take(1, {H});
+  e->w_.lm_head = take(2, {V, H});
+  e->w_.layers.resize(size_t(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights& L = e->w_.layers[size_t(l)];
+    const size_t b = 3 + 8 * size_t(l);
+    L.ln_1 = take(b + 0, {H});
+    L.c_attn_w = take(b + 1, {3 * H, H});
+    L.c_attn_b = take(b + 2, {3 * H});
+    L.attn_c_proj = take(b + 3, {H, H});
+    L.ln_2 = take(b + 4, {H});
+    L.w1 = take(b + 5, {F, H});
+    L.w2 = take(b + 6, {F, H});
+    L.mlp_c_proj = take(b + 7, {H, F});
+  }
+  if (cancel.load()) throw std::runtime_error("aborted");
+  if (progress) progress(1.0);
+  return e;
+}
+
+Engine::~Engine() {
+  if (backend_) {
+    for (Buf b : {h_, x_, qkv_, att_, proj_, a_, g_})
+      if (b) backend_->free(b);
+    for (Weight* w : {&w_.wte, &w_.ln_f, &w_.lm_head}) backend_->release(*w);
+    for (auto& L : w_.layers)
+      for (Weight* w : {&L.ln_1, &L.c_attn_w, &L.c_attn_b, &L.attn_c_proj, &L.ln_2, &L.w1, &L.w2, &L.mlp_c_proj})
+        backend_->release(*w);
+  }
+}
+
+std::unique_ptr<Sequence> Engine::new_sequence() {
+  auto s = std::make_unique<Sequence>();
+  s->kv_ = backend_->new_kv_cache(cfg_);
+  return s;
+}
+
+void Engine::ensure_workspace(int T) {
+  if (T <= ws_tokens_) return;
+  for (Buf* b : {&h_, &x_, &qkv_, &att_, &proj_, &a_, &g_})
+    if (*b) { backend_->free(*b); *b = nullptr; }
+  const size_t H = size_t(cfg_.hidden), F = size_t(cfg_.ffn);
+  h_ = backend_->alloc(T * H);
+  x_ = backend_->alloc(T * H);
+  qkv_ = backend_->alloc(T * 3 * H);
+  att_ = backend_->alloc(T * H);
+  proj_ = backend_->alloc(T * H);
+  a_ = backend_->alloc(T * F);
+  g_ = backend_->alloc(T * F);
+  ws_tokens_ = T;
+}
+
+void Engine::forward(Sequence& seq, const int32_t* ids, int T, bool all, float* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (T <= 0) throw std::runtime_error("forward needs at least one token");
+  if (int64_t(seq.length_) + T > kMaxPositions)
+    throw std::runtime_error("the sequence would hold " + std::to_string(int64_t(seq.length_) + T) +
+                             " positions; the maximum is " + std::to_string(kMaxPositions));
+  for (int t = 0; t < T; ++t)
+    if (ids[t] < 0 || ids[t] >= cfg_.vocab) throw std::runtime_error("token id out of range");
+  if (seq.length_ == 0) {
+    // Dynamic NTK: alpha from the whole prompt of the sequence's first forward, frozen for its lifetime (§4.1).
+    seq.alpha_ = cfg_.dynamic_ntk ? ntk_alpha(T, cfg_.seq_length) : 1.0;
+    seq.rope_ = rope_params(cfg_, seq.alpha_);
+  }
+  seq.kv_->reserve(seq.length_ + T);
+  const int chunk = T < kPrefillChunk ? T : kPrefillChunk;
+  ensure_workspace(chunk);
+  std::vector<int> rows(static_cast<size_t>(chunk));
+  for (int t0 = 0; t0 < T; t0 += chunk) {
+    const int Tc = T - t0 < chunk ? T - t0 : chunk;
+    const bool last = t0 + Tc == T;
+    int R = 0;
+    if (all) for (int t = 0; t < Tc; ++t) rows[size_t(R++)] = t;
+    else if (last) rows[size_t(R++)] = Tc - 1;
+    forward_chunk(seq, ids + t0, Tc, rows.data(), R, all ? out + size_t(t0) * cfg_.vocab : out);
+  }
+}
+
+void Engine::forward_chunk(Sequence& seq, const int32_t* ids, int T, const int* rows, int R, float* out) {
+  Backend& be = *backend_;
+  const ModelConfig& c = cfg_;
+  const int H = c.hidden, F = c.ffn, P = seq.length_;
+  KVCache& kv = *seq.kv_;
+  be.embedding(w_.wte, ids, T, h_);                                    // h[T,H]
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = w_.layers[size_t(l)];
+    be.rmsnorm(h_, L.ln_1, c.eps, T, H, x_);                          // x = RMSNorm(h; ln_1)
+    be.linear(x_, L.c_attn_w, &L.c_attn_b, T, qkv_);                  // qkv[T,3H] = x Wqkv^T + b
+    be.rope(qkv_, T, P, c.n_heads, c.head_dim, seq.rope_);            // RoPE q,k; q *= logn(pos)
+    be.kv_store(qkv_, T, P, kv, l);                                   // cache post-RoPE k, v
+    be.attention(qkv_, T, P, c.n_heads, c.head_dim, kv, l, att_);     // att[T,H]
+    be.linear(att_, L.attn_c_proj, nullptr, T, proj_);                // proj = att Wo^T
+    be.add(h_, proj_, T, H);                                          // h += proj
+    be.rmsnorm(h_, L.ln_2, c.eps, T, H, x_);                          // x = RMSNorm(h; ln_2)
+    be.linear(x_, L.w1, nullptr, T, a_);                              // a[T,F] = w1(x)
+    be.linear(x_, L.w2, nullptr, T, g_);                              // g[T,F] = w2(x)  (gate)
+    be.swiglu(a_, g_, T, F, a_);                                      // a = a * silu(g)
+    be.linear(a_, L.mlp_c_proj, nullptr, T, proj_);                   // proj = a Wc^T
+    be.add(h_, proj_, T, H);                                          // h += proj
+  }
+  if (R > 0) be.final_logits(h_, rows, R, H, w_.ln_f, w_.lm_head, c.eps, out);  // logits[R,V]
+  be.synchronize();
+  seq.length_ += T;
+}
+
+}  // namespace qwen

@@ -1,0 +1,293 @@
+// CPU backend: every op of backend.h over fp32 activations, parallelised with one ThreadPool.
+// Linear layers dispatch to the ISA kernels of linear.h; the other ops are light and written plainly.
+#include "cpu/cpu_backend.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/isa.h"
+#include "cpu/linear.h"
+#include "cpu/thread_pool.h"
+
+namespace qwen {
+namespace {
+
+// KV cache: per layer K and V as [capacity][H] fp32; grows by doubling, copying the filled positions.
+class CpuKVCache : public KVCache {
+ public:
+  CpuKVCache(int layers, int hidden) : H_(hidden), k_(layers), v_(layers) {}
+  void reserve(int tokens) override {
+    if (tokens <= capacity_) return;
+    int cap = capacity_ ? capacity_ : 64;
+    while (cap < tokens) cap *= 2;
+    if (cap > kMaxPositions) cap = kMaxPositions;
+    if (cap < tokens) throw std::runtime_error("KV cache cannot exceed " + std::to_string(kMaxPositions) + " positions");
+    for (auto* arr : {&k_, &v_}) {
+      for (auto& layer : *arr) {
+        std::unique_ptr<float[]> grown(new float[size_t(cap) * H_]);
+        if (layer) std::memcpy(grown.get(), layer.get(), size_t(capacity_) * H_ * sizeof(float));
+        layer = std::move(grown);
+      }
+    }
+    capacity_ = cap;
+  }
+  int hidden() const { return H_; }
+  float* k(int layer) { return k_[layer].get(); }
+  float* v(int layer) { return v_[layer].get(); }
+
+ private:
+  int H_;
+  std::vector<std::unique_ptr<float[]>> k_, v_;
+};
+
+inline float dot(const float* a, const float* b, int n) {
+  int i = 0;
+  float s = 0.0f;
+#if defined(__x86_64__) && defined(__AVX2__)
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  s = _mm_cvtss_f32(q);
+#endif
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+inline void axpy(float a, const float* x, float* y, int n) {  // y += a * x
+  int i = 0;
+#if defined(__x86_64__) && defined(__AVX2__)
+  __m256 av = _mm256_set1_ps(a);
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+class CpuBackend : public Backend {
+ public:
+  explicit CpuBackend(const BackendOptions& opt)
+      : isa_(opt.cpu_isa.empty() ? best_isa() : parse_isa(opt.cpu_isa)),
+        pool_(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency() ? std::thread::hardware_concurrency() : 1)) {
+    if (int(isa_) > int(best_isa())) throw std::runtime_error(std::string("this CPU lacks ") + isa_name(isa_));
+    if (opt.dtype != "auto" && opt.dtype != "fp32")
+      throw std::runtime_error("the CPU backend computes in fp32 (dtype 'auto' or 'fp32'), not '" + opt.dtype + "'");
+  }
+  const char* name() const override { return "cpu"; }
+  DType act_dtype() const override { return DType::F32; }
+  Isa isa() const { return isa_; }
+  int threads() const { return pool_.size(); }
+
+  Buf alloc(size_t elems) override {
+    void* p = std::malloc((elems ? elems : 1) * sizeof(float));
+    if (!p) throw std::runtime_error("out of memory allocating " + std::to_string(elems * 4) + " bytes");
+    return p;
+  }
+  void free(Buf b) override { std::free(b); }
+  void to_device(Buf dst, const float* src, size_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
+  void to_host(float* dst, const Buf src, size_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
+  Weight upload(const Weight& host) override { return host; }  // read in place from the mapping
+  void release(Weight& w) override { w = Weight{}; }
+  std::unique_ptr<KVCache> new_kv_cache(const ModelConfig& c) override {
+    return std::make_unique<CpuKVCache>(c.n_layers, c.hidden);
+  }
+
+  void embedding(const Weight& wte, const int32_t* ids, int T, Buf hb) override {
+    float* h = F(hb);
+    const int H = int(wte.cols);
+    pool_.parallel_for(T, [&](int t, int) {
+      for (int i = 0; i < H; ++i) h[size_t(t) * H + i] = load_elem(wte.data, wte.dtype, int64_t(ids[t]) * H + i);
+    });
+  }
+
+  void rmsnorm(const Buf xb, const Weight& g, float eps, int T, int H, Buf yb) override {
+    const float* x = F(xb);
+    float* y = F(yb);
+    for (int t = 0; t < T; ++t) {  // cheap: T x H; a double sum keeps it close to the float64 reference
+      const float* xr = x + size_t(t) * H;
+      double ss = 0.0;
+      for (int i = 0; i < H; ++i) ss += double(xr[i]) * xr[i];
+      const float inv = float(1.0 / std::sqrt(ss / H + eps));
+      for (int i = 0; i < H; ++i) y[size_t(t) * H + i] = xr[i] * inv * load_elem(g.data, g.dtype, i);
+    }
+  }
+
+  void linear(const Buf xb, const Weight& W, const Weight* b, int T, Buf yb) override {
+    LinearJob j;
+    j.x = F(xb);
+    j.T = T;
+    j.K = int(W.cols);
+    j.N = int(W.rows);
+    j.W = W.data;
+    j.wdt = W.dtype;
+    j.bias = b ? b->data : nullptr;
+    j.bdt = b ? b->dtype : DType::F32;
+    j.y = F(yb);
+    run_linear(j);
+  }
+
+  void rope(Buf qkvb, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp) override {
+    float* qkv = F(qkvb);
+    const int H = n_heads * head_dim, half = rp.rot_dims / 2;
+    std::vector<float> cs(size_t(T) * half * 2);  // [T][half] cos, then sin: shared by every head of q and k
+    for (int t = 0; t < T; ++t) {
+      const float pos = float(pos0 + t);
+      for (int i = 0; i < half; ++i) {
+        const float theta = pos * rp.inv_freq[i];  // fp32 product, as the reference's outer(seq, inv_freq)
+        cs[(size_t(t) * half + i) * 2] = float(std::cos(double(theta)));
+        cs[(size_t(t) * half + i) * 2 + 1] = float(std::sin(double(theta)));
+      }
+    }
+    pool_.parallel_for(T, [&](int t, int) {
+      const int p = pos0 + t;
+      const float scale = rp.logn_base > 0 && p + 1 > rp.logn_base
+                              ? float(std::log(double(p + 1)) / std::log(double(rp.logn_base)))
+                              : 1.0f;
+      for (int part = 0; part < 2; ++part) {  // q then k
+        for (int h = 0; h < n_heads; ++h) {
+          float* v = qkv + size_t(t) * 3 * H + size_t(part) * H + size_t(h) * head_dim;
+          for (int i = 0; i < half; ++i) {
+            const float c = cs[(size_t(t) * half + i) * 2], s = cs[(size_t(t) * half + i) * 2 + 1];
+            const float a = v[i], b = v[i + half];
+            v[i] = a * c - b * s;
+            v[i + half] = b * c + a * s;
+          }
+          if (part == 0 && scale != 1.0f)
+            for (int i = 0; i < head_dim; ++i) v[i] *= scale;
+        }
+      }
+    });
+  }
+
+  void kv_store(const Buf qkvb, int T, int pos0, KVCache& kvc, int layer) override {
+    auto& kv = static_cast<CpuKVCache&>(kvc);
+    const float* qkv = F(qkvb);
+    const int H = kv.hidden();
+    for (int t = 0; t < T; ++t) {
+      std::memcpy(kv.k(layer) + size_t(pos0 + t) * H, qkv + size_t(t) * 3 * H + H, H * sizeof(float));
+      std::memcpy(kv.v(layer) + size_t(pos0 + t) * H, qkv + size_t(t) * 3 * H + 2 * H, H * sizeof(float));
+    }
+  }
+
+  void attention(const Buf qkvb, int T, int pos0, int n_heads, int head_dim, KVCache& kvc, int layer,
+                 Buf outb) override {
+    auto& kv = static_cast<CpuKVCache&>(kvc);
+    const float* qkv = F(qkvb);
+    float* out = F(outb);
+    const int H = n_heads * head_dim;
+    const float scale = float(1.0 / std::sqrt(double(head_dim)));
+    const float* K = kv.k(layer);
+    const float* Vc = kv.v(layer);
+    scores_.resize(size_t(pool_.size()));
+    pool_.parallel_for(T * n_heads, [&](int task, int thread) {
+      const int t = task / n_heads, h = task % n_heads;
+      const int n = pos0 + t + 1;  // keys 0..pos0+t (bottom-right causal)
+      std::vector<float>& sc = scores_[thread];
+      if (int(sc.size()) < n) sc.resize(size_t(n));
+      const float* q = qkv + size_t(t) * 3 * H + size_t(h) * head_dim;
+      float mx = -INFINITY;
+      for (int j = 0; j < n; ++j) {
+        sc[j] = dot(q, K + size_t(j) * H + size_t(h) * head_dim, head_dim) * scale;
+        mx = sc[j] > mx ? sc[j] : mx;
+      }
+      double sum = 0.0;
+      for (int j = 0; j < n; ++j) {
+        sc[j] = std::exp(sc[j] - mx);
+        sum += sc[j];
+      }
+      const float inv = float(1.0 / sum);
+      float* o = out + size_t(t) * H + size_t(h) * head_dim;
+      std::memset(o, 0, head_dim * sizeof(float));
+      for (int j = 0; j < n; ++j) axpy(sc[j] * inv, Vc + size_t(j) * H + size_t(h) * head_dim, o, head_dim);
+    });
+  }
+
+  void swiglu(const Buf ab, const Buf gb, int T, int Fw, Buf outb) override {
+    const float* a = F(ab);
+    const float* g = F(gb);
+    float* out = F(outb);
+    const size_t n = size_t(T) * Fw;
+    const int chunks = int((n + 16383) / 16384);
+    pool_.parallel_for(chunks, [&](int c, int) {
+      const size_t e = std::min(n, size_t(c + 1) * 16384);
+      for (size_t i = size_t(c) * 16384; i < e; ++i) out[i] = a[i] * (g[i] / (1.0f + std::exp(-g[i])));
+    });
+  }
+
+  void add(Buf hb, const Buf xb, int T, int H) override {
+    float* h = F(hb);
+    const float* x = F(xb);
+    for (size_t i = 0, n = size_t(T) * H; i < n; ++i) h[i] += x[i];
+  }
+
+  void final_logits(const Buf hb, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head, float eps,
+                    float* logits) override {
+    std::vector<float> sel(size_t(R) * H), normed(size_t(R) * H);
+    for (int r = 0; r < R; ++r) std::memcpy(&sel[size_t(r) * H], F(hb) + size_t(rows[r]) * H, H * sizeof(float));
+    rmsnorm(sel.data(), ln_f, eps, R, H, normed.data());
+    linear(normed.data(), lm_head, nullptr, R, logits);
+  }
+
+ private:
+  static float* F(Buf b) { return static_cast<float*>(b); }
+  static const float* F(const void* b) { return static_cast<const float*>(b); }
+
+  void run_linear(const LinearJob& j) {
+    const int rows_per_task = 64;
+    const int tasks = (j.N + rows_per_task - 1) / rows_per_task;
+    auto rows = [&](int task) { return std::pair<int, int>(task * rows_per_task, std::min(j.N, (task + 1) * rows_per_task)); };
+    if (isa_ == Isa::Scalar) {
+      pool_.parallel_for(tasks, [&](int task, int) { auto r = rows(task); linear_gemv_scalar(j, r.first, r.second); });
+      return;
+    }
+    if (j.T < 4) {
+      pool_.parallel_for(tasks, [&](int task, int) {
+        auto r = rows(task);
+        if (isa_ == Isa::Avx512) linear_gemv_avx512(j, r.first, r.second);
+        else linear_gemv_avx2(j, r.first, r.second);
+      });
+      return;
+    }
+    // gemm: x^T packed once per chunk of <= 512 tokens, panels of MR rows per task.
+    const int MR = gemm_panel_rows(isa_), L = gemm_token_block(isa_);
+    const int panel_rows = MR * 4;
+    const int ptasks = (j.N + panel_rows - 1) / panel_rows;
+    wbuf_.resize(size_t(pool_.size()));
+    for (auto& w : wbuf_) w.resize(size_t(MR) * j.K);
+    for (int t0 = 0; t0 < j.T; t0 += 512) {
+      LinearJob c = j;
+      c.T = std::min(512, j.T - t0);
+      c.x = j.x + size_t(t0) * j.K;
+      c.y = j.y + size_t(t0) * j.N;
+      const int Tp = (c.T + L - 1) / L * L;
+      xt_.assign(size_t(j.K) * Tp, 0.0f);
+      for (int t = 0; t < c.T; ++t)
+        for (int k = 0; k < j.K; ++k) xt_[size_t(k) * Tp + t] = c.x[size_t(t) * j.K + k];
+      pool_.parallel_for(ptasks, [&](int task, int thread) {
+        const int n0 = task * panel_rows, n1 = std::min(j.N, n0 + panel_rows);
+        if (isa_ == Isa::Avx512) linear_gemm_avx512(c, xt_.data(), Tp, n0, n1, wbuf_[thread].data());
+        else linear_gemm_avx2(c, xt_.data(), Tp, n0, n1, wbuf_[thread].data());
+      });
+    }
+  }
+
+ private:
+  Isa isa_;
+  ThreadPool pool_;
+  std::vector<std::vector<float>> scores_, wbuf_;
+  std::vector<float> xt_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& opt) { return std::make_unique<CpuBackend>(opt); }
+
+}  // namespace qwen

@@ -1,0 +1,256 @@
+/**
+ * Model and Sequence: the public engine API over the native addon. All native work runs off the main thread and
+ * resolves Promises; forwards of one model are queued so they never contend for its threads or workspace.
+ */
+import { QwenError, abortError, badArg } from '../errors';
+import { addon } from '../native/binding';
+import { DTYPE_CODES, NativeConfig, NativeModel, NativeSequence } from '../native/types';
+import type { SequenceLike } from '../types';
+import { Checkpoint, openCheckpoint } from './checkpoint';
+import { QwenConfig, ffnWidth, rotaryDims } from './config';
+
+export type Device = 'auto' | 'cpu' | 'cuda';
+export type ComputeDtype = 'auto' | 'bf16' | 'fp16' | 'fp32';
+
+export interface LoadOptions {
+  /** 'auto' picks CUDA when a usable device exists, else the CPU. */
+  device?: Device;
+  /** Compute precision. The CPU computes in fp32 over the stored weights ('auto' = 'fp32'). */
+  dtype?: ComputeDtype;
+  /** CPU worker threads (default: all cores). */
+  threads?: number;
+  onProgress?: (fraction: number) => void;
+  signal?: AbortSignal;
+  /** CPU kernel level, for tests and benchmarks: '' (best), 'avx512', 'avx2', 'scalar'. */
+  cpuIsa?: '' | 'scalar' | 'avx2' | 'avx512';
+}
+
+const LOAD_KEYS = new Set(['device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa']);
+export const MAX_POSITIONS = 32767; // the reference's logN table; longer sequences crash it
+
+function checkLoadOptions(o: LoadOptions): void {
+  if (typeof o !== 'object' || o === null) throw badArg('options', 'an object', o);
+  for (const k of Object.keys(o)) if (!LOAD_KEYS.has(k)) throw badArg(`options.${k}`, `one of ${[...LOAD_KEYS].join(', ')}`, k);
+  if (o.device !== undefined && !['auto', 'cpu', 'cuda'].includes(o.device)) throw badArg('options.device', "'auto', 'cpu' or 'cuda'", o.device);
+  if (o.dtype !== undefined && !['auto', 'bf16', 'fp16', 'fp32'].includes(o.dtype)) {
+    throw badArg('options.dtype', "'auto', 'bf16', 'fp16' or 'fp32'", o.dtype);
+  }
+  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads >= 1 && o.threads <= 1024)) {
+    throw badArg('options.threads', 'an integer in [1, 1024]', o.threads);
+  }
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw badArg('options.onProgress', 'a function', o.onProgress);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw badArg('options.signal', 'an AbortSignal', o.signal);
+  if (o.cpuIsa !== undefined && !['', 'scalar', 'avx2', 'avx512'].includes(o.cpuIsa)) {
+    throw badArg('options.cpuIsa', "'', 'scalar', 'avx2' or 'avx512'", o.cpuIsa);
+  }
+}
+
+function nativeConfig(c: QwenConfig): NativeConfig {
+  return {
+    hidden: c.hidden_size,
+    nLayers: c.num_hidden_layers,
+    nHeads: c.num_attention_heads,
+    headDim: c.kv_channels,
+    ffn: ffnWidth(c),
+    vocab: c.vocab_size,
+    seqLength: c.seq_length,
+    rotaryDims: rotaryDims(c),
+    eps: c.layer_norm_epsilon,
+    ropeBase: c.rotary_emb_base,
+    dynamicNtk: c.use_dynamic_ntk,
+    logn: c.use_logn_attn,
+  };
+}
+
+function resolveDevice(device: Device): 'cpu' | 'cuda' {
+  if (device === 'cpu') return 'cpu';
+  const info = addon().cudaInfo();
+  if (device === 'cuda') {
+    if (!info.available) throw new QwenError('E_BACKEND', `device 'cuda' is not usable: ${info.error || 'no CUDA device'}`);
+    return 'cuda';
+  }
+  return info.available ? 'cuda' : 'cpu';
+}
+
+export class Sequence implements SequenceLike {
+  private native: NativeSequence | null;
+  /** @internal */
+  constructor(private readonly model: Model, native: NativeSequence) {
+    this.native = native;
+  }
+
+  /** Tokens held in this sequence's KV cache. */
+  get length(): number {
+    return this.native ? this.native.length : 0;
+  }
+  /** The dynamic-NTK alpha frozen at this sequence's first forward (1 before it). */
+  get ntkAlpha(): number {
+    return this.native ? this.native.ntkAlpha : 1;
+  }
+  get disposed(): boolean {
+    return this.native === null;
+  }
+
+  /** Append ids; resolves to the logits of the last position (Float32Array of vocab_size). */
+  forward(ids: ArrayLike<number>): Promise<Float32Array> {
+    return this.run(ids, false);
+  }
+  /** Append ids; resolves to the logits of every new position (ids.length x vocab_size, row-major). */
+  forwardAll(ids: ArrayLike<number>): Promise<Float32Array> {
+    return this.run(ids, true);
+  }
+
+  private run(ids: ArrayLike<number>, all: boolean): Promise<Float32Array> {
+    const native = this.native;
+    if (!native) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
+    let arr: Int32Array;
+    try {
+      arr = this.model.checkIds(ids, this.length);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.model.enqueue((m) => m.forward(native, arr, all));
+  }
+
+  /** Frees the KV cache now (after the step in flight, if any). Harmless twice. */
+  dispose(): void {
+    if (!this.native) return;
+    this.native.dispose();
+    this.native = null;
+    this.model.forget(this);
+  }
+}
+
+export class Model {
+  readonly config: QwenConfig;
+  readonly dir: string;
+  readonly device: 'cpu' | 'cuda';
+  /** Raw generation_config.json of the directory (null when absent). */
+  readonly generationConfigFile: Record<string, unknown> | null;
+  private native: NativeModel | null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly sequences = new Set<Sequence>();
+
+  /** @internal */
+  constructor(ckpt: Checkpoint, device: 'cpu' | 'cuda', native: NativeModel) {
+    this.config = ckpt.config;
+    this.dir = ckpt.dir;
+    this.device = device;
+    this.generationConfigFile = ckpt.generationConfig;
+    this.native = native;
+  }
+
+  get disposed(): boolean {
+    return this.native === null;
+  }
+
+  /** A new sequence with its own KV cache. */
+  createSequence(): Sequence {
+    const native = this.live();
+    const s = new Sequence(this, native.createSequence());
+    this.sequences.add(s);
+    return s;
+  }
+
+  /** Logits of every position of a fresh sequence `ids` (ids.length x vocab_size, row-major). */
+  async logits(ids: ArrayLike<number>): Promise<Float32Array> {
+    const seq = this.createSequence();
+    try {
+      return await seq.forwardAll(ids);
+    } finally {
+      seq.dispose();
+    }
+  }
+
+  /** Frees the weights and every sequence of this model once the step in flight ends. Harmless twice. */
+  async dispose(): Promise<void> {
+    const native = this.native;
+    if (!native) return;
+    this.native = null;
+    for (const s of [...this.sequences]) s.dispose();
+    await this.queue.catch(() => undefined);
+    native.dispose();
+  }
+
+  /** @internal */
+  checkIds(ids: ArrayLike<number>, past: number): Int32Array {
+    if (ids === null || typeof ids !== 'object' || typeof ids.length !== 'number') throw badArg('ids', 'an array of token ids', ids);
+    if (ids.length === 0) throw badArg('ids', 'a non-empty array of token ids', ids);
+    const V = this.config.vocab_size;
+    const out = new Int32Array(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw badArg(`ids[${i}]`, `an integer in [0, ${V - 1}]`, id);
+      out[i] = id;
+    }
+    if (past + ids.length > MAX_POSITIONS) {
+      throw new QwenError(
+        'E_CONTEXT',
+        `the sequence would hold ${past + ids.length} positions; Qwen supports at most ${MAX_POSITIONS}`,
+      );
+    }
+    return out;
+  }
+
+  /** @internal Runs native work after the previous step of this model. */
+  enqueue<T>(fn: (m: NativeModel) => Promise<T>): Promise<T> {
+    const next = this.queue.then(() => fn(this.live()));
+    this.queue = next.catch(() => undefined);
+    return next.catch((e: unknown) => {
+      throw e instanceof QwenError ? e : new QwenError('E_BACKEND', (e as Error).message ?? String(e), { cause: e });
+    });
+  }
+
+  /** @internal */
+  forget(s: Sequence): void {
+    this.sequences.delete(s);
+  }
+
+  private live(): NativeModel {
+    if (!this.native) throw new QwenError('E_DISPOSED', 'this Model was disposed');
+    return this.native;
+  }
+}
+
+/** Load a Hugging Face Qwen-7B(-Chat) directory (config.json, generation_config.json, safetensors). */
+export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Model> {
+  checkLoadOptions(options);
+  const { signal } = options;
+  if (signal?.aborted) throw abortError('loadModel', signal);
+  const ckpt = await openCheckpoint(dir);
+  if (signal?.aborted) throw abortError('loadModel', signal);
+  const device = resolveDevice(options.device ?? 'auto');
+  const dtype = options.dtype ?? 'auto';
+  if (device === 'cpu' && (dtype === 'bf16' || dtype === 'fp16')) {
+    throw badArg('options.dtype', "'auto' or 'fp32' on the CPU backend (bf16/fp16 compute is a CUDA option)", dtype);
+  }
+  const { NativeModel: Ctor } = addon();
+  const native = new Ctor();
+  const onAbort = () => native.cancelLoad();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await native.load(
+      {
+        config: nativeConfig(ckpt.config),
+        backend: { device, dtype, threads: options.threads ?? 0, cpuIsa: options.cpuIsa ?? '' },
+        files: ckpt.files,
+        tensors: ckpt.tensors.map((t) => ({
+          name: t.name,
+          file: t.file,
+          offset: t.offset,
+          nbytes: t.nbytes,
+          dtype: DTYPE_CODES[t.dtype],
+          shape: t.shape,
+        })),
+      },
+      options.onProgress,
+    );
+  } catch (e) {
+    native.dispose();
+    if (signal?.aborted) throw abortError('loadModel', signal);
+    throw new QwenError('E_BACKEND', `loading ${ckpt.dir} failed: ${(e as Error).message}`, { cause: e });
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  return new Model(ckpt, device, native);
+}

@@ -1,0 +1,109 @@
+/** Exact TypeScript shape of the addon's exports (cpp/addon). lib/native/binding.ts is the only loader. */
+
+export const DTYPE_CODES = { F32: 0, F16: 1, BF16: 2 } as const;
+
+export interface NativeConfig {
+  hidden: number;
+  nLayers: number;
+  nHeads: number;
+  headDim: number;
+  ffn: number;
+  vocab: number;
+  seqLength: number;
+  rotaryDims: number;
+  eps: number;
+  ropeBase: number;
+  dynamicNtk: boolean;
+  logn: boolean;
+}
+
+export interface NativeBackendOptions {
+  device: 'cpu' | 'cuda';
+  dtype: 'auto' | 'bf16' | 'fp16' | 'fp32';
+  threads?: number;
+  cpuIsa?: '' | 'scalar' | 'avx2' | 'avx512';
+}
+
+export interface NativeTensorDesc {
+  name: string;
+  file: number;
+  offset: number;
+  nbytes: number;
+  dtype: number;
+  shape: number[];
+}
+
+export interface NativeLoadRequest {
+  config: NativeConfig;
+  backend: NativeBackendOptions;
+  files: string[];
+  tensors: NativeTensorDesc[];
+}
+
+export interface NativeSequence {
+  readonly length: number;
+  readonly ntkAlpha: number;
+  dispose(): void;
+}
+
+export interface NativeModel {
+  load(req: NativeLoadRequest, onProgress?: (fraction: number) => void): Promise<void>;
+  cancelLoad(): void;
+  createSequence(): NativeSequence;
+  forward(seq: NativeSequence, ids: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  dispose(): void;
+}
+
+export interface NativeOps {
+  embedding(wte: Uint8Array, dtype: number, V: number, H: number, ids: Int32Array): Float32Array;
+  rmsnorm(x: Float32Array, T: number, H: number, g: Uint8Array, dtype: number, eps: number): Float32Array;
+  linear(
+    x: Float32Array, T: number, W: Uint8Array, dtype: number, N: number, K: number,
+    bias: Uint8Array | null, biasDtype: number,
+  ): Float32Array;
+  timeLinear(
+    x: Float32Array, T: number, W: Uint8Array, dtype: number, N: number, K: number,
+    bias: null, biasDtype: number, reps: number,
+  ): number;
+  rope(
+    qkv: Float32Array, T: number, pos0: number, nHeads: number, headDim: number, rotDims: number,
+    invFreq: Float32Array, lognBase: number,
+  ): Float32Array;
+  attention(qkv: Float32Array, T: number, pastKV: Float32Array, P: number, nHeads: number, headDim: number): Float32Array;
+  swiglu(a: Float32Array, g: Float32Array, T: number, F: number): Float32Array;
+  add(h: Float32Array, x: Float32Array, T: number, H: number): Float32Array;
+  finalLogits(
+    h: Float32Array, T: number, H: number, rows: Int32Array, lnf: Uint8Array, lnfDtype: number,
+    head: Uint8Array, headDtype: number, V: number, eps: number,
+  ): Float32Array;
+}
+
+export interface CpuInfo {
+  isa: 'scalar' | 'avx2' | 'avx512';
+  features: Record<'avx2' | 'fma' | 'f16c' | 'avx512f' | 'avx512bw' | 'avx512vl' | 'avx512bf16' | 'amxBf16', boolean>;
+  threads: number;
+}
+
+export interface CudaInfo {
+  compiled: boolean;
+  available: boolean;
+  deviceCount: number;
+  runtimeVersion: number;
+  driverVersion: number;
+  name: string;
+  computeCapability: string;
+  totalMemory: number;
+  freeMemory: number;
+  error: string;
+  cublas: boolean;
+  cublasError: string;
+}
+
+export interface Addon {
+  NativeModel: new () => NativeModel;
+  NativeOps: new (backend: NativeBackendOptions) => NativeOps;
+  cpuInfo(): CpuInfo;
+  cudaInfo(): CudaInfo;
+  ntkAlpha(L: number, S: number): number;
+  maxPositions: number;
+}
