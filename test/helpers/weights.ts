@@ -1,0 +1,45 @@
+/** Test helpers: seeded values, stored-weight encodings and their exact decoded values. */
+import { bf16ToF32, encodeF32, f16ToF32 } from '../../lib/model/safetensors';
+import { DTYPE_CODES } from '../../lib/native/types';
+
+export type WDtype = 'F32' | 'F16' | 'BF16';
+export const U = 2 ** -24; // unit roundoff of fp32
+export const gamma = (n: number) => (n * U) / (1 - n * U); // Higham's gamma_n: bound of an n-term fp32 dot
+
+export function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+}
+
+export function randArray(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
+  return a;
+}
+
+/** A weight as stored bytes plus the exact values the kernel sees after decoding. */
+export interface StoredWeight {
+  bytes: Uint8Array;
+  code: number;
+  values: Float64Array;
+}
+
+export function storeWeight(src: Float32Array, dtype: WDtype): StoredWeight {
+  const bytes = new Uint8Array(src.length * (dtype === 'F32' ? 4 : 2));
+  encodeF32(src, dtype, bytes);
+  const values = new Float64Array(src.length);
+  if (dtype === 'F32') values.set(src);
+  else {
+    const u16 = new Uint16Array(bytes.buffer, bytes.byteOffset, src.length);
+    for (let i = 0; i < src.length; i++) values[i] = dtype === 'BF16' ? bf16ToF32(u16[i]) : f16ToF32(u16[i]);
+  }
+  return { bytes, code: DTYPE_CODES[dtype], values };
+}
