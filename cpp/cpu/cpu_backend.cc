@@ -248,7 +248,7 @@ class CpuBackend : public Backend {
       pool_.parallel_for(tasks, [&](int task, int) { auto r = rows(task); linear_gemv_scalar(j, r.first, r.second); });
       return;
     }
-    if (j.T < 4) {
+    if (j.T <= 8) {  // decode and short chunks: weights stream once, straight from the mapping
       pool_.parallel_for(tasks, [&](int task, int) {
         auto r = rows(task);
         if (isa_ == Isa::Avx512) linear_gemv_avx512(j, r.first, r.second);

@@ -166,9 +166,9 @@ export class Model {
   async dispose(): Promise<void> {
     const native = this.native;
     if (!native) return;
-    this.native = null;
-    for (const s of [...this.sequences]) s.dispose();
+    this.native = null; // no new work from here on; steps already queued still run
     await this.queue.catch(() => undefined);
+    for (const s of [...this.sequences]) s.dispose();
     native.dispose();
   }
 
@@ -194,7 +194,8 @@ export class Model {
 
   /** @internal Runs native work after the previous step of this model. */
   enqueue<T>(fn: (m: NativeModel) => Promise<T>): Promise<T> {
-    const next = this.queue.then(() => fn(this.live()));
+    const native = this.live(); // accepted now, so it runs even if dispose() is called before its turn
+    const next = this.queue.then(() => fn(native));
     this.queue = next.catch(() => undefined);
     return next.catch((e: unknown) => {
       throw e instanceof QwenError ? e : new QwenError('E_BACKEND', (e as Error).message ?? String(e), { cause: e });
@@ -251,6 +252,10 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     throw new QwenError('E_BACKEND', `loading ${ckpt.dir} failed: ${(e as Error).message}`, { cause: e });
   } finally {
     signal?.removeEventListener('abort', onAbort);
+  }
+  if (signal?.aborted) {
+    native.dispose(); // the abort came after the last cancellation point: release the finished load
+    throw abortError('loadModel', signal);
   }
   return new Model(ckpt, device, native);
 }
