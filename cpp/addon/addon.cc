@@ -9,7 +9,17 @@
 #include "cpu/isa.h"
 
 namespace qwen {
+
+double read_bandwidth_gbs(size_t bytes, int threads);  // cpp/cpu/membench.cc
+
 namespace {
+
+Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+  // readBandwidth(megabytes, threads) -> GB/s. Synchronous: a benchmark helper, not for serving paths.
+  const double mb = info[0].As<Napi::Number>().DoubleValue();
+  const int threads = info[1].As<Napi::Number>().Int32Value();
+  return Napi::Number::New(info.Env(), read_bandwidth_gbs(size_t(mb * 1048576.0), threads));
+}
 
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -56,6 +66,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitOps(env, exports);
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
   exports.Set("cudaInfo", Napi::Function::New(env, CudaInfoJs));
+  exports.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
   return exports;
 }
 

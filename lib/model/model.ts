@@ -127,6 +127,8 @@ export class Model {
   readonly device: 'cpu' | 'cuda';
   /** Raw generation_config.json of the directory (null when absent). */
   readonly generationConfigFile: Record<string, unknown> | null;
+  /** Stored weight bytes: all of them, and of the embedding table (gathered, not streamed, per token). */
+  readonly weightBytes: { total: number; embedding: number; dtypes: string[] };
   private native: NativeModel | null;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly sequences = new Set<Sequence>();
@@ -137,6 +139,11 @@ export class Model {
     this.dir = ckpt.dir;
     this.device = device;
     this.generationConfigFile = ckpt.generationConfig;
+    this.weightBytes = {
+      total: ckpt.bytes,
+      embedding: ckpt.tensors[0].nbytes, // weightTable order: transformer.wte.weight first
+      dtypes: [...new Set(ckpt.tensors.map((t) => t.dtype))],
+    };
     this.native = native;
   }
 

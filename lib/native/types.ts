@@ -105,5 +105,7 @@ export interface Addon {
   cpuInfo(): CpuInfo;
   cudaInfo(): CudaInfo;
   ntkAlpha(L: number, S: number): number;
+  /** DRAM read bandwidth in GB/s streaming `megabytes` with `threads` threads (benchmarks only; synchronous). */
+  readBandwidth(megabytes: number, threads: number): number;
   maxPositions: number;
 }

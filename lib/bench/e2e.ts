@@ -1,0 +1,65 @@
+/**
+ * End-to-end CPU/GPU benchmark: prefill tok/s and GFLOP/s, decode tok/s and GB/s of weights streamed, next to the
+ * DRAM read bandwidth measured in the same run. Figures are printed, never asserted.
+ */
+import { addon } from '../native/binding';
+import { Model } from '../model/model';
+import { ffnWidth } from '../model/config';
+
+export interface E2eResult {
+  machine: { cpuIsa: string; threads: number; readGBs: number | null };
+  model: { dir: string; device: string; weightBytes: number; bytesPerToken: number };
+  prefill: { tokens: number; ms: number; tokPerS: number; gflops: number };
+  decode: { steps: number; msPerToken: number; tokPerS: number; gbs: number; ofReadBandwidth: number | null };
+}
+
+/** Bytes the decoder reads per token: every weight except the embedding table, of which it gathers one row. */
+function streamedBytes(model: Model): number {
+  return model.weightBytes.total - model.weightBytes.embedding;
+}
+
+export async function benchE2e(
+  model: Model,
+  opts: { prompt: number; decode: number; threads: number; measureBandwidth: boolean; log?: (s: string) => void },
+): Promise<E2eResult> {
+  const log = opts.log ?? (() => undefined);
+  const c = model.config;
+  const H = c.hidden_size, F = ffnWidth(c), L = c.num_hidden_layers;
+  const readGBs = opts.measureBandwidth && model.device === 'cpu' ? addon().readBandwidth(1024, opts.threads) : null;
+  if (readGBs !== null) log(`read bandwidth (${opts.threads} threads, 1 GiB): ${readGBs.toFixed(1)} GB/s`);
+
+  const prompt = Array.from({ length: opts.prompt }, (_, i) => (i * 7919 + 13) % 151643);
+  // Warm-up step so the first timed forward does not pay for lazy allocations.
+  const warm = model.createSequence();
+  await warm.forward(prompt.slice(0, 8));
+  warm.dispose();
+
+  const seq = model.createSequence();
+  let t0 = process.hrtime.bigint();
+  let logits = await seq.forward(prompt);
+  const prefillMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const T = opts.prompt;
+  const flops = 2 * T * L * (3 * H * H + H * H + 3 * F * H) + 2 * T * T * H * L + 2 * H * c.vocab_size;
+  log(`prefill ${T} tokens: ${prefillMs.toFixed(0)} ms, ${(T / prefillMs * 1e3).toFixed(1)} tok/s, ${(flops / prefillMs / 1e6).toFixed(1)} GFLOP/s`);
+
+  t0 = process.hrtime.bigint();
+  for (let i = 0; i < opts.decode; i++) {
+    let best = 0;
+    for (let v = 1; v < 151643; v++) if (logits[v] > logits[best]) best = v;
+    logits = await seq.forward([best]);
+  }
+  const decodeMs = Number(process.hrtime.bigint() - t0) / 1e6 / opts.decode;
+  seq.dispose();
+  const bytes = streamedBytes(model);
+  const gbs = bytes / decodeMs / 1e6;
+  log(
+    `decode: ${decodeMs.toFixed(1)} ms/token, ${(1e3 / decodeMs).toFixed(2)} tok/s, ${gbs.toFixed(1)} GB/s of weights` +
+      (readGBs ? ` (${((gbs / readGBs) * 100).toFixed(0)} % of the measured read bandwidth)` : ''),
+  );
+  return {
+    machine: { cpuIsa: addon().cpuInfo().isa, threads: opts.threads, readGBs },
+    model: { dir: model.dir, device: model.device, weightBytes: model.weightBytes.total, bytesPerToken: bytes },
+    prefill: { tokens: T, ms: prefillMs, tokPerS: (T / prefillMs) * 1e3, gflops: flops / prefillMs / 1e6 },
+    decode: { steps: opts.decode, msPerToken: decodeMs, tokPerS: 1e3 / decodeMs, gbs, ofReadBandwidth: readGBs ? gbs / readGBs : null },
+  };
+}

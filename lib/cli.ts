@@ -1,0 +1,135 @@
+/** `npx qwen-node <command>`: make-random, bench, doctor, demo, generate, chat, ppl. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { parseArgs } from 'util';
+import { backends } from './backends';
+import { benchE2e } from './bench/e2e';
+import { QwenError } from './errors';
+import { makeRandomCheckpoint, PRESETS } from './model/makeRandom';
+import { loadModel, LoadOptions } from './model/model';
+
+type Handler = (argv: string[]) => Promise<void>;
+
+const USAGE = `qwen-node <command> [options]
+
+Commands:
+  demo                         generate with a built-in tiny random-weight model and the real vocabulary
+  generate --model DIR PROMPT  stream a completion to stdout
+  chat --model DIR             interactive ChatML chat (/reset clears history, Ctrl-C stops a reply)
+  ppl --model DIR FILE         perplexity of a text file [--ctx N --stride N --no-ntk --no-logn]
+  make-random                  write a random-weight checkpoint in the Hugging Face layout
+      --preset tiny|small|7b --dtype bf16|fp16|fp32 --seed N --out DIR [--tiktoken PATH]
+  bench                        CPU/GPU benchmark: prefill and decode speed against measured limits
+      [--model DIR | --preset small] [--threads N] [--prompt 128] [--decode 16] [--device cpu|cuda|auto] [--json]
+  doctor                       which backend will be used, and why
+Run 'qwen-node <command> --help' for the options of a command.`;
+
+export function cacheDir(): string {
+  return process.env.QWEN_NODE_CACHE ?? path.join(os.homedir(), '.cache', 'qwen-node');
+}
+
+function progressBar(label: string): (f: number) => void {
+  if (!process.stderr.isTTY) return () => undefined;
+  return (f) => {
+    const w = 30, n = Math.round(f * w);
+    process.stderr.write(`\r${label} [${'#'.repeat(n)}${' '.repeat(w - n)}] ${(f * 100).toFixed(0)}%${f >= 1 ? '\n' : ''}`);
+  };
+}
+
+function intOpt(v: string | undefined, name: string, dflt: number, min = 1): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new QwenError('E_BAD_ARG', `--${name} must be an integer >= ${min} (got ${v})`);
+  return n;
+}
+
+/** A random checkpoint of a preset in the cache dir, made once and reused (bench, demo). */
+export async function cachedRandom(preset: 'tiny' | 'small' | '7b', dtype: 'bf16' | 'fp16' | 'fp32', seed: number): Promise<string> {
+  const dir = path.join(cacheDir(), `random-${preset}-${dtype}-seed${seed}`);
+  if (fs.existsSync(path.join(dir, 'config.json'))) return dir;
+  process.stderr.write(`writing a ${preset} random-weight checkpoint to ${dir} (once)\n`);
+  await makeRandomCheckpoint({ preset, dtype, seed, out: dir, onProgress: progressBar('make-random') });
+  return dir;
+}
+
+const commands: Record<string, Handler> = {
+  async 'make-random'(argv) {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        preset: { type: 'string' }, dtype: { type: 'string', default: 'bf16' }, seed: { type: 'string', default: '0' },
+        out: { type: 'string' }, tiktoken: { type: 'string' }, help: { type: 'boolean' },
+      },
+    });
+    if (values.help) return void console.log('qwen-node make-random --preset tiny|small|7b --dtype bf16|fp16|fp32 --seed N --out DIR [--tiktoken PATH]');
+    if (!values.preset || !(values.preset in PRESETS)) throw new QwenError('E_BAD_ARG', `--preset must be one of ${Object.keys(PRESETS).join(', ')}`);
+    if (!['bf16', 'fp16', 'fp32'].includes(values.dtype!)) throw new QwenError('E_BAD_ARG', '--dtype must be bf16, fp16 or fp32');
+    if (!values.out) throw new QwenError('E_BAD_ARG', '--out DIR is required');
+    const t0 = Date.now();
+    const r = await makeRandomCheckpoint({
+      preset: values.preset as 'tiny', dtype: values.dtype as 'bf16', seed: intOpt(values.seed, 'seed', 0, 0),
+      out: values.out, tiktoken: values.tiktoken, onProgress: progressBar('make-random'),
+    });
+    console.log(`wrote ${r.dir}: ${(r.bytes / 1e9).toFixed(2)} GB of ${values.dtype} weights in ${((Date.now() - t0) / 1e3).toFixed(1)} s`);
+  },
+
+  async bench(argv) {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        model: { type: 'string' }, preset: { type: 'string', default: 'small' }, threads: { type: 'string' },
+        prompt: { type: 'string', default: '128' }, decode: { type: 'string', default: '16' },
+        device: { type: 'string', default: 'cpu' }, json: { type: 'boolean' }, help: { type: 'boolean' },
+      },
+    });
+    if (values.help) return void console.log(USAGE);
+    const threads = intOpt(values.threads, 'threads', os.availableParallelism());
+    const dir = values.model ?? (await cachedRandom(values.preset as 'small', 'bf16', 1));
+    const log = values.json ? () => undefined : (s: string) => console.log(s);
+    log(`model ${dir}`);
+    const model = await loadModel(dir, { device: values.device as LoadOptions['device'], threads, onProgress: progressBar('load') });
+    try {
+      const b = backends();
+      log(`device ${model.device}; cpu isa ${b.cpu.isa}, ${threads} threads; weights ${(model.weightBytes.total / 1e9).toFixed(2)} GB ${model.weightBytes.dtypes.join('/')}`);
+      const r = await benchE2e(model, {
+        prompt: intOpt(values.prompt, 'prompt', 128), decode: intOpt(values.decode, 'decode', 16), threads,
+        measureBandwidth: true, log,
+      });
+      if (values.json) console.log(JSON.stringify(r, null, 2));
+    } finally {
+      await model.dispose();
+    }
+  },
+
+  async doctor() {
+    const b = backends();
+    console.log(JSON.stringify(b, null, 2));
+    console.log(`device 'auto' uses: ${b.auto}${b.auto === 'cpu' && b.cuda.error ? ` (CUDA: ${b.cuda.error})` : ''}`);
+  },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    console.log(USAGE);
+    return 0;
+  }
+  const handler = commands[cmd];
+  if (!handler) {
+    console.error(`qwen-node: unknown command '${cmd}'\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    await handler(rest);
+    return 0;
+  } catch (e) {
+    console.error(`qwen-node ${cmd}: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+/** Register more commands (the TypeScript layer adds demo/generate/chat/ppl). */
+export function addCommand(name: string, h: Handler): void {
+  commands[name] = h;
+}
