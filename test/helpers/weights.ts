@@ -43,3 +43,14 @@ export function storeWeight(src: Float32Array, dtype: WDtype): StoredWeight {
   }
   return { bytes, code: DTYPE_CODES[dtype], values };
 }
+
+/** Round to the activation type a backend stores (fp32 values in, fp64 out). */
+export function roundTo(act: 'fp32' | 'bf16' | 'fp16', v: ArrayLike<number>): Float64Array {
+  const f = Float32Array.from(v as ArrayLike<number>);
+  if (act === 'fp32') return Float64Array.from(f);
+  const dt = act === 'bf16' ? 'BF16' : 'F16';
+  return storeWeight(f, dt).values;
+}
+
+/** Unit roundoff of an activation type (0 for fp32: its roundings are counted in each op's fp32 bound). */
+export const unitRoundoff = (act: 'fp32' | 'bf16' | 'fp16') => (act === 'bf16' ? 2 ** -8 : act === 'fp16' ? 2 ** -11 : 0);
