@@ -337,10 +337,10 @@ export async function writeSafetensors(
 
   const fh = await fsp.open(path, 'w');
   let ok = false;
+  let inFlight: Promise<void> | null = null;
   try {
     await writeAll(fh, header, 0);
     let pos = header.length;
-    let inFlight: Promise<void> | null = null;
     for (let k = 0; k < jobs.length; k++) {
       if (options.signal?.aborted) throw abortError(`writing ${path}`, options.signal);
       for (let a = k; a < k + prefetch; a++) startEncoded(a);
@@ -370,6 +370,7 @@ export async function writeSafetensors(
     ok = true;
     return header.length + dataBytes;
   } finally {
+    if (!ok) await (inFlight as Promise<void> | null)?.catch(() => undefined); // never close under a pending write
     await fh.close();
     if (!ok) await fsp.rm(path, { force: true });
   }

@@ -9,6 +9,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
+// Locals: global Math lookups inside hot loops are very slow in jest's vm sandbox.
+const { cos, sin, exp, sqrt, log, log2, fround, pow, ceil, max, floor } = Math;
+
 export interface Qwen64Config {
   hidden_size: number;
   num_attention_heads: number;
@@ -86,7 +89,7 @@ export class Qwen64 {
     private readonly lmHead: Float64Array, // [V, H]
     private readonly layers: Layer[],
   ) {
-    this.rot = Math.floor(config.kv_channels * config.rotary_pct);
+    this.rot = floor(config.kv_channels * config.rotary_pct);
     this.ffn = config.intermediate_size / 2;
   }
 
@@ -144,7 +147,7 @@ export class Qwen64 {
   /** Dynamic NTK alpha for a prefill of L tokens: max(1, 2^ceil(log2(L/S) + 1) - 1); 1 when NTK is off. */
   ntkAlpha(L: number): number {
     if (!this.config.use_dynamic_ntk) return 1;
-    return Math.max(1, 2 ** Math.ceil(Math.log2(L / this.config.seq_length) + 1) - 1);
+    return max(1, 2 ** ceil(log2(L / this.config.seq_length) + 1) - 1);
   }
 
   /**
@@ -180,7 +183,7 @@ export class Qwen64 {
       const rot = this.rot;
       const base = this.config.rotary_emb_base * alpha ** (rot / (rot - 2));
       f = new Float64Array(rot / 2);
-      for (let i = 0; i < rot / 2; i++) f[i] = Math.fround(1 / Math.fround(Math.pow(Math.fround(base), Math.fround((2 * i) / rot))));
+      for (let i = 0; i < rot / 2; i++) f[i] = fround(1 / fround(pow(fround(base), fround((2 * i) / rot))));
       this.invFreqCache.set(alpha, f);
     }
     return f;
@@ -190,9 +193,9 @@ export class Qwen64 {
   private rope(x: Float64Array, off: number, p: number, inv: Float64Array): void {
     const half = this.rot / 2;
     for (let i = 0; i < half; i++) {
-      const th = Math.fround(Math.fround(p) * inv[i]); // fp32 product, as the reference
-      const c = Math.cos(th);
-      const s = Math.sin(th);
+      const th = fround(fround(p) * inv[i]); // fp32 product, as the reference
+      const c = cos(th);
+      const s = sin(th);
       const a = x[off + i];
       const b = x[off + i + half];
       x[off + i] = a * c - b * s;
@@ -225,7 +228,7 @@ export class Qwen64 {
         }
         // logN on the query only, after RoPE; the cached K is untouched.
         if (this.config.use_logn_attn && p + 1 > S) {
-          const f = Math.log(p + 1) / Math.log(S);
+          const f = log(p + 1) / log(S);
           for (let i = 0; i < H; i++) q[i] *= f;
         }
         qs.push(q);
@@ -243,11 +246,11 @@ export class Qwen64 {
             const kj = cache.k[l][j];
             let d = 0;
             for (let i = 0; i < hd; i++) d += qs[t][off + i] * kj[off + i];
-            sc[j] = d / Math.sqrt(hd);
+            sc[j] = d / sqrt(hd);
             if (sc[j] > mx) mx = sc[j];
           }
           let sum = 0;
-          for (let j = 0; j <= p; j++) sum += sc[j] = Math.exp(sc[j] - mx);
+          for (let j = 0; j <= p; j++) sum += sc[j] = exp(sc[j] - mx);
           for (let j = 0; j <= p; j++) {
             const w = sc[j] / sum;
             const vj = cache.v[l][j];
@@ -259,7 +262,7 @@ export class Qwen64 {
         const x = rmsnorm(h[t], L.ln2, this.config.layer_norm_epsilon);
         const up = matvec(L.w1, x, this.ffn, H);
         const gate = matvec(L.w2, x, this.ffn, H);
-        for (let i = 0; i < this.ffn; i++) up[i] *= gate[i] / (1 + Math.exp(-gate[i]));
+        for (let i = 0; i < this.ffn; i++) up[i] *= gate[i] / (1 + exp(-gate[i]));
         addInto(h[t], matvec(L.downW, up, H, this.ffn));
       }
     }
@@ -274,7 +277,7 @@ export class Qwen64 {
 function rmsnorm(x: Float64Array, g: Float64Array, eps: number): Float64Array {
   let ss = 0;
   for (let i = 0; i < x.length; i++) ss += x[i] * x[i];
-  const r = 1 / Math.sqrt(ss / x.length + eps);
+  const r = 1 / sqrt(ss / x.length + eps);
   const y = new Float64Array(x.length);
   for (let i = 0; i < x.length; i++) y[i] = x[i] * r * g[i];
   return y;
