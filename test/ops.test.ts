@@ -18,6 +18,8 @@ const BACKENDS: Array<[string, NativeBackendOptions, Act]> = [
 ];
 if (cpuIsa !== 'scalar') BACKENDS.push(['cpu avx2', { device: 'cpu', dtype: 'auto', threads: 2, cpuIsa: 'avx2' }, 'fp32']);
 if (cpuIsa === 'avx512') BACKENDS.push(['cpu avx512', { device: 'cpu', dtype: 'auto', threads: 2, cpuIsa: 'avx512' }, 'fp32']);
+// dtype 'bf16' on the CPU: fp32 activations, matmul inputs rounded to bf16 (AVX512-BF16 prefill kernel where present).
+BACKENDS.push(['cpu bf16-matmul', { device: 'cpu', dtype: 'bf16', threads: 2 }, 'fp32']);
 if (a.cudaInfo().available) {
   for (const act of ['bf16', 'fp16', 'fp32'] as const) BACKENDS.push([`cuda ${act}`, { device: 'cuda', dtype: act }, act]);
 }
@@ -36,6 +38,9 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
   const ops: NativeOps = new a.NativeOps(opts);
   const ua = unitRoundoff(act);
   const seen = (v: ArrayLike<number>) => roundTo(act, v); // inputs as the backend stores them
+  // Matmul inputs as the backend feeds them to the multiplier: bf16 in dtype 'bf16', else as stored.
+  const mmIn = (v: ArrayLike<number>) => (opts.dtype === 'bf16' ? roundTo('bf16', v) : seen(v));
+  const uaMm = opts.dtype === 'bf16' ? 2 ** -8 : ua;
   const w = (src: Float32Array, dt: WDtype) => {
     const s = storeWeight(src, dt);
     return { ...s, values: seen(s.values) }; // a 16-bit backend converts weights to its own type on upload
@@ -53,7 +58,7 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
       const b = w(randArray(N, 3 + N, 1), dt);
       for (const withBias of [false, true]) {
         const y = ops.linear(x, T, W.bytes, W.code, N, K, withBias ? b.bytes : null, b.code);
-        const r = linearRef(seen(x), T, K, W.values, N, withBias ? b.values : undefined);
+        const r = linearRef(mmIn(x), T, K, W.values, N, withBias ? b.values : undefined);
         expectWithin(y, r.want, (i) => gamma(K + 2) * r.mag[i] + ua * Math.abs(r.want[i]) + 1e-30, `linear ${dt} T=${T} K=${K} N=${N}`);
       }
     });
@@ -129,7 +134,7 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
     const out = ops.finalLogits(h, T, H, rows, lnf.bytes, lnf.code, head.bytes, head.code, V, 1e-6);
     const r = finalLogitsRef(seen(h), H, rows, lnf.values, head.values, V, 1e-6);
     // the normalised row may be stored in the activation type before the lm_head (ua per term).
-    expectWithin(out, r.want, (i) => (gamma(2 * H + 8) + ua) * r.mag[i] + 1e-30, 'finalLogits');
+    expectWithin(out, r.want, (i) => (gamma(2 * H + 8) + uaMm) * r.mag[i] + 1e-30, 'finalLogits');
   });
 });
 

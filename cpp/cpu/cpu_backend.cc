@@ -78,8 +78,11 @@ class CpuBackend : public Backend {
       : isa_(opt.cpu_isa.empty() ? best_isa() : parse_isa(opt.cpu_isa)),
         pool_(opt.threads > 0 ? opt.threads : int(std::thread::hardware_concurrency() ? std::thread::hardware_concurrency() : 1)) {
     if (int(isa_) > int(best_isa())) throw std::runtime_error(std::string("this CPU lacks ") + isa_name(isa_));
-    if (opt.dtype != "auto" && opt.dtype != "fp32")
-      throw std::runtime_error("the CPU backend computes in fp32 (dtype 'auto' or 'fp32'), not '" + opt.dtype + "'");
+    if (opt.dtype != "auto" && opt.dtype != "fp32" && opt.dtype != "bf16")
+      throw std::runtime_error("the CPU backend computes in fp32 ('auto', 'fp32') or with bf16 matmul inputs ('bf16'), not '" +
+                               opt.dtype + "'");
+    bf16_ = opt.dtype == "bf16";
+    dpbf16_ = bf16_ && isa_ == Isa::Avx512 && cpu_features().avx512bf16;
   }
   const char* name() const override { return "cpu"; }
   DType act_dtype() const override { return DType::F32; }
@@ -240,7 +243,15 @@ class CpuBackend : public Backend {
   static float* F(Buf b) { return static_cast<float*>(b); }
   static const float* F(const void* b) { return static_cast<const float*>(b); }
 
-  void run_linear(const LinearJob& j) {
+  void run_linear(const LinearJob& jin) {
+    LinearJob j = jin;
+    if (bf16_) {
+      // dtype 'bf16': matmul inputs rounded to bf16 (as the reference's bf16 activations), fp32 accumulation.
+      if (dpbf16_ && j.wdt == DType::BF16 && j.T > 8 && j.K % 2 == 0) return run_linear_dpbf16(j);
+      xr_.resize(size_t(j.T) * j.K);
+      for (size_t i = 0; i < xr_.size(); ++i) xr_[i] = bf16_to_f32(f32_to_bf16(j.x[i]));
+      j.x = xr_.data();
+    }
     const int rows_per_task = 64;
     const int tasks = (j.N + rows_per_task - 1) / rows_per_task;
     auto rows = [&](int task) { return std::pair<int, int>(task * rows_per_task, std::min(j.N, (task + 1) * rows_per_task)); };
@@ -280,7 +291,36 @@ class CpuBackend : public Backend {
   }
 
  private:
+  // bf16 x bf16 GEMM (AVX512-BF16): x packed once per <= 512-token chunk as pairs, weight rows read in place.
+  void run_linear_dpbf16(const LinearJob& j) {
+    const int MR = 12, panel_rows = MR * 4, Kp = j.K / 2;
+    const int ptasks = (j.N + panel_rows - 1) / panel_rows;
+    zrows_.resize(size_t(pool_.size()));
+    for (auto& z : zrows_) z.resize(size_t(MR) * Kp);
+    for (int t0 = 0; t0 < j.T; t0 += 512) {
+      LinearJob c = j;
+      c.T = std::min(512, j.T - t0);
+      c.x = j.x + size_t(t0) * j.K;
+      c.y = j.y + size_t(t0) * j.N;
+      const int Tp = (c.T + 15) / 16 * 16;
+      xp_.assign(size_t(Kp) * Tp, 0u);
+      for (int t = 0; t < c.T; ++t)
+        for (int p = 0; p < Kp; ++p) {
+          const float* x = c.x + size_t(t) * j.K + 2 * p;
+          xp_[size_t(p) * Tp + t] = uint32_t(f32_to_bf16(x[0])) | uint32_t(f32_to_bf16(x[1])) << 16;
+        }
+      pool_.parallel_for(ptasks, [&](int task, int thread) {
+        const int n0 = task * panel_rows, n1 = std::min(j.N, n0 + panel_rows);
+        linear_gemm_avx512bf16(c, xp_.data(), Tp, n0, n1, zrows_[thread].data());
+      });
+    }
+  }
+
   Isa isa_;
+  bool bf16_ = false, dpbf16_ = false;
+  std::vector<float> xr_;
+  std::vector<uint32_t> xp_;
+  std::vector<std::vector<uint32_t>> zrows_;
   ThreadPool pool_;
   std::vector<std::vector<float>> scores_, wbuf_;
   std::vector<float> xt_;

@@ -15,7 +15,10 @@ export type ComputeDtype = 'auto' | 'bf16' | 'fp16' | 'fp32';
 export interface LoadOptions {
   /** 'auto' picks CUDA when a usable device exists, else the CPU. */
   device?: Device;
-  /** Compute precision. The CPU computes in fp32 over the stored weights ('auto' = 'fp32'). */
+  /**
+   * Compute precision. The CPU computes in fp32 over the stored weights ('auto' = 'fp32'); 'bf16' on the CPU rounds
+   * matmul inputs to bf16 (the reference's bf16 activations) and uses AVX512-BF16 for prefill where present.
+   */
   dtype?: ComputeDtype;
   /** CPU worker threads (default: all cores). */
   threads?: number;
@@ -229,8 +232,8 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   if (signal?.aborted) throw abortError('loadModel', signal);
   const device = resolveDevice(options.device ?? 'auto');
   const dtype = options.dtype ?? 'auto';
-  if (device === 'cpu' && (dtype === 'bf16' || dtype === 'fp16')) {
-    throw badArg('options.dtype', "'auto' or 'fp32' on the CPU backend (bf16/fp16 compute is a CUDA option)", dtype);
+  if (device === 'cpu' && dtype === 'fp16') {
+    throw badArg('options.dtype', "'auto', 'fp32' or 'bf16' on the CPU backend (fp16 compute is a CUDA option)", dtype);
   }
   const { NativeModel: Ctor } = addon();
   const native = new Ctor();
