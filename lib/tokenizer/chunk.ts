@@ -12,7 +12,7 @@
  * newer Unicode table in V8 than in tiktoken's regex crate cannot make a cut unsafe. Cuts must also avoid the inside
  * of a special token that is parsed as special (e.g. after the "0" of "<|extra_0|>").
  */
-import { MAX_SPECIAL_LEN } from './constants';
+import { MAX_SPECIAL_LEN, specialAt } from './constants';
 
 const isAsciiLetter = (c: number) => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
 const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
@@ -38,9 +38,9 @@ function regexBoundary(text: string, p: number): boolean {
 
 /** True when p falls strictly inside an occurrence of a special token that `allowed` makes special. */
 function insideSpecial(text: string, p: number, allowed: ReadonlySet<string>): boolean {
-  for (let k = text.lastIndexOf('<|', p - 1); k >= 0 && k > p - MAX_SPECIAL_LEN; k = text.lastIndexOf('<|', k - 1)) {
-    const close = text.indexOf('|>', k + 2);
-    if (close >= 0 && close + 2 > p && close + 2 - k <= MAX_SPECIAL_LEN && allowed.has(text.slice(k, close + 2))) return true;
+  for (let k = Math.max(0, p - MAX_SPECIAL_LEN + 1); k < p; k++) {
+    const s = specialAt(text, k);
+    if (s !== undefined && k + s.length > p && allowed.has(s)) return true;
   }
   return false;
 }

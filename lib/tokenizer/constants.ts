@@ -29,3 +29,12 @@ export const SPECIAL_IDS: ReadonlyMap<string, number> = new Map(SPECIAL_TOKENS.m
 
 /** The longest special surface form ("<|extra_204|>"), used to bound look-behind when checking chunk boundaries. */
 export const MAX_SPECIAL_LEN = Math.max(...SPECIAL_TOKENS.map((s) => s.length));
+
+/** The special surface form starting at text[k], if any (bounded look-ahead: no scan to the end of a long text). */
+export function specialAt(text: string, k: number): string | undefined {
+  if (text.charCodeAt(k) !== 0x3c || text.charCodeAt(k + 1) !== 0x7c) return undefined; // "<|"
+  const w = text.slice(k, k + MAX_SPECIAL_LEN);
+  const close = w.indexOf('|>', 2);
+  const s = close < 0 ? '' : w.slice(0, close + 2);
+  return SPECIAL_IDS.has(s) ? s : undefined;
+}
