@@ -21,7 +21,7 @@ static __global__ void rmsnorm_kernel(const T* x, const T* __restrict__ g, const
   ss = block_sum(ss);  // contains __syncthreads: every read of xr above happens before any write below
   const float inv = 1.0f / sqrtf(ss / float(H) + eps);
   for (int i = threadIdx.x; i < H; i += blockDim.x)
-    yr[i] = from_f32<T>(round_to<T>(to_f32(xr[i]) * inv) * to_f32(g[i]));
+    yr[i] = from_f32<T>(to_f32(xr[i]) * inv * to_f32(g[i]));
 }
 
 template <typename T>

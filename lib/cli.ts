@@ -7,7 +7,9 @@ import { backends } from './backends';
 import { benchE2e } from './bench/e2e';
 import { QwenError } from './errors';
 import { makeRandomCheckpoint, PRESETS } from './model/makeRandom';
-import { loadModel, LoadOptions } from './model/model';
+import { loadModel, LoadOptions, Model } from './model/model';
+import type { GenerateOptions, ChatHistory } from './model/generation';
+import * as readline from 'readline';
 
 type Handler = (argv: string[]) => Promise<void>;
 
@@ -49,11 +51,122 @@ export async function cachedRandom(preset: 'tiny' | 'small' | '7b', dtype: 'bf16
   const dir = path.join(cacheDir(), `random-${preset}-${dtype}-seed${seed}`);
   if (fs.existsSync(path.join(dir, 'config.json'))) return dir;
   process.stderr.write(`writing a ${preset} random-weight checkpoint to ${dir} (once)\n`);
-  await makeRandomCheckpoint({ preset, dtype, seed, out: dir, onProgress: progressBar('make-random') });
+  // tiktoken: null — the tokenizer then uses the bundled vocabulary (identical to qwen.tiktoken), so nothing
+  // outside the package is needed.
+  await makeRandomCheckpoint({ preset, dtype, seed, out: dir, tiktoken: null, onProgress: progressBar('make-random') });
   return dir;
 }
 
+/** Sampling flags shared by generate, chat and demo. */
+const SAMPLING = {
+  model: { type: 'string' }, device: { type: 'string', default: 'auto' }, threads: { type: 'string' },
+  temperature: { type: 'string' }, 'top-p': { type: 'string' }, 'top-k': { type: 'string' }, seed: { type: 'string' },
+  'max-new-tokens': { type: 'string' }, 'repetition-penalty': { type: 'string' }, greedy: { type: 'boolean' },
+  help: { type: 'boolean' },
+} as const;
+
+function samplingOptions(v: Record<string, string | boolean | undefined>): GenerateOptions {
+  const num = (k: string) => (v[k] === undefined ? undefined : Number(v[k]));
+  const o: GenerateOptions = {
+    temperature: num('temperature'), topP: num('top-p'), topK: num('top-k'), seed: num('seed'),
+    maxNewTokens: num('max-new-tokens'), repetitionPenalty: num('repetition-penalty'),
+  };
+  if (v.greedy) o.doSample = false;
+  for (const k of Object.keys(o) as (keyof GenerateOptions)[]) if (o[k] === undefined) delete o[k];
+  return o;
+}
+
+async function openModel(v: Record<string, string | boolean | undefined>, dir: string): Promise<Model> {
+  return loadModel(dir, {
+    device: (v.device as LoadOptions['device']) ?? 'auto',
+    threads: v.threads === undefined ? undefined : intOpt(v.threads as string, 'threads', 1),
+    onProgress: progressBar('loading'),
+  });
+}
+
+/** Streams a generation to stdout; Ctrl-C aborts it. Returns tokens and seconds. */
+async function stream(model: Model, prompt: string, opts: GenerateOptions): Promise<{ tokens: number; seconds: number; finish: string }> {
+  const ac = new AbortController();
+  const onInt = () => ac.abort();
+  process.once('SIGINT', onInt);
+  const t0 = process.hrtime.bigint();
+  let tokens = 0, finish = '';
+  try {
+    for await (const c of model.generate(prompt, { ...opts, signal: ac.signal })) {
+      process.stdout.write(c.text);
+      if (c.usage) tokens = c.usage.completionTokens;
+      if (c.finishReason) finish = c.finishReason;
+    }
+  } finally {
+    process.removeListener('SIGINT', onInt);
+  }
+  return { tokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9, finish };
+}
+
 const commands: Record<string, Handler> = {
+  async demo(argv) {
+    const { values, positionals } = parseArgs({ args: argv, options: SAMPLING, allowPositionals: true });
+    if (values.help) return void console.log('qwen-node demo [PROMPT] [--max-new-tokens N --seed N --temperature T ...]');
+    const dir = await cachedRandom('tiny', 'bf16', 1);
+    const model = await openModel(values, dir);
+    try {
+      const prompt = positionals.join(' ') || 'Once upon a time, in a small village by the sea,';
+      console.log(`qwen-node demo: a tiny Qwen-architecture model with RANDOM weights (${dir}) and the real Qwen`);
+      console.log(`vocabulary, on ${model.device}. The text is meaningless by design: it shows the whole pipeline`);
+      console.log(`(tokenizer, engine, sampler, streaming) working. Use 'qwen-node generate --model DIR' with a real Qwen-7B for real text.\n`);
+      process.stdout.write(prompt);
+      const r = await stream(model, prompt, { maxNewTokens: 48, seed: 1, ...samplingOptions(values) });
+      console.log(`\n\n${r.tokens} tokens in ${r.seconds.toFixed(2)} s: ${(r.tokens / r.seconds).toFixed(1)} tok/s (finish: ${r.finish})`);
+    } finally {
+      await model.dispose();
+    }
+  },
+
+  async generate(argv) {
+    const { values, positionals } = parseArgs({ args: argv, options: SAMPLING, allowPositionals: true });
+    if (values.help || !values.model || positionals.length === 0) {
+      return void console.log('qwen-node generate --model DIR "prompt" [--temperature T --top-p P --top-k K --seed N --max-new-tokens N --greedy]');
+    }
+    const model = await openModel(values, values.model);
+    try {
+      const r = await stream(model, positionals.join(' '), samplingOptions(values));
+      process.stderr.write(`\n[${r.tokens} tokens, ${(r.tokens / r.seconds).toFixed(1)} tok/s, ${r.finish}]\n`);
+    } finally {
+      await model.dispose();
+    }
+  },
+
+  async chat(argv) {
+    const { values } = parseArgs({ args: argv, options: { ...SAMPLING, system: { type: 'string' } } });
+    if (values.help || !values.model) return void console.log('qwen-node chat --model DIR [--system TEXT] [sampling flags]; /reset clears the history, Ctrl-C stops a reply, Ctrl-D exits');
+    const model = await openModel(values, values.model);
+    const rl = readline.createInterface({ input: process.stdin, output: process.stdout, prompt: 'you> ' });
+    let history: ChatHistory = [];
+    let busy: AbortController | null = null;
+    rl.on('SIGINT', () => (busy ? busy.abort() : rl.close()));
+    rl.prompt();
+    try {
+      for await (const line of rl) {
+        const q = line.trim();
+        if (q === '/reset') { history = []; console.log('(history cleared)'); rl.prompt(); continue; }
+        if (!q) { rl.prompt(); continue; }
+        busy = new AbortController();
+        process.stdout.write('qwen> ');
+        let reply = '';
+        for await (const c of model.chatStream(q, { history, system: values.system, ...samplingOptions(values), signal: busy.signal })) {
+          process.stdout.write(c.text);
+          reply += c.text;
+        }
+        busy = null;
+        history = [...history, [q, reply.trim()]];
+        process.stdout.write('\n');
+        rl.prompt();
+      }
+    } finally {
+      await model.dispose();
+    }
+  },
+
   async 'make-random'(argv) {
     const { values } = parseArgs({
       args: argv,

@@ -8,6 +8,11 @@ import { DTYPE_CODES, NativeConfig, NativeModel, NativeSequence } from '../nativ
 import type { SequenceLike } from '../types';
 import { Checkpoint, openCheckpoint } from './checkpoint';
 import { QwenConfig, ffnWidth, rotaryDims } from './config';
+import { MAX_POSITIONS } from './limits';
+import { Tokenizer } from '../tokenizer';
+import { ChatMessage } from '../chat/chatml';
+import { GenerationOptions, defaults as generationDefaults, fromJSON as generationFromJSON } from '../generation/config';
+import { ChatOptions, ChatResult, GenerateOptions, Generation, chatPrompt, promptIds, runChat, startGeneration } from './generation';
 
 export type Device = 'auto' | 'cpu' | 'cuda';
 export type ComputeDtype = 'auto' | 'bf16' | 'fp16' | 'fp32';
@@ -29,7 +34,7 @@ export interface LoadOptions {
 }
 
 const LOAD_KEYS = new Set(['device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa']);
-export const MAX_POSITIONS = 32767; // the reference's logN table; longer sequences crash it
+export { MAX_POSITIONS };
 
 function checkLoadOptions(o: LoadOptions): void {
   if (typeof o !== 'object' || o === null) throw badArg('options', 'an object', o);
@@ -132,12 +137,20 @@ export class Model {
   readonly generationConfigFile: Record<string, unknown> | null;
   /** Stored weight bytes: all of them, and of the embedding table (gathered, not streamed, per token). */
   readonly weightBytes: { total: number; embedding: number; dtypes: string[] };
+  /** The Qwen tokenizer: the directory's qwen.tiktoken, else the bundled identical vocabulary. */
+  readonly tokenizer: Tokenizer;
+  /** generation_config.json as options (defaults where absent); per-call options override it. */
+  readonly generationConfig: Readonly<GenerationOptions>;
   private native: NativeModel | null;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly sequences = new Set<Sequence>();
 
   /** @internal */
-  constructor(ckpt: Checkpoint, device: 'cpu' | 'cuda', native: NativeModel) {
+  constructor(ckpt: Checkpoint, device: 'cpu' | 'cuda', native: NativeModel, tokenizer: Tokenizer) {
+    this.tokenizer = tokenizer;
+    this.generationConfig = Object.freeze(
+      ckpt.generationConfig ? generationFromJSON(ckpt.generationConfig, `${ckpt.dir}/generation_config.json`) : generationDefaults(),
+    );
     this.config = ckpt.config;
     this.dir = ckpt.dir;
     this.device = device;
@@ -152,6 +165,11 @@ export class Model {
 
   get disposed(): boolean {
     return this.native === null;
+  }
+
+  /** Sequences of this model not yet disposed (each holds a KV cache). */
+  get activeSequences(): number {
+    return this.sequences.size;
   }
 
   /** A new sequence with its own KV cache. */
@@ -172,6 +190,32 @@ export class Model {
     }
   }
 
+  /**
+   * Generate from a prompt (text: encoded with special tokens allowed, as the reference's raw format; or ids).
+   * An AsyncIterable of { text, tokens, finishReason? } chunks; `await gen.result()` for the whole result.
+   */
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): Generation {
+    this.live();
+    return startGeneration(this, this.tokenizer, this.generationConfig, promptIds(this.tokenizer, prompt), options);
+  }
+
+  /** One ChatML turn (query + history, or OpenAI-style messages): { response, history, usage, finishReason }. */
+  chat(input: string | ChatMessage[], options?: ChatOptions): Promise<ChatResult> {
+    try {
+      this.live();
+      return runChat(this, this.tokenizer, this.generationConfig, input, options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Streaming chat: chunks of the reply as they are generated (stop tokens never appear). */
+  chatStream(input: string | ChatMessage[], options?: ChatOptions): Generation {
+    this.live();
+    const p = chatPrompt(this.tokenizer, this.generationConfig, input, options);
+    return startGeneration(this, this.tokenizer, this.generationConfig, p.ids, p.call);
+  }
+
   /** Frees the weights and every sequence of this model once the step in flight ends. Harmless twice. */
   async dispose(): Promise<void> {
     const native = this.native;
@@ -180,6 +224,7 @@ export class Model {
     await this.queue.catch(() => undefined);
     for (const s of [...this.sequences]) s.dispose();
     native.dispose();
+    this.tokenizer.free();
   }
 
   /** @internal */
@@ -230,6 +275,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   if (signal?.aborted) throw abortError('loadModel', signal);
   const ckpt = await openCheckpoint(dir);
   if (signal?.aborted) throw abortError('loadModel', signal);
+  const tokenizer = await Tokenizer.fromDirectory(ckpt.dir);
   const device = resolveDevice(options.device ?? 'auto');
   const dtype = options.dtype ?? 'auto';
   if (device === 'cpu' && dtype === 'fp16') {
@@ -258,6 +304,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     );
   } catch (e) {
     native.dispose();
+    tokenizer.free();
     if (signal?.aborted) throw abortError('loadModel', signal);
     throw new QwenError('E_BACKEND', `loading ${ckpt.dir} failed: ${(e as Error).message}`, { cause: e });
   } finally {
@@ -265,7 +312,8 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   }
   if (signal?.aborted) {
     native.dispose(); // the abort came after the last cancellation point: release the finished load
+    tokenizer.free();
     throw abortError('loadModel', signal);
   }
-  return new Model(ckpt, device, native);
+  return new Model(ckpt, device, native, tokenizer);
 }

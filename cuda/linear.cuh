@@ -1,0 +1,33 @@
+// linear: y[T,N] = x[T,K] . W[N,K]^T (+ b[N]); x, W, b in the activation dtype, y in the activation dtype or F32
+// (final logits). fp32 accumulation everywhere. Paths, chosen once per call:
+//   T <= 8                      decode GEMV, warp per output row, 16-byte streaming loads of W (scalar if unaligned)
+//   T >= 64 and a cuBLAS handle cublasGemmEx (COMPUTE_32F), bias pre-filled into y with beta = 1
+//   bf16/fp16, K % 8 == 0       tensor-core GEMM (WMMA m16n16k16, 64x128x32 tiles, cp.async double buffering)
+//   otherwise                   FP32 FMA tiled GEMM (fp32 activations, odd K, unaligned pointers)
+#pragma once
+#include <cuda_runtime.h>
+
+#include "core/dtype.h"
+#include "cublas_dyn.h"
+
+namespace qwen::cu {
+
+struct LinearArgs {
+  DType act = DType::F32;   // dtype of x, W, b
+  DType out = DType::F32;   // dtype of y: act or F32
+  const void* x = nullptr;  // [T, K]
+  const void* W = nullptr;  // [N, K]
+  const void* b = nullptr;  // [N] or null
+  void* y = nullptr;        // [T, N]
+  int T = 0, N = 0, K = 0;
+  cublas::Handle cublas = nullptr;  // null: never use cuBLAS
+};
+
+constexpr int kGemvMaxT = 8;     // T <= this: GEMV
+constexpr int kCublasMinT = 64;  // T >= this and a handle: cuBLAS
+
+void linear(const LinearArgs& a, cudaStream_t stream);
+// Which path linear() takes for these arguments: "gemv", "gemv_scalar", "cublas", "wmma" or "fma".
+const char* linear_path(const LinearArgs& a);
+
+}  // namespace qwen::cu

@@ -1,0 +1,236 @@
+/**
+ * The generation loop, independent of the concrete Model: prefill -> [sample -> stop? -> emit text -> forward] ...
+ * One `seq.forward` await per token; the sequence is disposed in a finally whatever happens.
+ *
+ * Ends (finishReason):
+ *  - 'stop':   an eos id was sampled (never emitted), the sequence ended with a stop word id sequence (its ids are
+ *              not emitted; a prompt that already ends with one generates nothing, as in the reference), or the text
+ *              reached a stop string (the text is cut before it);
+ *  - 'length': maxNewTokens ids were sampled;
+ *  - 'abort':  the AbortSignal fired — noticed before the next forward, so within one step; no throw.
+ */
+import { QwenError, badArg } from '../errors';
+import { type TopLogprob, StopWords, createSampler } from '../sampling';
+import type { SequenceLike, StreamDecoder, TokenizerLike } from '../types';
+import type { ResolvedGenerationConfig } from './config';
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface TokenLogprob {
+  id: number;
+  logprob: number; // under the distribution it was drawn from (sampling/pick.ts)
+  topLogprobs?: TopLogprob[];
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number; // ids sampled, including a final eos / stop word (each cost a step)
+}
+
+export interface GenerationChunk {
+  /** New text since the previous chunk. Text that may start a stop string is held back until it cannot. */
+  text: string;
+  /** Ids whose text this chunk released (eos and stop word ids never appear). */
+  tokens: number[];
+  /** Only when logprobs were asked: one entry per id of `tokens`. */
+  logprobs?: TokenLogprob[];
+  /** Set on the last chunk only, with the usage. */
+  finishReason?: FinishReason;
+  usage?: Usage;
+}
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  usage: Usage;
+  finishReason: FinishReason;
+  logprobs?: TokenLogprob[];
+}
+
+export async function* generateTokens(
+  seq: SequenceLike,
+  tokenizer: TokenizerLike,
+  promptIds: ArrayLike<number>,
+  config: ResolvedGenerationConfig,
+  signal?: AbortSignal,
+): AsyncGenerator<GenerationChunk, void, undefined> {
+  try {
+    if (!promptIds || typeof promptIds.length !== 'number' || promptIds.length === 0) {
+      throw badArg('promptIds', 'a non-empty array of token ids', promptIds);
+    }
+    const eos = new Set(config.eosTokenIds);
+    const stopWords = new StopWords(config.stopWordsIds, config.eosTokenIds, promptIds);
+    const out = new Emitter(tokenizer, config.stop, config.logprobs !== undefined);
+    const generated: number[] = [];
+    const logprobs: TokenLogprob[] = [];
+    let released = 0; // generated[0, released) went to the text decoder
+    let sampled = 0;
+    let finish: FinishReason | undefined;
+    if (signal?.aborted) finish = 'abort';
+    else if (stopWords.matched() > 0) finish = 'stop';
+    else {
+      const sampler = createSampler(config, promptIds);
+      let logits = await seq.forward(promptIds);
+      for (;;) {
+        if (signal?.aborted) {
+          finish = 'abort';
+          break;
+        }
+        const r = sampler.sample(logits);
+        sampled++;
+        if (eos.has(r.id)) {
+          finish = 'stop';
+          break;
+        }
+        generated.push(r.id);
+        if (r.logprob !== undefined) {
+          logprobs.push(
+            r.topLogprobs
+              ? { id: r.id, logprob: r.logprob, topLogprobs: r.topLogprobs }
+              : { id: r.id, logprob: r.logprob },
+          );
+        }
+        stopWords.push(r.id);
+        const stopLen = stopWords.matched();
+        // Release what can no longer be part of a stop word; a completed stop word's ids are dropped.
+        const upTo = generated.length - Math.min(stopLen || stopWords.partial(), generated.length);
+        if (upTo > released) {
+          out.release(generated.slice(released, upTo), logprobs.slice(released, upTo));
+          released = upTo;
+        }
+        if (out.stopped || stopLen > 0) {
+          finish = 'stop';
+          break;
+        }
+        if (sampled >= config.maxNewTokens) {
+          finish = 'length';
+          break;
+        }
+        if (!out.empty) yield out.take();
+        if (signal?.aborted) {
+          finish = 'abort';
+          break;
+        }
+        logits = await seq.forward([r.id]);
+      }
+    }
+    // Held-back ids are real output unless they were the start of the stop word that ended generation.
+    if (stopWords.matched() === 0) out.release(generated.slice(released), logprobs.slice(released));
+    out.flush();
+    yield { ...out.take(), finishReason: finish, usage: { promptTokens: promptIds.length, completionTokens: sampled } };
+  } finally {
+    seq.dispose();
+  }
+}
+
+/** Runs generateTokens to the end and concatenates the chunks. */
+export async function generateAll(
+  seq: SequenceLike,
+  tokenizer: TokenizerLike,
+  promptIds: ArrayLike<number>,
+  config: ResolvedGenerationConfig,
+  signal?: AbortSignal,
+): Promise<GenerationResult> {
+  let text = '';
+  const tokens: number[] = [];
+  const logprobs: TokenLogprob[] = [];
+  let last: GenerationChunk | undefined;
+  for await (const chunk of generateTokens(seq, tokenizer, promptIds, config, signal)) {
+    text += chunk.text;
+    tokens.push(...chunk.tokens);
+    if (chunk.logprobs) logprobs.push(...chunk.logprobs);
+    last = chunk;
+  }
+  if (!last?.finishReason || !last.usage) throw new QwenError('E_BACKEND', 'generation ended without a final chunk');
+  const result: GenerationResult = { text, tokens, usage: last.usage, finishReason: last.finishReason };
+  if (config.logprobs !== undefined) result.logprobs = logprobs;
+  return result;
+}
+
+/**
+ * Ids -> text through the tokenizer's stream decoder, then the stop strings: text that could be the start of a stop
+ * string is held back (it may be split across tokens); at the first full stop string the text is cut and
+ * everything after it, this chunk's and later ones', is dropped.
+ */
+class Emitter {
+  private readonly decoder: StreamDecoder;
+  private pending = ''; // decoded text held back as a possible stop string start
+  private text = '';
+  private tokens: number[] = [];
+  private logprobs: TokenLogprob[] = [];
+  stopped = false;
+
+  constructor(
+    tokenizer: TokenizerLike,
+    private readonly stops: readonly string[],
+    private readonly withLogprobs: boolean,
+  ) {
+    this.decoder = tokenizer.createStreamDecoder();
+  }
+
+  get empty(): boolean {
+    return this.text === '' && this.tokens.length === 0;
+  }
+
+  release(ids: number[], logprobs: TokenLogprob[]): void {
+    if (this.stopped || ids.length === 0) return;
+    this.tokens.push(...ids);
+    this.logprobs.push(...logprobs);
+    this.addText(this.decoder.push(ids));
+  }
+
+  /** End of output: the decoder's incomplete bytes, then whatever was held back. */
+  flush(): void {
+    if (this.stopped) return;
+    this.addText(this.decoder.flush());
+    if (!this.stopped) {
+      this.text += this.pending;
+      this.pending = '';
+    }
+  }
+
+  take(): GenerationChunk {
+    const chunk: GenerationChunk = { text: this.text, tokens: this.tokens };
+    if (this.withLogprobs) chunk.logprobs = this.logprobs;
+    this.text = '';
+    this.tokens = [];
+    this.logprobs = [];
+    return chunk;
+  }
+
+  private addText(piece: string): void {
+    if (this.stops.length === 0) {
+      this.text += piece;
+      return;
+    }
+    const s = this.pending + piece;
+    let cut = -1;
+    for (const stop of this.stops) {
+      const i = s.indexOf(stop);
+      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+    }
+    if (cut >= 0) {
+      this.text += s.slice(0, cut);
+      this.pending = '';
+      this.stopped = true;
+      return;
+    }
+    const hold = heldSuffix(s, this.stops);
+    this.text += s.slice(0, s.length - hold);
+    this.pending = s.slice(s.length - hold);
+  }
+}
+
+/** Length of the longest suffix of s that is a proper prefix of a stop string. */
+function heldSuffix(s: string, stops: readonly string[]): number {
+  let best = 0;
+  for (const stop of stops) {
+    for (let j = Math.min(stop.length - 1, s.length); j > best; j--) {
+      if (s.endsWith(stop.slice(0, j))) {
+        best = j;
+        break;
+      }
+    }
+  }
+  return best;
+}

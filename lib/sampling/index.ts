@@ -1,0 +1,121 @@
+/**
+ * The sampler: ONE ordered chain of processors (PROCESSOR_CHAIN), then a seeded draw — or argmax when doSample is
+ * false or temperature is 0. Order and switches follow HF transformers 4.32 `generate()` (reference §6.2):
+ * processors (always) -> stop words (§6.3, handled in generate.ts) -> warpers (sampling only) -> softmax -> draw.
+ *
+ * `sample(logits)` CONSUMES the Float32Array the model returns: it is rewritten in place (see candidates.ts).
+ */
+import { QwenError } from '../errors';
+import { Candidates } from './candidates';
+import { type TopLogprob, draw, logprobsOf } from './pick';
+import { RepetitionPenalty } from './repetitionPenalty';
+import { Rng, randomSeed } from './rng';
+import { applyTemperature } from './temperature';
+import { applyTopK } from './topK';
+import { applyTopP } from './topP';
+
+export { Rng, randomSeed } from './rng';
+export { StopWords } from './stopWords';
+export type { TopLogprob } from './pick';
+
+/** What the sampler reads from a resolved GenerationConfig (generation/config.ts documents each field). */
+export interface SamplerConfig {
+  readonly doSample: boolean;
+  readonly temperature: number; // 0 = greedy
+  readonly topK: number; // 0 = off
+  readonly topP: number; // 1 = off
+  readonly repetitionPenalty: number; // 1 = off
+  readonly seed?: number; // random when absent
+  readonly tokenizerVocabSize: number; // ids >= this (lm_head padding rows) are never produced
+  readonly logprobs?: number; // absent: no logprobs; n: the chosen id's logprob and the n most likely kept ids
+}
+
+export interface SampleResult {
+  id: number;
+  /** Log probability of `id` under the distribution it was drawn from (pick.ts); only when logprobs were asked. */
+  logprob?: number;
+  topLogprobs?: TopLogprob[];
+}
+
+interface Processor {
+  readonly name: string;
+  /** Warpers run only when sampling (HF `_get_logits_warper`); the others always (`_get_logits_processor`). */
+  readonly warper: boolean;
+  /** When HF installs it at all (its no-op values skip the work). */
+  readonly enabled: (c: SamplerConfig) => boolean;
+  readonly apply: (s: Candidates, c: SamplerConfig, penalty: RepetitionPenalty) => void;
+}
+
+/** The ONE per-step order. */
+export const PROCESSOR_CHAIN: readonly Processor[] = Object.freeze([
+  {
+    name: 'repetitionPenalty',
+    warper: false,
+    enabled: (c) => c.repetitionPenalty !== 1,
+    apply: (s, _c, rp) => rp.apply(s),
+  },
+  // (stop words sit here in HF: StopWords ends generation in generate.ts instead of forcing an eos logit)
+  {
+    name: 'temperature',
+    warper: true,
+    enabled: (c) => c.temperature !== 1,
+    apply: (s, c) => applyTemperature(s, c.temperature),
+  },
+  { name: 'topK', warper: true, enabled: (c) => c.topK > 0, apply: (s, c) => applyTopK(s, c.topK) },
+  { name: 'topP', warper: true, enabled: (c) => c.topP < 1, apply: (s, c) => applyTopP(s, c.topP) },
+]);
+
+export class Sampler {
+  readonly seed: number;
+  readonly greedy: boolean;
+  private readonly rng: Rng;
+  private readonly penalty: RepetitionPenalty;
+  private readonly processors: readonly Processor[];
+  private readonly warpers: readonly Processor[];
+  private readonly c = new Candidates();
+
+  /** contextIds: the prompt, which the repetition penalty covers too. */
+  constructor(
+    readonly config: SamplerConfig,
+    contextIds: ArrayLike<number> = [],
+  ) {
+    if (!Number.isInteger(config.tokenizerVocabSize) || config.tokenizerVocabSize < 1) {
+      throw new QwenError('E_BAD_ARG', `tokenizerVocabSize must be an integer >= 1 (got ${config.tokenizerVocabSize})`);
+    }
+    this.seed = config.seed ?? randomSeed();
+    this.rng = new Rng(this.seed);
+    this.greedy = !config.doSample || config.temperature === 0;
+    this.penalty = new RepetitionPenalty(config.repetitionPenalty, contextIds);
+    const active = PROCESSOR_CHAIN.filter((p) => p.enabled(config));
+    this.processors = active.filter((p) => !p.warper);
+    this.warpers = this.greedy ? [] : active.filter((p) => p.warper);
+  }
+
+  /** Record ids appended to the sequence by someone else (sample() records its own pick). */
+  accept(ids: ArrayLike<number>): void {
+    this.penalty.add(ids);
+  }
+
+  /** Pick the next id from the last position's logits, which are consumed (rewritten in place). */
+  sample(logits: Float32Array): SampleResult {
+    const { config, c } = this;
+    c.load(logits, config.tokenizerVocabSize);
+    for (const p of this.processors) p.apply(c, config, this.penalty);
+    let id: number;
+    if (this.greedy) {
+      c.scan();
+      id = c.argmax; // ties -> lowest id
+    } else {
+      for (const p of this.warpers) p.apply(c, config, this.penalty);
+      id = draw(c, this.rng.next());
+    }
+    this.penalty.add([id]);
+    if (config.logprobs === undefined) return { id };
+    if (this.greedy) c.weighAll(); // temperature 1: nothing was drawn, report the model's (penalized) softmax
+    return { id, ...logprobsOf(c, id, config.logprobs) };
+  }
+}
+
+export function createSampler(config: SamplerConfig, contextIds: ArrayLike<number> = []): Sampler {
+  return new Sampler(config, contextIds);
+}
