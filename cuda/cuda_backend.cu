@@ -426,7 +426,7 @@ void CudaBackend::rope(Buf qkv, int T, int pos0, int n_heads, int head_dim, cons
   cu::rope(act_, qkv, T, pos0, n_heads, head_dim, rp, stream_);
 }
 
-void CudaBackend::kv_store(const Buf qkv, int T, int pos0, KVCache& kv, int layer) {
+void CudaBackend::kv_store(const Buf qkv, int T, int pos0, int /*n_heads*/, int /*head_dim*/, KVCache& kv, int layer) {
   CudaKVCache& c = as_cuda_kv(kv, "kv_store");
   if (layer < 0 || layer >= c.n_layers()) throw std::invalid_argument("kv_store: layer out of range");
   if (T <= 0) return;

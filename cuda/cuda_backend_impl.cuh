@@ -95,7 +95,7 @@ class CudaBackend final : public Backend {
   void rmsnorm(const Buf x, const Weight& g, float eps, int T, int H, Buf y) override;
   void linear(const Buf x, const Weight& W, const Weight* b, int T, Buf y) override;
   void rope(Buf qkv, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp) override;
-  void kv_store(const Buf qkv, int T, int pos0, KVCache& kv, int layer) override;
+  void kv_store(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer) override;
   void attention(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer,
                  Buf out) override;
   void swiglu(const Buf a, const Buf g, int T, int F, Buf out) override;

@@ -23,7 +23,8 @@ Commands:
   make-random                  write a random-weight checkpoint in the Hugging Face layout
       --preset tiny|small|7b --dtype bf16|fp16|fp32 --seed N --out DIR [--tiktoken PATH]
   bench                        CPU/GPU benchmark: prefill and decode speed against measured limits
-      [--model DIR | --preset small] [--threads N] [--prompt 128] [--decode 16] [--device cpu|cuda|auto] [--json]
+      [--model DIR | --preset small] [--threads N] [--prompt 128] [--decode 16] [--device cpu|cuda|auto]
+      [--dtype auto|fp32|bf16] [--json]
   doctor                       which backend will be used, and why
 Run 'qwen-node <command> --help' for the options of a command.`;
 
@@ -193,7 +194,8 @@ const commands: Record<string, Handler> = {
       options: {
         model: { type: 'string' }, preset: { type: 'string', default: 'small' }, threads: { type: 'string' },
         prompt: { type: 'string', default: '128' }, decode: { type: 'string', default: '16' },
-        device: { type: 'string', default: 'cpu' }, json: { type: 'boolean' }, help: { type: 'boolean' },
+        device: { type: 'string', default: 'cpu' }, dtype: { type: 'string', default: 'auto' }, json: { type: 'boolean' },
+        help: { type: 'boolean' },
       },
     });
     if (values.help) return void console.log(USAGE);
@@ -201,10 +203,12 @@ const commands: Record<string, Handler> = {
     const dir = values.model ?? (await cachedRandom(values.preset as 'small', 'bf16', 1));
     const log = values.json ? () => undefined : (s: string) => console.log(s);
     log(`model ${dir}`);
-    const model = await loadModel(dir, { device: values.device as LoadOptions['device'], threads, onProgress: progressBar('load') });
+    const model = await loadModel(dir, {
+      device: values.device as LoadOptions['device'], dtype: values.dtype as LoadOptions['dtype'], threads, onProgress: progressBar('load'),
+    });
     try {
       const b = backends();
-      log(`device ${model.device}; cpu isa ${b.cpu.isa}, ${threads} threads; weights ${(model.weightBytes.total / 1e9).toFixed(2)} GB ${model.weightBytes.dtypes.join('/')}`);
+      log(`device ${model.device} (dtype ${values.dtype}); cpu isa ${b.cpu.isa}, ${threads} threads; weights ${(model.weightBytes.total / 1e9).toFixed(2)} GB ${model.weightBytes.dtypes.join('/')}`);
       const r = await benchE2e(model, {
         prompt: intOpt(values.prompt, 'prompt', 128), decode: intOpt(values.decode, 'decode', 16), threads,
         measureBandwidth: true, log,

@@ -50,6 +50,8 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
   const linearShapes: Array<[number, number, number]> = [
     [1, 1, 1], [1, 7, 5], [1, 100, 13], [2, 33, 129], [3, 257, 31], [4, 16, 64], [9, 100, 13], [13, 37, 50],
     [37, 64, 100], [100, 129, 27], [600, 40, 30],
+    // K % 32 == 0 and N % 16 == 0: the AMX tiles in dtype 'bf16' (partial 16-row / 16-token tiles included)
+    [9, 64, 48], [37, 96, 32], [100, 128, 16], [600, 64, 80],
   ];
   describe.each(dtypes)('linear %s', (dt) => {
     test.each(linearShapes)('T=%i K=%i N=%i (with and without bias)', (T, K, N) => {

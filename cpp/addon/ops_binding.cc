@@ -158,10 +158,10 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
           for (int i = 0; i < 2 * H; ++i) fake[size_t(p) * 3 * H + H + i] = past[size_t(p) * 2 * H + i];
         DBuf fb(be_.get(), fake.size());
         be_->to_device(fb.p, fake.data(), fake.size());
-        be_->kv_store(fb.p, P, 0, *kv, 0);
+        be_->kv_store(fb.p, P, 0, nh, hd, *kv, 0);
       }
       DBuf qkv(be_.get(), FA(info, 0)), out(be_.get(), size_t(T) * H);
-      be_->kv_store(qkv.p, T, P, *kv, 0);
+      be_->kv_store(qkv.p, T, P, nh, hd, *kv, 0);
       be_->attention(qkv.p, T, P, nh, hd, *kv, 0, out.p);
       return out.read(info.Env());
     });

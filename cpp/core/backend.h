@@ -51,8 +51,8 @@ struct RopeParams {
   int logn_base = 0;         // S (seq_length) when logN query scaling is on, else 0
 };
 
-// Per-sequence key/value storage for every layer, owned by a Sequence. Layout [layer][pos][H] for K and for V,
-// keys stored after RoPE and before logN (as the reference).
+// Per-sequence key/value storage for every layer, owned by a Sequence; the layout is the backend's own (the CPU keeps
+// [layer][head][pos][head_dim] so decode streams each head's keys). Keys are stored after RoPE and before logN.
 class KVCache {
  public:
   virtual ~KVCache() = default;
@@ -91,7 +91,7 @@ class Backend {
   // In place on qkv[T,3H]: rotate-half RoPE of every q and k head at positions pos0..pos0+T-1, then q *= logn(pos).
   virtual void rope(Buf qkv, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp) = 0;
   // K/V rows of qkv[T,3H] -> cache layer `layer` at positions pos0..pos0+T-1.
-  virtual void kv_store(const Buf qkv, int T, int pos0, KVCache& kv, int layer) = 0;
+  virtual void kv_store(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer) = 0;
   // out[T,H] = softmax(q k^T / sqrt(d) + causal) v per head, q from qkv[T,3H], keys/values 0..pos0+T-1 from the cache;
   // query t sees keys 0..pos0+t (bottom-right aligned causal mask).
   virtual void attention(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer,

@@ -164,7 +164,7 @@ void Engine::forward_chunk(Sequence& seq, const int32_t* ids, int T, const int* 
     be.rmsnorm(h_, L.ln_1, c.eps, T, H, x_);                          // x = RMSNorm(h; ln_1)
     be.linear(x_, L.c_attn_w, &L.c_attn_b, T, qkv_);                  // qkv[T,3H] = x Wqkv^T + b
     be.rope(qkv_, T, P, c.n_heads, c.head_dim, seq.rope_);            // RoPE q,k; q *= logn(pos)
-    be.kv_store(qkv_, T, P, kv, l);                                   // cache post-RoPE k, v
+    be.kv_store(qkv_, T, P, c.n_heads, c.head_dim, kv, l);            // cache post-RoPE k, v
     be.attention(qkv_, T, P, c.n_heads, c.head_dim, kv, l, att_);     // att[T,H]
     be.linear(att_, L.attn_c_proj, nullptr, T, proj_);                // proj = att Wo^T
     be.add(h_, proj_, T, H);                                          // h += proj

@@ -20,10 +20,12 @@
 namespace qwen {
 namespace {
 
-// KV cache: per layer K and V as [capacity][H] fp32; grows by doubling, copying the filled positions.
+// KV cache: per layer K and V as [n_heads][capacity][head_dim] fp32, so one head's keys are contiguous and decode
+// attention streams them (a [pos][H] layout strides by H floats per key, defeating the hardware prefetcher).
+// Grows by doubling, copying each head's filled block.
 class CpuKVCache : public KVCache {
  public:
-  CpuKVCache(int layers, int hidden) : H_(hidden), k_(layers), v_(layers) {}
+  CpuKVCache(int layers, int heads, int head_dim) : nh_(heads), hd_(head_dim), k_(layers), v_(layers) {}
   void reserve(int tokens) override {
     if (tokens <= capacity_) return;
     int cap = capacity_ ? capacity_ : 64;
@@ -32,19 +34,22 @@ class CpuKVCache : public KVCache {
     if (cap < tokens) throw std::runtime_error("KV cache cannot exceed " + std::to_string(kMaxPositions) + " positions");
     for (auto* arr : {&k_, &v_}) {
       for (auto& layer : *arr) {
-        std::unique_ptr<float[]> grown(new float[size_t(cap) * H_]);
-        if (layer) std::memcpy(grown.get(), layer.get(), size_t(capacity_) * H_ * sizeof(float));
+        std::unique_ptr<float[]> grown(new float[size_t(cap) * nh_ * hd_]);
+        if (layer)
+          for (int h = 0; h < nh_; ++h)
+            std::memcpy(grown.get() + size_t(h) * cap * hd_, layer.get() + size_t(h) * capacity_ * hd_,
+                        size_t(capacity_) * hd_ * sizeof(float));
         layer = std::move(grown);
       }
     }
     capacity_ = cap;
   }
-  int hidden() const { return H_; }
-  float* k(int layer) { return k_[layer].get(); }
-  float* v(int layer) { return v_[layer].get(); }
+  // Row `pos` of head h: head_dim floats.
+  float* k(int layer, int h, int pos) { return k_[layer].get() + (size_t(h) * capacity_ + pos) * hd_; }
+  float* v(int layer, int h, int pos) { return v_[layer].get() + (size_t(h) * capacity_ + pos) * hd_; }
 
  private:
-  int H_;
+  int nh_, hd_;
   std::vector<std::unique_ptr<float[]>> k_, v_;
 };
 
@@ -82,7 +87,7 @@ class CpuBackend : public Backend {
       throw std::runtime_error("the CPU backend computes in fp32 ('auto', 'fp32') or with bf16 matmul inputs ('bf16'), not '" +
                                opt.dtype + "'");
     bf16_ = opt.dtype == "bf16";
-    dpbf16_ = bf16_ && isa_ == Isa::Avx512 && cpu_features().avx512bf16;
+    amx_ = bf16_ && isa_ == Isa::Avx512 && cpu_features().amx_bf16 && amx_enable();
   }
   const char* name() const override { return "cpu"; }
   DType act_dtype() const override { return DType::F32; }
@@ -100,7 +105,7 @@ class CpuBackend : public Backend {
   Weight upload(const Weight& host) override { return host; }  // read in place from the mapping
   void release(Weight& w) override { w = Weight{}; }
   std::unique_ptr<KVCache> new_kv_cache(const ModelConfig& c) override {
-    return std::make_unique<CpuKVCache>(c.n_layers, c.hidden);
+    return std::make_unique<CpuKVCache>(c.n_layers, c.n_heads, c.head_dim);
   }
 
   void embedding(const Weight& wte, const int32_t* ids, int T, Buf hb) override {
@@ -170,14 +175,16 @@ class CpuBackend : public Backend {
     });
   }
 
-  void kv_store(const Buf qkvb, int T, int pos0, KVCache& kvc, int layer) override {
+  void kv_store(const Buf qkvb, int T, int pos0, int n_heads, int head_dim, KVCache& kvc, int layer) override {
     auto& kv = static_cast<CpuKVCache&>(kvc);
     const float* qkv = F(qkvb);
-    const int H = kv.hidden();
-    for (int t = 0; t < T; ++t) {
-      std::memcpy(kv.k(layer) + size_t(pos0 + t) * H, qkv + size_t(t) * 3 * H + H, H * sizeof(float));
-      std::memcpy(kv.v(layer) + size_t(pos0 + t) * H, qkv + size_t(t) * 3 * H + 2 * H, H * sizeof(float));
-    }
+    const int H = n_heads * head_dim;
+    for (int t = 0; t < T; ++t)
+      for (int h = 0; h < n_heads; ++h) {
+        const float* row = qkv + size_t(t) * 3 * H + size_t(h) * head_dim;
+        std::memcpy(kv.k(layer, h, pos0 + t), row + H, head_dim * sizeof(float));
+        std::memcpy(kv.v(layer, h, pos0 + t), row + 2 * H, head_dim * sizeof(float));
+      }
   }
 
   void attention(const Buf qkvb, int T, int pos0, int n_heads, int head_dim, KVCache& kvc, int layer,
@@ -187,8 +194,6 @@ class CpuBackend : public Backend {
     float* out = F(outb);
     const int H = n_heads * head_dim;
     const float scale = float(1.0 / std::sqrt(double(head_dim)));
-    const float* K = kv.k(layer);
-    const float* Vc = kv.v(layer);
     scores_.resize(size_t(pool_.size()));
     pool_.parallel_for(T * n_heads, [&](int task, int thread) {
       const int t = task / n_heads, h = task % n_heads;
@@ -196,9 +201,11 @@ class CpuBackend : public Backend {
       std::vector<float>& sc = scores_[thread];
       if (int(sc.size()) < n) sc.resize(size_t(n));
       const float* q = qkv + size_t(t) * 3 * H + size_t(h) * head_dim;
+      const float* K = kv.k(layer, h, 0);  // [n][head_dim], contiguous
+      const float* V = kv.v(layer, h, 0);
       float mx = -INFINITY;
       for (int j = 0; j < n; ++j) {
-        sc[j] = dot(q, K + size_t(j) * H + size_t(h) * head_dim, head_dim) * scale;
+        sc[j] = dot(q, K + size_t(j) * head_dim, head_dim) * scale;
         mx = sc[j] > mx ? sc[j] : mx;
       }
       double sum = 0.0;
@@ -209,7 +216,7 @@ class CpuBackend : public Backend {
       const float inv = float(1.0 / sum);
       float* o = out + size_t(t) * H + size_t(h) * head_dim;
       std::memset(o, 0, head_dim * sizeof(float));
-      for (int j = 0; j < n; ++j) axpy(sc[j] * inv, Vc + size_t(j) * H + size_t(h) * head_dim, o, head_dim);
+      for (int j = 0; j < n; ++j) axpy(sc[j] * inv, V + size_t(j) * head_dim, o, head_dim);
     });
   }
 
@@ -247,7 +254,7 @@ class CpuBackend : public Backend {
     LinearJob j = jin;
     if (bf16_) {
       // dtype 'bf16': matmul inputs rounded to bf16 (as the reference's bf16 activations), fp32 accumulation.
-      if (dpbf16_ && j.wdt == DType::BF16 && j.T > 8 && j.K % 2 == 0) return run_linear_dpbf16(j);
+      if (amx_ && j.wdt == DType::BF16 && j.T > 8 && j.K % 32 == 0 && j.N % 16 == 0) return run_linear_amx(j);
       xr_.resize(size_t(j.T) * j.K);
       for (size_t i = 0; i < xr_.size(); ++i) xr_[i] = bf16_to_f32(f32_to_bf16(j.x[i]));
       j.x = xr_.data();
@@ -291,12 +298,10 @@ class CpuBackend : public Backend {
   }
 
  private:
-  // bf16 x bf16 GEMM (AVX512-BF16): x packed once per <= 512-token chunk as pairs, weight rows read in place.
-  void run_linear_dpbf16(const LinearJob& j) {
-    const int MR = 12, panel_rows = MR * 4, Kp = j.K / 2;
+  // bf16 x bf16 GEMM on AMX: x packed once per <= 512-token chunk as pairs, weight rows read in place.
+  void run_linear_amx(const LinearJob& j) {
+    const int panel_rows = 64, Kp = j.K / 2;
     const int ptasks = (j.N + panel_rows - 1) / panel_rows;
-    zrows_.resize(size_t(pool_.size()));
-    for (auto& z : zrows_) z.resize(size_t(MR) * Kp);
     for (int t0 = 0; t0 < j.T; t0 += 512) {
       LinearJob c = j;
       c.T = std::min(512, j.T - t0);
@@ -309,18 +314,17 @@ class CpuBackend : public Backend {
           const float* x = c.x + size_t(t) * j.K + 2 * p;
           xp_[size_t(p) * Tp + t] = uint32_t(f32_to_bf16(x[0])) | uint32_t(f32_to_bf16(x[1])) << 16;
         }
-      pool_.parallel_for(ptasks, [&](int task, int thread) {
+      pool_.parallel_for(ptasks, [&](int task, int) {
         const int n0 = task * panel_rows, n1 = std::min(j.N, n0 + panel_rows);
-        linear_gemm_avx512bf16(c, xp_.data(), Tp, n0, n1, zrows_[thread].data());
+        linear_gemm_amx(c, xp_.data(), Tp, n0, n1);
       });
     }
   }
 
   Isa isa_;
-  bool bf16_ = false, dpbf16_ = false;
+  bool bf16_ = false, amx_ = false;
   std::vector<float> xr_;
   std::vector<uint32_t> xp_;
-  std::vector<std::vector<uint32_t>> zrows_;
   ThreadPool pool_;
   std::vector<std::vector<float>> scores_, wbuf_;
   std::vector<float> xt_;

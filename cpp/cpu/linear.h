@@ -33,9 +33,10 @@ void linear_gemv_avx512(const LinearJob& j, int n0, int n1);
 // xt: [K][Tp] fp32 (x transposed, zero-padded tokens); wbuf: scratch of gemm_panel_rows * K floats.
 void linear_gemm_avx2(const LinearJob& j, const float* xt, int Tp, int n0, int n1, float* wbuf);
 void linear_gemm_avx512(const LinearJob& j, const float* xt, int Tp, int n0, int n1, float* wbuf);
-// dtype 'bf16' prefill on AVX512-BF16 CPUs: BF16 weights only, K even. xp: [K/2][Tp] words of two bf16 of x
-// (Tp multiple of 16); zrows: scratch of 12 * K/2 words.
-void linear_gemm_avx512bf16(const LinearJob& j, const uint32_t* xp, int Tp, int n0, int n1, uint32_t* zrows);
+// dtype 'bf16' prefill on AMX CPUs: BF16 weights, K % 32 == 0, rows [n0, n1) a multiple of 16.
+// xp: [K/2][Tp] words of two bf16 of x (Tp multiple of 16). amx_enable() asks Linux for the tile state once.
+bool amx_enable();
+void linear_gemm_amx(const LinearJob& j, const uint32_t* xp, int Tp, int n0, int n1);
 
 // Scalar element read of a weight/bias of any stored dtype.
 inline float load_elem(const void* p, DType dt, int64_t i) {
