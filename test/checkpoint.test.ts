@@ -127,5 +127,5 @@ test('bad options name the parameter', async () => {
   await expect(loadModel(base, { device: 'tpu' as never })).rejects.toThrow(/options\.device must be 'auto', 'cpu' or 'cuda'/);
   await expect(loadModel(base, { threads: 0 })).rejects.toThrow(/options\.threads must be an integer in \[1, 1024\]/);
   await expect(loadModel(base, { thread: 2 } as never)).rejects.toThrow(/options\.thread/);
-  await expect(loadModel(base, { device: 'cpu', dtype: 'bf16' })).rejects.toThrow(/options\.dtype/);
+  await expect(loadModel(base, { device: 'cpu', dtype: 'fp16' })).rejects.toThrow(/options\.dtype must be 'auto', 'fp32' or 'bf16' on the CPU/);
 });
