@@ -10,6 +10,7 @@ import { makeRandomCheckpoint, PRESETS } from './model/makeRandom';
 import { loadModel, LoadOptions, Model } from './model/model';
 import type { GenerateOptions, ChatHistory } from './model/generation';
 import * as readline from 'readline';
+import { perplexity } from './ppl';
 
 type Handler = (argv: string[]) => Promise<void>;
 
@@ -214,6 +215,41 @@ const commands: Record<string, Handler> = {
         measureBandwidth: true, log,
       });
       if (values.json) console.log(JSON.stringify(r, null, 2));
+    } finally {
+      await model.dispose();
+    }
+  },
+
+  async ppl(argv) {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        model: { type: 'string' }, device: { type: 'string', default: 'auto' }, threads: { type: 'string' },
+        ctx: { type: 'string', default: '2048' }, stride: { type: 'string' }, 'no-ntk': { type: 'boolean' },
+        'no-logn': { type: 'boolean' }, 'max-tokens': { type: 'string' }, help: { type: 'boolean' },
+      },
+    });
+    if (values.help || !values.model || positionals.length !== 1) {
+      return void console.log('qwen-node ppl --model DIR FILE [--ctx 2048 --stride N --no-ntk --no-logn --max-tokens N]');
+    }
+    const text = fs.readFileSync(positionals[0], 'utf8');
+    const model = await loadModel(values.model, {
+      device: values.device as LoadOptions['device'],
+      threads: values.threads === undefined ? undefined : intOpt(values.threads, 'threads', 1),
+      dynamicNtk: values['no-ntk'] ? false : undefined,
+      logn: values['no-logn'] ? false : undefined,
+      onProgress: progressBar('loading'),
+    });
+    try {
+      let ids = await model.tokenizer.encodeAsync(text, { allowedSpecial: 'none' });
+      if (values['max-tokens']) ids = ids.slice(0, intOpt(values['max-tokens'], 'max-tokens', 2));
+      const ctx = intOpt(values.ctx, 'ctx', 2048, 2);
+      const r = await perplexity(model, ids, {
+        ctx, stride: values.stride === undefined ? undefined : intOpt(values.stride, 'stride', 1), onProgress: progressBar('ppl'),
+      });
+      console.log(`ppl ${r.ppl.toFixed(4)} (nll ${r.nll.toFixed(4)} nats/token over ${r.scored} tokens, ${r.windows} windows of <= ${ctx}` +
+        `${values['no-ntk'] ? ', NTK off' : ''}${values['no-logn'] ? ', logN off' : ''})`);
     } finally {
       await model.dispose();
     }

@@ -176,8 +176,9 @@ Napi::Value NativeModel::CancelLoad(const Napi::CallbackInfo& info) {
 Napi::Value NativeModel::CreateSequence(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!engine) throw Napi::Error::New(env, "model is not loaded or was disposed");
+  const int prompt_length = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
   Napi::Object obj = NativeSequence::ctor.New({});
-  NativeSequence::Unwrap(obj)->seq = std::shared_ptr<Sequence>(engine->new_sequence());
+  NativeSequence::Unwrap(obj)->seq = std::shared_ptr<Sequence>(engine->new_sequence(prompt_length));
   return obj;
 }
 

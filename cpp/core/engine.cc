@@ -105,9 +105,14 @@ Engine::~Engine() {
   }
 }
 
-std::unique_ptr<Sequence> Engine::new_sequence() {
+std::unique_ptr<Sequence> Engine::new_sequence(int prompt_length) {
   auto s = std::make_unique<Sequence>();
   s->kv_ = backend_->new_kv_cache(cfg_);
+  if (prompt_length > 0) {
+    s->alpha_ = cfg_.dynamic_ntk ? ntk_alpha(prompt_length, cfg_.seq_length) : 1.0;
+    s->rope_ = rope_params(cfg_, s->alpha_);
+    s->alpha_set_ = true;
+  }
   return s;
 }
 
@@ -134,10 +139,11 @@ void Engine::forward(Sequence& seq, const int32_t* ids, int T, bool all, float* 
                              " positions; the maximum is " + std::to_string(kMaxPositions));
   for (int t = 0; t < T; ++t)
     if (ids[t] < 0 || ids[t] >= cfg_.vocab) throw std::runtime_error("token id out of range");
-  if (seq.length_ == 0) {
+  if (!seq.alpha_set_) {
     // Dynamic NTK: alpha from the whole prompt of the sequence's first forward, frozen for its lifetime (§4.1).
     seq.alpha_ = cfg_.dynamic_ntk ? ntk_alpha(T, cfg_.seq_length) : 1.0;
     seq.rope_ = rope_params(cfg_, seq.alpha_);
+    seq.alpha_set_ = true;
   }
   seq.kv_->reserve(seq.length_ + T);
   const int chunk = T < kPrefillChunk ? T : kPrefillChunk;

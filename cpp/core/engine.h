@@ -37,6 +37,7 @@ class Sequence {
  private:
   friend class Engine;
   int length_ = 0;
+  bool alpha_set_ = false;
   double alpha_ = 1.0;
   RopeParams rope_;
   std::unique_ptr<KVCache> kv_;
@@ -53,7 +54,9 @@ class Engine {
 
   const ModelConfig& config() const { return cfg_; }
   Backend& backend() { return *backend_; }
-  std::unique_ptr<Sequence> new_sequence();
+  // prompt_length > 0 freezes the NTK alpha now, as for a prefill of that many tokens (a prompt fed in chunks, e.g.
+  // perplexity windows); 0 computes it at the first forward from that forward's length.
+  std::unique_ptr<Sequence> new_sequence(int prompt_length = 0);
 
   // Appends ids[0..T) to the sequence. out receives the logits of every new position ([T][V], all == true) or of
   // the last one ([V]). Throws std::runtime_error (sequence unchanged) on bad ids or beyond kMaxPositions.

@@ -31,9 +31,12 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** CPU kernel level, for tests and benchmarks: '' (best), 'avx512', 'avx2', 'scalar'. */
   cpuIsa?: '' | 'scalar' | 'avx2' | 'avx512';
+  /** Override config.json's use_dynamic_ntk / use_logn_attn (e.g. to measure their effect on perplexity). */
+  dynamicNtk?: boolean;
+  logn?: boolean;
 }
 
-const LOAD_KEYS = new Set(['device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa']);
+const LOAD_KEYS = new Set(['device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa', 'dynamicNtk', 'logn']);
 export { MAX_POSITIONS };
 
 function checkLoadOptions(o: LoadOptions): void {
@@ -48,6 +51,9 @@ function checkLoadOptions(o: LoadOptions): void {
   }
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw badArg('options.onProgress', 'a function', o.onProgress);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw badArg('options.signal', 'an AbortSignal', o.signal);
+  for (const k of ['dynamicNtk', 'logn'] as const) {
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') throw badArg(`options.${k}`, 'a boolean', o[k]);
+  }
   if (o.cpuIsa !== undefined && !['', 'scalar', 'avx2', 'avx512'].includes(o.cpuIsa)) {
     throw badArg('options.cpuIsa', "'', 'scalar', 'avx2' or 'avx512'", o.cpuIsa);
   }
@@ -172,10 +178,17 @@ export class Model {
     return this.sequences.size;
   }
 
-  /** A new sequence with its own KV cache. */
-  createSequence(): Sequence {
+  /**
+   * A new sequence with its own KV cache. The dynamic-NTK alpha is frozen at its first forward from that forward's
+   * length (the reference's prefill); `promptLength` freezes it now instead, for a prompt fed in several chunks.
+   */
+  createSequence(options: { promptLength?: number } = {}): Sequence {
     const native = this.live();
-    const s = new Sequence(this, native.createSequence());
+    const pl = options?.promptLength;
+    if (pl !== undefined && !(Number.isInteger(pl) && pl >= 1 && pl <= MAX_POSITIONS)) {
+      throw badArg('options.promptLength', `an integer in [1, ${MAX_POSITIONS}]`, pl);
+    }
+    const s = new Sequence(this, native.createSequence(pl ?? 0));
     this.sequences.add(s);
     return s;
   }
@@ -274,6 +287,8 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const { signal } = options;
   if (signal?.aborted) throw abortError('loadModel', signal);
   const ckpt = await openCheckpoint(dir);
+  if (options.dynamicNtk !== undefined) ckpt.config.use_dynamic_ntk = options.dynamicNtk;
+  if (options.logn !== undefined) ckpt.config.use_logn_attn = options.logn;
   if (signal?.aborted) throw abortError('loadModel', signal);
   const tokenizer = await Tokenizer.fromDirectory(ckpt.dir);
   const device = resolveDevice(options.device ?? 'auto');

@@ -49,7 +49,8 @@ export interface NativeSequence {
 export interface NativeModel {
   load(req: NativeLoadRequest, onProgress?: (fraction: number) => void): Promise<void>;
   cancelLoad(): void;
-  createSequence(): NativeSequence;
+  /** promptLength > 0 freezes the NTK alpha now, as for a prefill of that many tokens. */
+  createSequence(promptLength?: number): NativeSequence;
   forward(seq: NativeSequence, ids: Int32Array, allLogits: boolean): Promise<Float32Array>;
   dispose(): void;
 }
