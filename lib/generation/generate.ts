@@ -131,11 +131,16 @@ export async function generateAll(
   config: ResolvedGenerationConfig,
   signal?: AbortSignal,
 ): Promise<GenerationResult> {
+  return collectChunks(generateTokens(seq, tokenizer, promptIds, config, signal), config.logprobs !== undefined);
+}
+
+/** Concatenates a stream of chunks into the whole result (the last chunk carries finishReason and usage). */
+export async function collectChunks(chunks: AsyncIterable<GenerationChunk>, withLogprobs: boolean): Promise<GenerationResult> {
   let text = '';
   const tokens: number[] = [];
   const logprobs: TokenLogprob[] = [];
   let last: GenerationChunk | undefined;
-  for await (const chunk of generateTokens(seq, tokenizer, promptIds, config, signal)) {
+  for await (const chunk of chunks) {
     text += chunk.text;
     tokens.push(...chunk.tokens);
     if (chunk.logprobs) logprobs.push(...chunk.logprobs);
@@ -143,7 +148,7 @@ export async function generateAll(
   }
   if (!last?.finishReason || !last.usage) throw new QwenError('E_BACKEND', 'generation ended without a final chunk');
   const result: GenerationResult = { text, tokens, usage: last.usage, finishReason: last.finishReason };
-  if (config.logprobs !== undefined) result.logprobs = logprobs;
+  if (withLogprobs) result.logprobs = logprobs;
   return result;
 }
 

@@ -24,7 +24,7 @@ export interface QwenConfig {
 }
 
 /** Defaults of QWenConfig (configuration_qwen.py) for keys a file may omit. Shape keys have no default. */
-const DEFAULTS: Partial<QwenConfig> = {
+export const CONFIG_DEFAULTS = {
   layer_norm_epsilon: 1e-6,
   rotary_emb_base: 10000,
   rotary_pct: 1.0,
@@ -33,7 +33,8 @@ const DEFAULTS: Partial<QwenConfig> = {
   bf16: false,
   fp16: false,
   fp32: false,
-};
+} as const satisfies Partial<QwenConfig>;
+const DEFAULTS: Partial<QwenConfig> = CONFIG_DEFAULTS;
 
 /** Aug-2023 v1 config.json used Megatron-style names; map them to the v1.1 names. */
 const LEGACY_KEYS: Record<string, keyof QwenConfig> = {

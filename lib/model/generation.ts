@@ -6,7 +6,7 @@
 import { QwenError, badArg } from '../errors';
 import { ChatMessage, extractReply, makeContext, messagesToQuery, pyStrip } from '../chat/chatml';
 import { GenerationCallOptions, GenerationOptions, resolve } from '../generation/config';
-import { GenerationChunk, GenerationResult, generateTokens } from '../generation/generate';
+import { GenerationChunk, GenerationResult, collectChunks, generateTokens } from '../generation/generate';
 import type { Tokenizer } from '../tokenizer';
 import type { Model } from './model';
 import { MAX_POSITIONS } from './limits';
@@ -31,7 +31,10 @@ export interface ChatResult extends GenerationResult {
 export class Generation implements AsyncIterable<GenerationChunk> {
   private used = false;
   /** @internal */
-  constructor(private readonly source: () => AsyncGenerator<GenerationChunk, void, undefined>) {}
+  constructor(
+    private readonly source: () => AsyncGenerator<GenerationChunk, void, undefined>,
+    private readonly withLogprobs: boolean,
+  ) {}
 
   [Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
     if (this.used) throw new QwenError('E_BAD_ARG', 'a Generation can be consumed once (iterate it or await result())');
@@ -40,21 +43,8 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   }
 
   /** Runs to the end: text, tokens, usage and finishReason. */
-  async result(): Promise<GenerationResult> {
-    let text = '';
-    const tokens: number[] = [];
-    const logprobs: NonNullable<GenerationChunk['logprobs']> = [];
-    let last: GenerationChunk | undefined;
-    for await (const c of this) {
-      text += c.text;
-      tokens.push(...c.tokens);
-      if (c.logprobs) logprobs.push(...c.logprobs);
-      last = c;
-    }
-    if (!last?.finishReason || !last.usage) throw new QwenError('E_BACKEND', 'generation ended without a final chunk');
-    const r: GenerationResult = { text, tokens, usage: last.usage, finishReason: last.finishReason };
-    if (logprobs.length) r.logprobs = logprobs;
-    return r;
+  result(): Promise<GenerationResult> {
+    return collectChunks(this, this.withLogprobs);
   }
 }
 
@@ -78,7 +68,7 @@ export function startGeneration(
     contextLimit: MAX_POSITIONS,
     promptLength: promptIds.length,
   });
-  return new Generation(() => generateTokens(model.createSequence(), tokenizer, promptIds, config, signal));
+  return new Generation(() => generateTokens(model.createSequence(), tokenizer, promptIds, config, signal), config.logprobs !== undefined);
 }
 
 export function promptIds(tokenizer: Tokenizer, prompt: string | ArrayLike<number>): number[] {

@@ -9,24 +9,14 @@ import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { QwenError, abortError, badArg } from '../errors';
-import { QwenConfig, ffnWidth, parseConfig } from './config';
+import { CONFIG_DEFAULTS, QwenConfig, ffnWidth, parseConfig } from './config';
 import { weightTable } from './weights';
 import { DTYPE_BYTES, StDType, StWriteTensor, encodeF32, f32BitsToF16, writeSafetensors } from './safetensors';
 
 export type PresetName = 'tiny' | 'small' | '7b';
 export type RandomDType = 'bf16' | 'fp16' | 'fp32';
 
-const COMMON = {
-  layer_norm_epsilon: 1e-6,
-  rotary_emb_base: 10000,
-  rotary_pct: 1.0,
-  use_dynamic_ntk: true,
-  use_logn_attn: true,
-  bf16: false,
-  fp16: false,
-  fp32: false,
-  max_position_embeddings: 32768,
-} as const;
+const COMMON = { ...CONFIG_DEFAULTS, max_position_embeddings: 32768 } as const; // eps 1e-6, base 10000, NTK + logN on
 
 /** The one table of presets. 7b = Qwen-7B v1.1 config.json exactly (7,721,324,544 params). */
 export const PRESETS: Readonly<Record<PresetName, Readonly<QwenConfig>>> = {
