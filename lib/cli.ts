@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseArgs } from 'util';
-import { backends } from './backends';
+import { backends, environment } from './backends';
 import { benchE2e } from './bench/e2e';
 import { QwenError } from './errors';
 import { makeRandomCheckpoint, PRESETS } from './model/makeRandom';
@@ -256,9 +256,20 @@ const commands: Record<string, Handler> = {
   },
 
   async doctor() {
-    const b = backends();
+    const env = environment();
+    console.log(JSON.stringify(env, null, 2));
+    let b;
+    try {
+      b = backends();
+    } catch (e) {
+      // Exactly when people run doctor: say what was looked for, then fail.
+      throw new QwenError('E_NO_BINDING', `the native addon does not load: ${(e as Error).message}`);
+    }
     console.log(JSON.stringify(b, null, 2));
     console.log(`device 'auto' uses: ${b.auto}${b.auto === 'cpu' && b.cuda.error ? ` (CUDA: ${b.cuda.error})` : ''}`);
+    if (b.cuda.available && !b.cuda.cublas) {
+      console.log(`cuBLAS not found (${b.cuda.cublasError}); set QWEN_CUBLAS_PATH to libcublas.so.13 (e.g. a pip nvidia/cu13/lib) for the large-GEMM path`);
+    }
   },
 };
 

@@ -50,7 +50,8 @@ Napi::Value CudaInfoJs(const Napi::CallbackInfo& info) {
   o.Set("runtimeVersion", c.runtime_version);
   o.Set("driverVersion", c.driver_version);
   o.Set("name", c.name);
-  o.Set("computeCapability", std::to_string(c.cc_major) + "." + std::to_string(c.cc_minor));
+  if (c.cc_major > 0) o.Set("computeCapability", std::to_string(c.cc_major) + "." + std::to_string(c.cc_minor));
+  else o.Set("computeCapability", env.Null());
   o.Set("totalMemory", double(c.total_mem));
   o.Set("freeMemory", double(c.free_mem));
   o.Set("error", c.error);

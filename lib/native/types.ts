@@ -92,7 +92,7 @@ export interface CudaInfo {
   runtimeVersion: number;
   driverVersion: number;
   name: string;
-  computeCapability: string;
+  computeCapability: string | null; // null without a device
   totalMemory: number;
   freeMemory: number;
   error: string;
