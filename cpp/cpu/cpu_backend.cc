@@ -192,6 +192,9 @@ class CpuBackend : public Backend {
       }
   }
 
+  // One task per (head, block of kQBlock consecutive queries): each key and value row is read once for the whole
+  // block (from L1) instead of once per query. Scores are kept per query, softmax in fp32 with a double sum.
+  static constexpr int kQBlock = 8;
   void attention(const Buf qkvb, int T, int pos0, int n_heads, int head_dim, KVCache& kvc, int layer,
                  Buf outb) override {
     auto& kv = static_cast<CpuKVCache&>(kvc);
@@ -199,29 +202,45 @@ class CpuBackend : public Backend {
     float* out = F(outb);
     const int H = n_heads * head_dim;
     const float scale = float(1.0 / std::sqrt(double(head_dim)));
+    const int blocks = (T + kQBlock - 1) / kQBlock;
     scores_.resize(size_t(pool_.size()));
-    pool_.parallel_for(T * n_heads, [&](int task, int thread) {
-      const int t = task / n_heads, h = task % n_heads;
-      const int n = pos0 + t + 1;  // keys 0..pos0+t (bottom-right causal)
+    pool_.parallel_for(blocks * n_heads, [&](int task, int thread) {
+      const int h = task % n_heads, t0 = (task / n_heads) * kQBlock;
+      const int nq = std::min(kQBlock, T - t0);
+      const int nmax = pos0 + t0 + nq;  // keys seen by the block's last query (bottom-right causal)
       std::vector<float>& sc = scores_[thread];
-      if (int(sc.size()) < n) sc.resize(size_t(n));
-      const float* q = qkv + size_t(t) * 3 * H + size_t(h) * head_dim;
-      const float* K = kv.k(layer, h, 0);  // [n][head_dim], contiguous
+      if (sc.size() < size_t(kQBlock) * nmax) sc.resize(size_t(kQBlock) * nmax);
+      const float* K = kv.k(layer, h, 0);  // [keys][head_dim], contiguous per head
       const float* V = kv.v(layer, h, 0);
-      float mx = -INFINITY;
-      for (int j = 0; j < n; ++j) {
-        sc[j] = dot(q, K + size_t(j) * head_dim, head_dim) * scale;
-        mx = sc[j] > mx ? sc[j] : mx;
+      const float* q[kQBlock];
+      float* o[kQBlock];
+      for (int i = 0; i < nq; ++i) {
+        q[i] = qkv + size_t(t0 + i) * 3 * H + size_t(h) * head_dim;
+        o[i] = out + size_t(t0 + i) * H + size_t(h) * head_dim;
+        std::memset(o[i], 0, head_dim * sizeof(float));
       }
-      double sum = 0.0;
-      for (int j = 0; j < n; ++j) {
-        sc[j] = std::exp(sc[j] - mx);
-        sum += sc[j];
+      // scores: query i sees keys 0 .. pos0 + t0 + i
+      for (int j = 0; j < nmax; ++j) {
+        const float* kj = K + size_t(j) * head_dim;
+        for (int i = std::max(0, j - pos0 - t0); i < nq; ++i) sc[size_t(i) * nmax + j] = dot(q[i], kj, head_dim) * scale;
       }
-      const float inv = float(1.0 / sum);
-      float* o = out + size_t(t) * H + size_t(h) * head_dim;
-      std::memset(o, 0, head_dim * sizeof(float));
-      for (int j = 0; j < n; ++j) axpy(sc[j] * inv, V + size_t(j) * head_dim, o, head_dim);
+      float inv[kQBlock];
+      for (int i = 0; i < nq; ++i) {
+        float* si = &sc[size_t(i) * nmax];
+        const int n = pos0 + t0 + i + 1;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; ++j) mx = si[j] > mx ? si[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < n; ++j) {
+          si[j] = std::exp(si[j] - mx);
+          sum += si[j];
+        }
+        inv[i] = float(1.0 / sum);
+      }
+      for (int j = 0; j < nmax; ++j) {
+        const float* vj = V + size_t(j) * head_dim;
+        for (int i = std::max(0, j - pos0 - t0); i < nq; ++i) axpy(sc[size_t(i) * nmax + j] * inv[i], vj, o[i], head_dim);
+      }
     });
   }
 
