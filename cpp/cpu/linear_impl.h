@@ -28,10 +28,13 @@ void gemv(const LinearJob& j, int n0, int n1) {
     R acc[TT][4];
     for (int t = 0; t < TT; ++t)
       for (int r = 0; r < 4; ++r) acc[t][r] = V::zero();
+    // The 4 rows are one contiguous span; prefetch the same offsets one span ahead (the next 4 rows) so short rows
+    // (K = 1536: 3 KB) do not restart the hardware prefetcher's ramp-up at every block.
+    const size_t ahead = size_t(4) * K * es;
     for (int k = 0; k < kv; k += L) {
       R a[4];
       for (int r = 0; r < 4; ++r) {
-        V::prefetch(w[r] + size_t(k) * es + 1024);
+        if ((k * es) % 64 == 0) V::prefetch(w[r] + ahead + size_t(k) * es);
         a[r] = V::template load_w<WD>(w[r], k);
       }
       for (int t = 0; t < TT; ++t) {

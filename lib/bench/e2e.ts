@@ -25,8 +25,12 @@ export async function benchE2e(
   const log = opts.log ?? (() => undefined);
   const c = model.config;
   const H = c.hidden_size, F = ffnWidth(c), L = c.num_hidden_layers;
-  const readGBs = opts.measureBandwidth && model.device === 'cpu' ? addon().readBandwidth(1024, opts.threads) : null;
-  if (readGBs !== null) log(`read bandwidth (${opts.threads} threads, 1 GiB): ${readGBs.toFixed(1)} GB/s`);
+  // Best of two probes: this VM's bandwidth varies by +-15 % between runs, and a low probe would flatter the ratio.
+  const readGBs =
+    opts.measureBandwidth && model.device === 'cpu'
+      ? Math.max(addon().readBandwidth(1024, opts.threads), addon().readBandwidth(1024, opts.threads))
+      : null;
+  if (readGBs !== null) log(`read bandwidth (${opts.threads} threads, 1 GiB, best of 2): ${readGBs.toFixed(1)} GB/s`);
 
   const prompt = Array.from({ length: opts.prompt }, (_, i) => (i * 7919 + 13) % 151643);
   // Warm-up step so the first timed forward does not pay for lazy allocations.
