@@ -257,15 +257,15 @@ const commands: Record<string, Handler> = {
 
   async doctor() {
     const env = environment();
-    console.log(JSON.stringify(env, null, 2));
     let b;
     try {
       b = backends();
     } catch (e) {
-      // Exactly when people run doctor: say what was looked for, then fail.
+      // Exactly when people run doctor: print what was looked for, then fail.
+      console.log(JSON.stringify({ environment: env }, null, 2));
       throw new QwenError('E_NO_BINDING', `the native addon does not load: ${(e as Error).message}`);
     }
-    console.log(JSON.stringify(b, null, 2));
+    console.log(JSON.stringify({ environment: env, ...b }, null, 2)); // one JSON object: scripts parse it
     console.log(`device 'auto' uses: ${b.auto}${b.auto === 'cpu' && b.cuda.error ? ` (CUDA: ${b.cuda.error})` : ''}`);
     if (b.cuda.available && !b.cuda.cublas) {
       console.log(`cuBLAS not found (${b.cuda.cublasError}); set QWEN_CUBLAS_PATH to libcublas.so.13 (e.g. a pip nvidia/cu13/lib) for the large-GEMM path`);
