@@ -6,10 +6,9 @@ import * as path from 'path';
 import { extractReply, makeContext, messagesToQuery, pyStrip, type ChatMessage } from '../lib/chat/chatml';
 import { QwenError } from '../lib/errors';
 import { Tokenizer } from '../lib/tokenizer';
+import { SHARED_QWEN } from './helpers/fixtures';
 
-const SHARED = [path.resolve(__dirname, '..', '..', 'shared', 'qwen'), path.resolve(__dirname, '..', 'shared', 'qwen')].find((d) =>
-  fs.existsSync(path.join(d, 'qwen.tiktoken')),
-) as string;
+const SHARED = SHARED_QWEN;
 const golden: {
   chatml_make_context_cases: { system: string; history: [string, string][]; query: string; max_window_size: number; ids: number[] }[];
 } = JSON.parse(fs.readFileSync(path.join(SHARED, 'tokenizer-golden.json'), 'utf8'));

@@ -6,10 +6,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { QwenError } from '../lib/errors';
 import { Tokenizer } from '../lib/tokenizer';
+import { SHARED_QWEN } from './helpers/fixtures';
 
-const SHARED = [path.resolve(__dirname, '..', '..', 'shared', 'qwen'), path.resolve(__dirname, '..', 'shared', 'qwen')].find((d) =>
-  fs.existsSync(path.join(d, 'qwen.tiktoken')),
-) as string;
+const SHARED = SHARED_QWEN;
 
 function rng(seed: number): () => number {
   return () => {

@@ -7,10 +7,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { QwenError } from '../lib/errors';
 import { Tokenizer, PAT_STR, SPECIAL_TOKENS, VOCAB_SIZE } from '../lib/tokenizer';
+import { SHARED_QWEN } from './helpers/fixtures';
 
-const SHARED = [path.resolve(__dirname, '..', '..', 'shared', 'qwen'), path.resolve(__dirname, '..', 'shared', 'qwen')].find((d) =>
-  fs.existsSync(path.join(d, 'qwen.tiktoken')),
-) as string;
+const SHARED = SHARED_QWEN;
 const TIKTOKEN_FILE = path.join(SHARED, 'qwen.tiktoken');
 
 interface Golden {

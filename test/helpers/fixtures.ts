@@ -5,6 +5,10 @@ import * as path from 'path';
 import { makeRandomCheckpoint, MakeRandomOptions } from '../../lib/model/makeRandom';
 
 export const SHARED = path.resolve(__dirname, '..', '..', '..', 'shared');
+/** ../shared/qwen beside the checkout (CI), or shared/qwen inside it: qwen.tiktoken, tokenizer-golden.json, configs. */
+export const SHARED_QWEN = [path.join(SHARED, 'qwen'), path.resolve(__dirname, '..', '..', 'shared', 'qwen')].find((d) =>
+  fs.existsSync(path.join(d, 'qwen.tiktoken')),
+) as string;
 
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `qwen-node-${prefix}-`));
