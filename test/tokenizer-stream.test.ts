@@ -7,17 +7,11 @@ import * as path from 'path';
 import { QwenError } from '../lib/errors';
 import { Tokenizer } from '../lib/tokenizer';
 import { SHARED_QWEN } from './helpers/fixtures';
+import { mulberry32 } from './helpers/weights';
 
 const SHARED = SHARED_QWEN;
 
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 let tok: Tokenizer;
 /** Ids likely to split or break characters: every single-byte token 0x80..0xFF, pieces of CJK/emoji, specials. */

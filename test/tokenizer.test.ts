@@ -8,6 +8,7 @@ import * as path from 'path';
 import { QwenError } from '../lib/errors';
 import { Tokenizer, PAT_STR, SPECIAL_TOKENS, VOCAB_SIZE } from '../lib/tokenizer';
 import { SHARED_QWEN } from './helpers/fixtures';
+import { mulberry32 } from './helpers/weights';
 
 const SHARED = SHARED_QWEN;
 const TIKTOKEN_FILE = path.join(SHARED, 'qwen.tiktoken');
@@ -17,15 +18,7 @@ interface Golden {
 }
 const golden: Golden = JSON.parse(fs.readFileSync(path.join(SHARED, 'tokenizer-golden.json'), 'utf8'));
 
-/** Deterministic PRNG (mulberry32) so that a failing random case can be reproduced. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** Random text drawn from the scripts and edge classes the pre-tokenizer treats differently. */
 const RANGES: [number, number][] = [

@@ -18,6 +18,16 @@ export function rng(seed: number): () => number {
   };
 }
 
+/** Deterministic PRNG (mulberry32) for the tokenizer's random cases, so a failing case can be reproduced. */
+export function mulberry32(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 export function randArray(n: number, seed: number, scale = 1): Float32Array {
   const r = rng(seed);
   const a = new Float32Array(n);
