@@ -18,6 +18,8 @@ Napi::FunctionReference NativeSequence::ctor;
 Napi::Object NativeSequence::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function f = DefineClass(env, "NativeSequence",
                                  {InstanceMethod("dispose", &NativeSequence::Dispose),
+                                  InstanceMethod("releaseKv", &NativeSequence::ReleaseKv),
+                                  InstanceAccessor("kvBlocks", &NativeSequence::KvBlocks, nullptr),
                                   InstanceAccessor("length", &NativeSequence::Length, nullptr),
                                   InstanceAccessor("ntkAlpha", &NativeSequence::Alpha, nullptr)});
   ctor = Napi::Persistent(f);
@@ -30,6 +32,13 @@ NativeSequence::NativeSequence(const Napi::CallbackInfo& info) : Napi::ObjectWra
 Napi::Value NativeSequence::Dispose(const Napi::CallbackInfo& info) {
   seq.reset();
   return info.Env().Undefined();
+}
+Napi::Value NativeSequence::ReleaseKv(const Napi::CallbackInfo& info) {
+  if (seq) seq->release_kv();
+  return info.Env().Undefined();
+}
+Napi::Value NativeSequence::KvBlocks(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), seq ? seq->kv_blocks() : 0);
 }
 Napi::Value NativeSequence::Length(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), seq ? seq->length() : 0);
@@ -83,21 +92,30 @@ class LoadWorker : public Napi::AsyncProgressQueueWorker<double> {
   std::shared_ptr<Engine> engine_;
 };
 
-class ForwardWorker : public Napi::AsyncWorker {
+// One batched step. Holds shared_ptrs to the engine and every sequence, so a dispose() from JS during the step frees
+// them when it ends.
+class StepWorker : public Napi::AsyncWorker {
  public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<Engine> e, std::shared_ptr<Sequence> s, std::vector<int32_t> ids,
-                bool all)
+  StepWorker(Napi::Env env, std::shared_ptr<Engine> e, std::vector<std::shared_ptr<Sequence>> seqs,
+             std::vector<std::vector<int32_t>> ids, std::vector<StepItem> items)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), engine_(std::move(e)),
-        seq_(std::move(s)), ids_(std::move(ids)), all_(all) {
-    const size_t n = (all_ ? ids_.size() : 1) * size_t(engine_->config().vocab);
-    Napi::Float32Array out = Napi::Float32Array::New(env, n);  // written in place by Execute
+        seqs_(std::move(seqs)), ids_(std::move(ids)), items_(std::move(items)) {
+    size_t rows = 0;
+    for (size_t i = 0; i < items_.size(); ++i) {
+      items_[i].seq = seqs_[i].get();
+      items_[i].ids = ids_[i].data();
+      rows += size_t(Engine::logit_rows(items_[i]));
+    }
+    Napi::Float32Array out = Napi::Float32Array::New(env, rows * size_t(engine_->config().vocab));  // filled by Execute
     data_ = out.Data();
     out_ = Napi::Persistent(out);
   }
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      engine_->forward(*seq_, ids_.data(), int(ids_.size()), all_, data_);
+      engine_->step(items_.data(), int(items_.size()), data_);
+    } catch (const KVFullError& e) {
+      SetError(std::string("E_KV_FULL: ") + e.what());
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -108,9 +126,9 @@ class ForwardWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Engine> engine_;
-  std::shared_ptr<Sequence> seq_;
-  std::vector<int32_t> ids_;
-  bool all_;
+  std::vector<std::shared_ptr<Sequence>> seqs_;
+  std::vector<std::vector<int32_t>> ids_;
+  std::vector<StepItem> items_;
   Napi::Reference<Napi::Float32Array> out_;
   float* data_ = nullptr;
 };
@@ -120,6 +138,7 @@ LoadRequest request_from_js(const Napi::Object& d) {
   LoadRequest r;
   r.cfg = config_from_js(need(d, "config").As<Napi::Object>());
   r.backend = backend_from_js(need(d, "backend").As<Napi::Object>());
+  r.kv_blocks = int(num(d, "kvBlocks"));
   Napi::Array files = need(d, "files").As<Napi::Array>();
   for (uint32_t i = 0; i < files.Length(); ++i) r.files.push_back(files.Get(i).As<Napi::String>().Utf8Value());
   Napi::Array ts = need(d, "tensors").As<Napi::Array>();
@@ -145,7 +164,8 @@ Napi::Object NativeModel::Init(Napi::Env env, Napi::Object exports) {
                                  {InstanceMethod("load", &NativeModel::Load),
                                   InstanceMethod("cancelLoad", &NativeModel::CancelLoad),
                                   InstanceMethod("createSequence", &NativeModel::CreateSequence),
-                                  InstanceMethod("forward", &NativeModel::Forward),
+                                  InstanceMethod("step", &NativeModel::Step),
+                                  InstanceMethod("kvStats", &NativeModel::KvStats),
                                   InstanceMethod("dispose", &NativeModel::Dispose)});
   exports.Set("NativeModel", f);
   return exports;
@@ -182,21 +202,53 @@ Napi::Value NativeModel::CreateSequence(const Napi::CallbackInfo& info) {
   return obj;
 }
 
-Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
+// step([{ seq, ids: Int32Array, logits: 0 | 1 | 2, promptLength }]) -> Promise<Float32Array> of the rows asked for.
+Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!engine) throw Napi::Error::New(env, "model is not loaded or was disposed");
-  if (!info[0].IsObject() || !info[1].IsTypedArray() || !info[2].IsBoolean())
-    throw Napi::TypeError::New(env, "forward(sequence, Int32Array ids, allLogits)");
-  NativeSequence* s = NativeSequence::Unwrap(info[0].As<Napi::Object>());
-  if (!s->seq) throw Napi::Error::New(env, "sequence was disposed");
-  Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
-  if (ta.TypedArrayType() != napi_int32_array) throw Napi::TypeError::New(env, "ids must be an Int32Array");
-  Napi::Int32Array ids = ta.As<Napi::Int32Array>();
-  std::vector<int32_t> v(ids.Data(), ids.Data() + ids.ElementLength());
-  auto* w = new ForwardWorker(env, engine, s->seq, std::move(v), info[2].As<Napi::Boolean>().Value());
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "step(items)");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<StepItem> items;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "step: items must be objects");
+    Napi::Object o = v.As<Napi::Object>();
+    Napi::Value sv = o.Get("seq");
+    if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(NativeSequence::ctor.Value()))
+      throw Napi::TypeError::New(env, "step: item.seq must be a NativeSequence");
+    NativeSequence* s = NativeSequence::Unwrap(sv.As<Napi::Object>());
+    if (!s->seq) throw Napi::Error::New(env, "step: sequence was disposed");
+    Napi::Value iv = o.Get("ids");
+    if (!iv.IsTypedArray() || iv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(env, "step: item.ids must be an Int32Array");
+    Napi::Int32Array a = iv.As<Napi::Int32Array>();
+    StepItem it;
+    it.T = int(a.ElementLength());
+    it.logits = int(num(o, "logits"));
+    it.prompt_length = int(num(o, "promptLength"));
+    if (it.T < 1 || it.logits < 0 || it.logits > 2 || it.prompt_length < 0)
+      throw Napi::RangeError::New(env, "step: an item needs >= 1 id, logits 0..2 and promptLength >= 0");
+    seqs.push_back(s->seq);
+    ids.emplace_back(a.Data(), a.Data() + a.ElementLength());
+    items.push_back(it);
+  }
+  auto* w = new StepWorker(env, engine, std::move(seqs), std::move(ids), std::move(items));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
+}
+
+// { blockTokens, maxBlocks, usedBlocks }: read from the JS thread while a step may run (the counters are atomic).
+Napi::Value NativeModel::KvStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine) throw Napi::Error::New(env, "model is not loaded or was disposed");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("blockTokens", kKvBlockTokens);
+  o.Set("maxBlocks", engine->kv_pool().max_blocks());
+  o.Set("usedBlocks", engine->kv_pool().used());
+  return o;
 }
 
 Napi::Value NativeModel::Dispose(const Napi::CallbackInfo& info) {

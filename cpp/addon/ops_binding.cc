@@ -127,42 +127,99 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
       return Napi::Number::New(info.Env(), dt.count() / reps);
     });
   }
-  // rope(qkv[T,3H], T, pos0, nHeads, headDim, rotDims, invFreq: Float32Array, lognBase)
+  // Slices from [T, pos0] pairs: rows consecutive from 0.
+  static std::vector<SeqSlice> slices_of(const Napi::Int32Array& tp) {
+    std::vector<SeqSlice> s(tp.ElementLength() / 2);
+    int row = 0;
+    for (size_t i = 0; i < s.size(); ++i) {
+      s[i].row0 = row;
+      s[i].T = tp[2 * i];
+      s[i].pos0 = tp[2 * i + 1];
+      row += s[i].T;
+    }
+    return s;
+  }
+  // rope(qkv[Ttot,3H], slices: Int32Array [T, pos0]*n, nHeads, headDim, rotDims, invFreq: Float32Array [n][rot/2],
+  //      lognBase) -> qkv rotated, each slice with its own inv_freq (per-sequence NTK)
   Napi::Value Rope(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       DBuf qkv(be_.get(), FA(info, 0));
-      RopeParams rp;
-      rp.rot_dims = I(info, 5);
-      Napi::Float32Array f = FA(info, 6);
-      for (size_t i = 0; i < f.ElementLength() && i < 128; ++i) rp.inv_freq[i] = f[i];
-      rp.logn_base = I(info, 7);
-      be_->rope(qkv.p, I(info, 1), I(info, 2), I(info, 3), I(info, 4), rp);
+      std::vector<SeqSlice> sl = slices_of(info[1].As<Napi::Int32Array>());
+      const int rot = I(info, 4), half = rot / 2;
+      Napi::Float32Array f = FA(info, 5);
+      std::vector<RopeParams> rp(sl.size());
+      for (size_t i = 0; i < sl.size(); ++i) {
+        rp[i].rot_dims = rot;
+        rp[i].logn_base = I(info, 6);
+        for (int k = 0; k < half && k < 128; ++k) rp[i].inv_freq[k] = f[i * half + k];
+        sl[i].rope = &rp[i];
+      }
+      be_->begin_step(sl.data(), int(sl.size()));
+      be_->rope(qkv.p, sl.data(), int(sl.size()), I(info, 2), I(info, 3));
       return qkv.read(info.Env());
     });
   }
-  // attention(qkv[T,3H], T, pastKV[P,2H] (k | v per row), P, nHeads, headDim) -> [T,H]; positions of qkv = P..P+T-1
+  // attention(qkv[Ttot,3H], slices: Int32Array [T, P]*n, past: Float32Array [sum P][2H] (k | v per row, slice after
+  //           slice), nHeads, headDim) -> [Ttot,H]. Each slice is a sequence whose positions P..P+T-1 are the rows of
+  // qkv; the caches take their blocks one at a time in turn, so every block table is non-contiguous.
   Napi::Value Attention(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
-      int T = I(info, 1), P = I(info, 3), nh = I(info, 4), hd = I(info, 5), H = nh * hd;
+      std::vector<SeqSlice> sl = slices_of(info[1].As<Napi::Int32Array>());
+      const int nh = I(info, 3), hd = I(info, 4), H = nh * hd, n = int(sl.size());
       ModelConfig c;
-      c.n_layers = 1;
+      c.n_layers = 2;  // layer 1 is used: a layer offset inside the blocks gets exercised
       c.hidden = H;
       c.n_heads = nh;
       c.head_dim = hd;
-      auto kv = be_->new_kv_cache(c);
-      kv->reserve(P + T);
-      if (P > 0) {  // write the past keys/values through kv_store with a qkv-shaped buffer (q part unused)
+      int blocks = 0, Ttot = 0, Ptot = 0;
+      for (auto& s : sl) {
+        blocks += kv_blocks_for(s.pos0 + s.T);
+        Ttot += s.T;
+        Ptot += s.pos0;
+      }
+      auto pool = be_->new_kv_pool(c, blocks + 3);
+      std::vector<std::unique_ptr<KVCache>> kv;
+      for (int i = 0; i < n; ++i) kv.push_back(std::make_unique<KVCache>(pool));
+      for (bool more = true; more;) {  // round robin, one block each
+        more = false;
+        for (int i = 0; i < n; ++i) {
+          const int have = kv[size_t(i)]->capacity(), want = sl[size_t(i)].pos0 + sl[size_t(i)].T;
+          if (have < want) {
+            if (!kv[size_t(i)]->reserve(have + 1)) throw std::runtime_error("pool too small");
+            more = true;
+          }
+        }
+      }
+      RopeParams rp;  // unused by kv_store / attention, but slices carry one
+      for (int i = 0; i < n; ++i) {
+        sl[size_t(i)].kv = kv[size_t(i)].get();
+        sl[size_t(i)].rope = &rp;
+      }
+      if (Ptot > 0) {  // past keys/values through kv_store: one qkv-shaped buffer (q part unused), slices at pos 0
         Napi::Float32Array past = FA(info, 2);
-        std::vector<float> fake(size_t(P) * 3 * H, 0.0f);
-        for (int p = 0; p < P; ++p)
+        std::vector<float> fake(size_t(Ptot) * 3 * H, 0.0f);
+        for (int p = 0; p < Ptot; ++p)
           for (int i = 0; i < 2 * H; ++i) fake[size_t(p) * 3 * H + H + i] = past[size_t(p) * 2 * H + i];
+        std::vector<SeqSlice> ps;
+        int row = 0;
+        for (auto s : sl)
+          if (s.pos0 > 0) {
+            s.row0 = row;
+            s.T = s.pos0;
+            s.pos0 = 0;
+            row += s.T;
+            ps.push_back(s);
+          }
         DBuf fb(be_.get(), fake.size());
         be_->to_device(fb.p, fake.data(), fake.size());
-        be_->kv_store(fb.p, P, 0, nh, hd, *kv, 0);
+        be_->begin_step(ps.data(), int(ps.size()));
+        be_->kv_store(fb.p, ps.data(), int(ps.size()), nh, hd, 1);
+        be_->synchronize();
       }
-      DBuf qkv(be_.get(), FA(info, 0)), out(be_.get(), size_t(T) * H);
-      be_->kv_store(qkv.p, T, P, nh, hd, *kv, 0);
-      be_->attention(qkv.p, T, P, nh, hd, *kv, 0, out.p);
+      DBuf qkv(be_.get(), FA(info, 0)), out(be_.get(), size_t(Ttot) * H);
+      be_->begin_step(sl.data(), n);
+      be_->kv_store(qkv.p, sl.data(), n, nh, hd, 1);
+      be_->attention(qkv.p, sl.data(), n, nh, hd, 1, out.p);
       return out.read(info.Env());
     });
   }

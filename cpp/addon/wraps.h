@@ -18,6 +18,8 @@ class NativeSequence : public Napi::ObjectWrap<NativeSequence> {
 
  private:
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value ReleaseKv(const Napi::CallbackInfo& info);
+  Napi::Value KvBlocks(const Napi::CallbackInfo& info);
   Napi::Value Length(const Napi::CallbackInfo& info);
   Napi::Value Alpha(const Napi::CallbackInfo& info);
 };
@@ -34,7 +36,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value CancelLoad(const Napi::CallbackInfo& info);
   Napi::Value CreateSequence(const Napi::CallbackInfo& info);
-  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value KvStats(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 };
 

@@ -14,6 +14,7 @@
 
 #include "core/config.h"
 #include "core/dtype.h"
+#include "core/kv_cache.h"
 
 namespace qwen {
 
@@ -51,15 +52,14 @@ struct RopeParams {
   int logn_base = 0;         // S (seq_length) when logN query scaling is on, else 0
 };
 
-// Per-sequence key/value storage for every layer, owned by a Sequence; the layout is the backend's own (the CPU keeps
-// [layer][head][pos][head_dim] so decode streams each head's keys). Keys are stored after RoPE and before logN.
-class KVCache {
- public:
-  virtual ~KVCache() = default;
-  virtual void reserve(int tokens) = 0;  // grow to hold at least `tokens` positions, keeping the content
-  int capacity() const { return capacity_; }
- protected:
-  int capacity_ = 0;
+// One sequence's share of a batched step. The step's activations are the rows of every sequence in it, concatenated:
+// rows [row0, row0 + T) belong to this sequence and sit at its positions pos0 .. pos0 + T - 1.
+struct SeqSlice {
+  int row0 = 0;
+  int T = 0;
+  int pos0 = 0;                      // positions already in the KV cache
+  const RopeParams* rope = nullptr;  // this sequence's rotary parameters (NTK alpha is per sequence)
+  KVCache* kv = nullptr;             // paged cache with blocks reserved for >= pos0 + T positions
 };
 
 using Buf = void*;
@@ -78,8 +78,14 @@ class Backend {
   // Make a backend copy (or view) of a host weight; the host view stays valid for the engine's lifetime.
   virtual Weight upload(const Weight& host) = 0;
   virtual void release(Weight& w) = 0;
-  virtual std::unique_ptr<KVCache> new_kv_cache(const ModelConfig& cfg) = 0;
+  // The engine's pool of KV blocks (kv_cache.h): at most `max_blocks` blocks of kKvBlockTokens positions for every
+  // layer, each given storage on first use. The layout inside a block is the backend's own.
+  virtual std::shared_ptr<KVPool> new_kv_pool(const ModelConfig& cfg, int max_blocks) = 0;
   virtual void synchronize() {}
+  // Called once per step, before the layers, with that step's slices (rows contiguous and in order, sequences
+  // distinct); rope/kv_store/attention of the step then receive the same array. CUDA uploads the block tables and
+  // rotary tables here once instead of once per layer.
+  virtual void begin_step(const SeqSlice* s, int n) { (void)s; (void)n; }
 
   // ---- ops: the Qwen forward, one entry each ----
   // h[T,H] = wte[ids[t]]; ids are host int32 already checked < V.
@@ -88,13 +94,15 @@ class Backend {
   virtual void rmsnorm(const Buf x, const Weight& g, float eps, int T, int H, Buf y) = 0;
   // y[T,N] = x[T,K] . W[N,K]^T (+ b[N])
   virtual void linear(const Buf x, const Weight& W, const Weight* b, int T, Buf y) = 0;
-  // In place on qkv[T,3H]: rotate-half RoPE of every q and k head at positions pos0..pos0+T-1, then q *= logn(pos).
-  virtual void rope(Buf qkv, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp) = 0;
-  // K/V rows of qkv[T,3H] -> cache layer `layer` at positions pos0..pos0+T-1.
-  virtual void kv_store(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer) = 0;
-  // out[T,H] = softmax(q k^T / sqrt(d) + causal) v per head, q from qkv[T,3H], keys/values 0..pos0+T-1 from the cache;
-  // query t sees keys 0..pos0+t (bottom-right aligned causal mask).
-  virtual void attention(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer,
+  // The three per-sequence ops take the step's slices s[0..n); qkv[T,3H] and out[T,H] span all rows of the step.
+  // In place on qkv: rotate-half RoPE of every q and k head of slice rows at positions pos0..pos0+T-1 with the
+  // slice's inv_freq, then q *= logn(pos).
+  virtual void rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim) = 0;
+  // K/V parts of each slice's rows of qkv -> its cache, layer `layer`, positions pos0..pos0+T-1.
+  virtual void kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer) = 0;
+  // Per slice and head: out = softmax(q k^T / sqrt(d) + causal) v with keys/values 0..pos0+T-1 of its cache; the
+  // slice's row t sees keys 0..pos0+t (bottom-right aligned causal mask).
+  virtual void attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer,
                          Buf out) = 0;
   // out[T,F] = a * silu(g), a = w1(x), g = w2(x)
   virtual void swiglu(const Buf a, const Buf g, int T, int F, Buf out) = 0;

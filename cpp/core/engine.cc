@@ -1,5 +1,6 @@
 #include "core/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -90,6 +91,8 @@ std::unique_ptr<Engine> Engine::load(const LoadRequest& req, const std::function
     L.mlp_c_proj = take(b + 7, {H, F});
   }
   if (cancel.load()) throw std::runtime_error("aborted");
+  if (req.kv_blocks < 1) throw std::runtime_error("the KV cache needs at least one block");
+  e->kv_pool_ = e->backend_->new_kv_pool(c, req.kv_blocks);
   if (progress) progress(1.0);
   return e;
 }
@@ -107,7 +110,7 @@ Engine::~Engine() {
 
 std::unique_ptr<Sequence> Engine::new_sequence(int prompt_length) {
   auto s = std::make_unique<Sequence>();
-  s->kv_ = backend_->new_kv_cache(cfg_);
+  s->kv_ = std::make_unique<KVCache>(kv_pool_);
   if (prompt_length > 0) {
     s->alpha_ = cfg_.dynamic_ntk ? ntk_alpha(prompt_length, cfg_.seq_length) : 1.0;
     s->rope_ = rope_params(cfg_, s->alpha_);
@@ -131,47 +134,100 @@ void Engine::ensure_workspace(int T) {
   ws_tokens_ = T;
 }
 
-void Engine::forward(Sequence& seq, const int32_t* ids, int T, bool all, float* out) {
+void Engine::step(const StepItem* items, int n, float* out) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (T <= 0) throw std::runtime_error("forward needs at least one token");
-  if (int64_t(seq.length_) + T > kMaxPositions)
-    throw std::runtime_error("the sequence would hold " + std::to_string(int64_t(seq.length_) + T) +
-                             " positions; the maximum is " + std::to_string(kMaxPositions));
-  for (int t = 0; t < T; ++t)
-    if (ids[t] < 0 || ids[t] >= cfg_.vocab) throw std::runtime_error("token id out of range");
-  if (!seq.alpha_set_) {
-    // Dynamic NTK: alpha from the whole prompt of the sequence's first forward, frozen for its lifetime (§4.1).
-    seq.alpha_ = cfg_.dynamic_ntk ? ntk_alpha(T, cfg_.seq_length) : 1.0;
-    seq.rope_ = rope_params(cfg_, seq.alpha_);
-    seq.alpha_set_ = true;
+  // Check everything first: a throw below this block must leave every sequence as it was.
+  for (int i = 0; i < n; ++i) {
+    const StepItem& it = items[i];
+    if (!it.seq || it.T <= 0 || !it.ids) throw std::runtime_error("a step item needs a sequence and at least one token");
+    if (int64_t(it.seq->length_) + it.T > kMaxPositions)
+      throw std::runtime_error("the sequence would hold " + std::to_string(int64_t(it.seq->length_) + it.T) +
+                               " positions; the maximum is " + std::to_string(kMaxPositions));
+    for (int t = 0; t < it.T; ++t)
+      if (it.ids[t] < 0 || it.ids[t] >= cfg_.vocab) throw std::runtime_error("token id out of range");
+    for (int k = 0; k < i; ++k)
+      if (items[k].seq == it.seq) throw std::runtime_error("a sequence appears twice in one step");
   }
-  seq.kv_->reserve(seq.length_ + T);
-  const int chunk = T < kPrefillChunk ? T : kPrefillChunk;
-  ensure_workspace(chunk);
-  std::vector<int> rows(static_cast<size_t>(chunk));
-  for (int t0 = 0; t0 < T; t0 += chunk) {
-    const int Tc = T - t0 < chunk ? T - t0 : chunk;
-    const bool last = t0 + Tc == T;
-    int R = 0;
-    if (all) for (int t = 0; t < Tc; ++t) rows[size_t(R++)] = t;
-    else if (last) rows[size_t(R++)] = Tc - 1;
-    forward_chunk(seq, ids + t0, Tc, rows.data(), R, all ? out + size_t(t0) * cfg_.vocab : out);
+  // KV blocks for every item, all or none.
+  for (int i = 0; i < n; ++i) {
+    bool ok = false;
+    try {
+      ok = items[i].seq->kv_->reserve(items[i].seq->length_ + items[i].T);
+    } catch (...) {
+      for (int k = 0; k <= i; ++k) items[k].seq->kv_->shrink(items[k].seq->length_);
+      throw;
+    }
+    if (!ok) {
+      for (int k = 0; k < i; ++k) items[k].seq->kv_->shrink(items[k].seq->length_);
+      throw KVFullError("KV cache full: the step needs more blocks than the " + std::to_string(kv_pool_->free_blocks()) +
+                        " free of " + std::to_string(kv_pool_->max_blocks()));
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    Sequence& s = *items[i].seq;
+    if (!s.alpha_set_) {
+      // Dynamic NTK: alpha from the whole prompt of the sequence's first forward, frozen for its lifetime (§4.1).
+      const int L = items[i].prompt_length > 0 ? items[i].prompt_length : items[i].T;
+      s.alpha_ = cfg_.dynamic_ntk ? ntk_alpha(L, cfg_.seq_length) : 1.0;
+      s.rope_ = rope_params(cfg_, s.alpha_);
+      s.alpha_set_ = true;
+    }
+  }
+  int total = 0;
+  for (int i = 0; i < n; ++i) total += items[i].T;
+  const int cap = total < kStepTokens ? total : kStepTokens;
+  ensure_workspace(cap);
+  // Passes of up to kStepTokens rows, items packed in order (an item may continue into the next pass). The rows an
+  // item wants come out in item order, so each pass writes the next contiguous run of `out`.
+  std::vector<SeqSlice> slices;
+  std::vector<Sequence*> seqs;
+  std::vector<int32_t> ids(static_cast<size_t>(cap));
+  std::vector<int> rows(static_cast<size_t>(cap));
+  int item = 0, done = 0;  // next token: items[item].ids[done]
+  size_t out_row = 0;
+  while (item < n) {
+    slices.clear();
+    seqs.clear();
+    int T = 0, R = 0;
+    while (item < n && T < cap) {
+      const StepItem& it = items[item];
+      const int take = std::min(it.T - done, cap - T);
+      SeqSlice sl;
+      sl.row0 = T;
+      sl.T = take;
+      sl.pos0 = it.seq->length_;
+      sl.rope = &it.seq->rope_;
+      sl.kv = it.seq->kv_.get();
+      slices.push_back(sl);
+      seqs.push_back(it.seq);
+      std::copy(it.ids + done, it.ids + done + take, ids.begin() + T);
+      if (it.logits == 2)
+        for (int t = 0; t < take; ++t) rows[size_t(R++)] = T + t;
+      else if (it.logits == 1 && done + take == it.T)
+        rows[size_t(R++)] = T + take - 1;
+      T += take;
+      done += take;
+      if (done == it.T) { ++item; done = 0; }
+    }
+    forward_pass(slices.data(), int(slices.size()), ids.data(), T, rows.data(), R, out + out_row * size_t(cfg_.vocab));
+    for (size_t k = 0; k < slices.size(); ++k) seqs[k]->length_ += slices[k].T;
+    out_row += size_t(R);
   }
 }
 
-void Engine::forward_chunk(Sequence& seq, const int32_t* ids, int T, const int* rows, int R, float* out) {
+void Engine::forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, const int* rows, int R, float* out) {
   Backend& be = *backend_;
   const ModelConfig& c = cfg_;
-  const int H = c.hidden, F = c.ffn, P = seq.length_;
-  KVCache& kv = *seq.kv_;
+  const int H = c.hidden, F = c.ffn;
   be.embedding(w_.wte, ids, T, h_);                                    // h[T,H]
+  be.begin_step(s, n);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
     be.rmsnorm(h_, L.ln_1, c.eps, T, H, x_);                          // x = RMSNorm(h; ln_1)
     be.linear(x_, L.c_attn_w, &L.c_attn_b, T, qkv_);                  // qkv[T,3H] = x Wqkv^T + b
-    be.rope(qkv_, T, P, c.n_heads, c.head_dim, seq.rope_);            // RoPE q,k; q *= logn(pos)
-    be.kv_store(qkv_, T, P, c.n_heads, c.head_dim, kv, l);            // cache post-RoPE k, v
-    be.attention(qkv_, T, P, c.n_heads, c.head_dim, kv, l, att_);     // att[T,H]
+    be.rope(qkv_, s, n, c.n_heads, c.head_dim);                       // RoPE q,k per sequence; q *= logn(pos)
+    be.kv_store(qkv_, s, n, c.n_heads, c.head_dim, l);                // cache post-RoPE k, v
+    be.attention(qkv_, s, n, c.n_heads, c.head_dim, l, att_);         // att[T,H]
     be.linear(att_, L.attn_c_proj, nullptr, T, proj_);                // proj = att Wo^T
     be.add(h_, proj_, T, H);                                          // h += proj
     be.rmsnorm(h_, L.ln_2, c.eps, T, H, x_);                          // x = RMSNorm(h; ln_2)
@@ -183,7 +239,6 @@ void Engine::forward_chunk(Sequence& seq, const int32_t* ids, int T, const int* 
   }
   if (R > 0) be.final_logits(h_, rows, R, H, w_.ln_f, w_.lm_head, c.eps, out);  // logits[R,V]
   be.synchronize();
-  seq.length_ += T;
 }
 
 }  // namespace qwen

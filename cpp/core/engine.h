@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -27,12 +28,20 @@ struct LoadRequest {
   std::vector<std::string> files;
   std::vector<TensorDesc> tensors;  // wte, ln_f, lm_head, then 8 per layer in LayerWeights order
   BackendOptions backend;
+  int kv_blocks = 0;                // KV pool cap in blocks of kKvBlockTokens positions (lib/ sizes it)
 };
 
 class Sequence {
  public:
   int length() const { return length_; }
   double ntk_alpha() const { return alpha_; }
+  int kv_blocks() const { return int(kv_->blocks().size()); }
+  // Preemption: give every KV block back and forget the cached positions; the NTK alpha stays frozen, so feeding the
+  // same ids again (recompute) rebuilds the identical cache. Only between steps (the scheduler runs one at a time).
+  void release_kv() {
+    kv_->shrink(0);
+    length_ = 0;
+  }
 
  private:
   friend class Engine;
@@ -41,6 +50,20 @@ class Sequence {
   double alpha_ = 1.0;
   RopeParams rope_;
   std::unique_ptr<KVCache> kv_;
+};
+
+// One sequence's part of a batched step.
+struct StepItem {
+  Sequence* seq = nullptr;
+  const int32_t* ids = nullptr;
+  int T = 0;              // new tokens (>= 1)
+  int logits = 1;         // rows of logits wanted: 0 none, 1 the last new position, 2 every new position
+  int prompt_length = 0;  // > 0: a sequence whose alpha is not frozen yet freezes it as for a prompt of this length
+};
+
+// Thrown when the KV pool cannot hold a step; nothing was changed.
+struct KVFullError : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 class Engine {
@@ -58,9 +81,13 @@ class Engine {
   // perplexity windows); 0 computes it at the first forward from that forward's length.
   std::unique_ptr<Sequence> new_sequence(int prompt_length = 0);
 
-  // Appends ids[0..T) to the sequence. out receives the logits of every new position ([T][V], all == true) or of
-  // the last one ([V]). Throws std::runtime_error (sequence unchanged) on bad ids or beyond kMaxPositions.
-  void forward(Sequence& seq, const int32_t* ids, int T, bool all, float* out);
+  // One batched step: appends items[i].ids to each (distinct) sequence, all of them through every layer together.
+  // out receives, item after item, the logits rows each asked for ([rows][V]). Throws std::runtime_error with no
+  // sequence changed on bad ids, repeated sequences or positions beyond kMaxPositions, KVFullError when the pool
+  // lacks blocks. Steps over kStepTokens tokens run as several passes (causal masking makes that exact).
+  void step(const StepItem* items, int n, float* out);
+  static int logit_rows(const StepItem& it) { return it.logits == 2 ? it.T : it.logits == 1 ? 1 : 0; }
+  const KVPool& kv_pool() const { return *kv_pool_; }
 
   // The NTK alpha the reference computes for a prompt of L tokens (qwen-reference.md §4.1).
   static double ntk_alpha(int L, int seq_length);
@@ -69,17 +96,19 @@ class Engine {
  private:
   Engine() = default;
   void ensure_workspace(int T);
-  void forward_chunk(Sequence& seq, const int32_t* ids, int T, const int* rows, int R, float* out);
+  // One pass: slices s[0..n) cover rows 0..T-1 of ids; logits of the R selected rows go to out ([R][V]).
+  void forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, const int* rows, int R, float* out);
 
   std::mutex mu_;  // one forward at a time: the workspace and the backend's scratch are shared
   ModelConfig cfg_;
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::unique_ptr<Backend> backend_;
   ModelWeights w_;
+  std::shared_ptr<KVPool> kv_pool_;
   int ws_tokens_ = 0;
   Buf h_ = nullptr, x_ = nullptr, qkv_ = nullptr, att_ = nullptr, proj_ = nullptr, a_ = nullptr, g_ = nullptr;
 };
 
-constexpr int kPrefillChunk = 512;  // tokens per forward_chunk: bounds the workspace; causal masking makes it exact
+constexpr int kStepTokens = 512;  // tokens per forward pass: bounds the workspace
 
 }  // namespace qwen

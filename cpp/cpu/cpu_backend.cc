@@ -20,37 +20,35 @@
 namespace qwen {
 namespace {
 
-// KV cache: per layer K and V as [n_heads][capacity][head_dim] fp32, so one head's keys are contiguous and decode
-// attention streams them (a [pos][H] layout strides by H floats per key, defeating the hardware prefetcher).
-// Grows by doubling, copying each head's filled block.
-class CpuKVCache : public KVCache {
+// KV blocks: each block holds, for every layer, K and V as [n_heads][kKvBlockTokens][head_dim] fp32, so one head's
+// keys of a block are contiguous (decode attention streams them; a [pos][H] layout strides by H floats per key and
+// defeats the prefetcher). Storage comes from malloc on first use (untouched pages cost nothing until written) and is
+// kept for reuse by the pool.
+class CpuKVPool : public KVPool {
  public:
-  CpuKVCache(int layers, int heads, int head_dim) : nh_(heads), hd_(head_dim), k_(layers), v_(layers) {}
-  void reserve(int tokens) override {
-    if (tokens <= capacity_) return;
-    int cap = capacity_ ? capacity_ : 64;
-    while (cap < tokens) cap *= 2;
-    if (cap > kMaxPositions) cap = kMaxPositions;
-    if (cap < tokens) throw std::runtime_error("KV cache cannot exceed " + std::to_string(kMaxPositions) + " positions");
-    for (auto* arr : {&k_, &v_}) {
-      for (auto& layer : *arr) {
-        std::unique_ptr<float[]> grown(new float[size_t(cap) * nh_ * hd_]);
-        if (layer)
-          for (int h = 0; h < nh_; ++h)
-            std::memcpy(grown.get() + size_t(h) * cap * hd_, layer.get() + size_t(h) * capacity_ * hd_,
-                        size_t(capacity_) * hd_ * sizeof(float));
-        layer = std::move(grown);
-      }
-    }
-    capacity_ = cap;
+  CpuKVPool(const ModelConfig& c, int max_blocks)
+      : KVPool(max_blocks), nh_(c.n_heads), hd_(c.head_dim),
+        block_floats_(size_t(c.n_layers) * 2 * c.n_heads * kKvBlockTokens * c.head_dim),
+        blocks_(size_t(max_blocks), nullptr) {}
+  ~CpuKVPool() override {
+    for (float* b : blocks_) std::free(b);
   }
-  // Row `pos` of head h: head_dim floats.
-  float* k(int layer, int h, int pos) { return k_[layer].get() + (size_t(h) * capacity_ + pos) * hd_; }
-  float* v(int layer, int h, int pos) { return v_[layer].get() + (size_t(h) * capacity_ + pos) * hd_; }
+  // Row 0 of (block, layer, k = 0 | v = 1, head): kKvBlockTokens rows of head_dim floats follow.
+  float* rows(int32_t block, int layer, int kv, int h) const {
+    return blocks_[size_t(block)] + ((size_t(layer) * 2 + kv) * nh_ + h) * kKvBlockTokens * hd_;
+  }
+
+ protected:
+  void materialize(int id) override {
+    float* p = static_cast<float*>(std::malloc(block_floats_ * sizeof(float)));
+    if (!p) throw std::runtime_error("out of memory allocating a KV cache block of " + std::to_string(block_floats_ * 4) + " bytes");
+    blocks_[size_t(id)] = p;
+  }
 
  private:
   int nh_, hd_;
-  std::vector<std::unique_ptr<float[]>> k_, v_;
+  size_t block_floats_;
+  std::vector<float*> blocks_;
 };
 
 inline float dot(const float* a, const float* b, int n) {
@@ -109,8 +107,8 @@ class CpuBackend : public Backend {
   void to_host(float* dst, const Buf src, size_t n) override { std::memcpy(dst, src, n * sizeof(float)); }
   Weight upload(const Weight& host) override { return host; }  // read in place from the mapping
   void release(Weight& w) override { w = Weight{}; }
-  std::unique_ptr<KVCache> new_kv_cache(const ModelConfig& c) override {
-    return std::make_unique<CpuKVCache>(c.n_layers, c.n_heads, c.head_dim);
+  std::shared_ptr<KVPool> new_kv_pool(const ModelConfig& c, int max_blocks) override {
+    return std::make_shared<CpuKVPool>(c, max_blocks);
   }
 
   void embedding(const Weight& wte, const int32_t* ids, int T, Buf hb) override {
@@ -147,28 +145,36 @@ class CpuBackend : public Backend {
     run_linear(j);
   }
 
-  void rope(Buf qkvb, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp) override {
+  void rope(Buf qkvb, const SeqSlice* sl, int n, int n_heads, int head_dim) override {
     float* qkv = F(qkvb);
-    const int H = n_heads * head_dim, half = rp.rot_dims / 2;
-    std::vector<float> cs(size_t(T) * half * 2);  // [T][half] cos, then sin: shared by every head of q and k
-    for (int t = 0; t < T; ++t) {
-      const float pos = float(pos0 + t);
-      for (int i = 0; i < half; ++i) {
-        const float theta = pos * rp.inv_freq[i];  // fp32 product, as the reference's outer(seq, inv_freq)
-        cs[(size_t(t) * half + i) * 2] = float(std::cos(double(theta)));
-        cs[(size_t(t) * half + i) * 2 + 1] = float(std::sin(double(theta)));
+    const int H = n_heads * head_dim;
+    const int T = n ? sl[n - 1].row0 + sl[n - 1].T : 0;
+    const int half = n ? sl[0].rope->rot_dims / 2 : 0;  // rot_dims is the model's, the same for every slice
+    // cos/sin per row [T][half][2] (shared by every head of q and k), then the scale of logN per row.
+    cs_.resize(size_t(T) * half * 2);
+    row_scale_.resize(size_t(T));
+    for (int i = 0; i < n; ++i) {
+      const RopeParams& rp = *sl[i].rope;
+      for (int t = 0; t < sl[i].T; ++t) {
+        const int r = sl[i].row0 + t, p = sl[i].pos0 + t;
+        for (int k = 0; k < half; ++k) {
+          const float theta = float(p) * rp.inv_freq[k];  // fp32 product, as the reference's outer(seq, inv_freq)
+          cs_[(size_t(r) * half + k) * 2] = float(std::cos(double(theta)));
+          cs_[(size_t(r) * half + k) * 2 + 1] = float(std::sin(double(theta)));
+        }
+        row_scale_[size_t(r)] = rp.logn_base > 0 && p + 1 > rp.logn_base
+                                    ? float(std::log(double(p + 1)) / std::log(double(rp.logn_base)))
+                                    : 1.0f;
       }
     }
     pool_.parallel_for(T, [&](int t, int) {
-      const int p = pos0 + t;
-      const float scale = rp.logn_base > 0 && p + 1 > rp.logn_base
-                              ? float(std::log(double(p + 1)) / std::log(double(rp.logn_base)))
-                              : 1.0f;
+      const float scale = row_scale_[size_t(t)];
+      const float* c_s = &cs_[size_t(t) * half * 2];
       for (int part = 0; part < 2; ++part) {  // q then k
         for (int h = 0; h < n_heads; ++h) {
           float* v = qkv + size_t(t) * 3 * H + size_t(part) * H + size_t(h) * head_dim;
           for (int i = 0; i < half; ++i) {
-            const float c = cs[(size_t(t) * half + i) * 2], s = cs[(size_t(t) * half + i) * 2 + 1];
+            const float c = c_s[2 * i], s = c_s[2 * i + 1];
             const float a = v[i], b = v[i + half];
             v[i] = a * c - b * s;
             v[i + half] = b * c + a * s;
@@ -180,66 +186,84 @@ class CpuBackend : public Backend {
     });
   }
 
-  void kv_store(const Buf qkvb, int T, int pos0, int n_heads, int head_dim, KVCache& kvc, int layer) override {
-    auto& kv = static_cast<CpuKVCache&>(kvc);
+  void kv_store(const Buf qkvb, const SeqSlice* sl, int n, int n_heads, int head_dim, int layer) override {
     const float* qkv = F(qkvb);
     const int H = n_heads * head_dim;
-    for (int t = 0; t < T; ++t)
-      for (int h = 0; h < n_heads; ++h) {
-        const float* row = qkv + size_t(t) * 3 * H + size_t(h) * head_dim;
-        std::memcpy(kv.k(layer, h, pos0 + t), row + H, head_dim * sizeof(float));
-        std::memcpy(kv.v(layer, h, pos0 + t), row + 2 * H, head_dim * sizeof(float));
+    for (int i = 0; i < n; ++i) {
+      const CpuKVPool& pool = static_cast<const CpuKVPool&>(sl[i].kv->pool());
+      const int32_t* table = sl[i].kv->blocks().data();
+      for (int t = 0; t < sl[i].T; ++t) {
+        const int p = sl[i].pos0 + t, blk = table[p / kKvBlockTokens], row = p % kKvBlockTokens;
+        const float* src = qkv + size_t(sl[i].row0 + t) * 3 * H;
+        for (int h = 0; h < n_heads; ++h) {
+          std::memcpy(pool.rows(blk, layer, 0, h) + size_t(row) * head_dim, src + H + size_t(h) * head_dim, head_dim * sizeof(float));
+          std::memcpy(pool.rows(blk, layer, 1, h) + size_t(row) * head_dim, src + 2 * H + size_t(h) * head_dim, head_dim * sizeof(float));
+        }
       }
+    }
   }
 
-  // One task per (head, block of kQBlock consecutive queries): each key and value row is read once for the whole
-  // block (from L1) instead of once per query. Scores are kept per query, softmax in fp32 with a double sum.
+  // One task per (slice, head, block of kQBlock consecutive queries): each key and value row is read once for the
+  // whole query block (from L1) instead of once per query; a batch of decoding sequences gives n_heads tasks each.
+  // Keys are walked block by block of the paged cache. Softmax in fp32 with a double sum.
   static constexpr int kQBlock = 8;
-  void attention(const Buf qkvb, int T, int pos0, int n_heads, int head_dim, KVCache& kvc, int layer,
+  void attention(const Buf qkvb, const SeqSlice* sl, int n, int n_heads, int head_dim, int layer,
                  Buf outb) override {
-    auto& kv = static_cast<CpuKVCache&>(kvc);
     const float* qkv = F(qkvb);
     float* out = F(outb);
     const int H = n_heads * head_dim;
     const float scale = float(1.0 / std::sqrt(double(head_dim)));
-    const int blocks = (T + kQBlock - 1) / kQBlock;
+    tasks_.clear();  // (slice, first query) per query block
+    for (int i = 0; i < n; ++i)
+      for (int t0 = 0; t0 < sl[i].T; t0 += kQBlock) tasks_.push_back({i, t0});
     scores_.resize(size_t(pool_.size()));
-    pool_.parallel_for(blocks * n_heads, [&](int task, int thread) {
-      const int h = task % n_heads, t0 = (task / n_heads) * kQBlock;
-      const int nq = std::min(kQBlock, T - t0);
+    pool_.parallel_for(int(tasks_.size()) * n_heads, [&](int task, int thread) {
+      const int h = task % n_heads;
+      const SeqSlice& s = sl[tasks_[size_t(task / n_heads)].first];
+      const int t0 = tasks_[size_t(task / n_heads)].second;
+      const int pos0 = s.pos0;
+      const CpuKVPool& pool = static_cast<const CpuKVPool&>(s.kv->pool());
+      const int32_t* table = s.kv->blocks().data();
+      const int nq = std::min(kQBlock, s.T - t0);
       const int nmax = pos0 + t0 + nq;  // keys seen by the block's last query (bottom-right causal)
       std::vector<float>& sc = scores_[thread];
       if (sc.size() < size_t(kQBlock) * nmax) sc.resize(size_t(kQBlock) * nmax);
-      const float* K = kv.k(layer, h, 0);  // [keys][head_dim], contiguous per head
-      const float* V = kv.v(layer, h, 0);
       const float* q[kQBlock];
       float* o[kQBlock];
       for (int i = 0; i < nq; ++i) {
-        q[i] = qkv + size_t(t0 + i) * 3 * H + size_t(h) * head_dim;
-        o[i] = out + size_t(t0 + i) * H + size_t(h) * head_dim;
+        q[i] = qkv + size_t(s.row0 + t0 + i) * 3 * H + size_t(h) * head_dim;
+        o[i] = out + size_t(s.row0 + t0 + i) * H + size_t(h) * head_dim;
         std::memset(o[i], 0, head_dim * sizeof(float));
       }
       // scores: query i sees keys 0 .. pos0 + t0 + i
-      for (int j = 0; j < nmax; ++j) {
-        const float* kj = K + size_t(j) * head_dim;
-        for (int i = std::max(0, j - pos0 - t0); i < nq; ++i) sc[size_t(i) * nmax + j] = dot(q[i], kj, head_dim) * scale;
+      for (int j0 = 0; j0 < nmax; j0 += kKvBlockTokens) {
+        const float* K = pool.rows(table[j0 / kKvBlockTokens], layer, 0, h);
+        const int j1 = std::min(nmax, j0 + kKvBlockTokens);
+        for (int j = j0; j < j1; ++j) {
+          const float* kj = K + size_t(j - j0) * head_dim;
+          for (int i = std::max(0, j - pos0 - t0); i < nq; ++i) sc[size_t(i) * nmax + j] = dot(q[i], kj, head_dim) * scale;
+        }
       }
       float inv[kQBlock];
       for (int i = 0; i < nq; ++i) {
         float* si = &sc[size_t(i) * nmax];
-        const int n = pos0 + t0 + i + 1;
+        const int nk = pos0 + t0 + i + 1;
         float mx = -INFINITY;
-        for (int j = 0; j < n; ++j) mx = si[j] > mx ? si[j] : mx;
+        for (int j = 0; j < nk; ++j) mx = si[j] > mx ? si[j] : mx;
         double sum = 0.0;
-        for (int j = 0; j < n; ++j) {
+        for (int j = 0; j < nk; ++j) {
           si[j] = std::exp(si[j] - mx);
           sum += si[j];
         }
         inv[i] = float(1.0 / sum);
       }
-      for (int j = 0; j < nmax; ++j) {
-        const float* vj = V + size_t(j) * head_dim;
-        for (int i = std::max(0, j - pos0 - t0); i < nq; ++i) axpy(sc[size_t(i) * nmax + j] * inv[i], vj, o[i], head_dim);
+      for (int j0 = 0; j0 < nmax; j0 += kKvBlockTokens) {
+        const float* V = pool.rows(table[j0 / kKvBlockTokens], layer, 1, h);
+        const int j1 = std::min(nmax, j0 + kKvBlockTokens);
+        for (int j = j0; j < j1; ++j) {
+          const float* vj = V + size_t(j - j0) * head_dim;
+          for (int i = std::max(0, j - pos0 - t0); i < nq; ++i) axpy(sc[size_t(i) * nmax + j] * inv[i], vj, o[i], head_dim);
+        }
       }
     });
   }
@@ -351,7 +375,8 @@ class CpuBackend : public Backend {
   std::vector<uint32_t> xp_;
   ThreadPool pool_;
   std::vector<std::vector<float>> scores_, wbuf_;
-  std::vector<float> xt_;
+  std::vector<float> xt_, cs_, row_scale_;
+  std::vector<std::pair<int, int>> tasks_;
 };
 
 }  // namespace
