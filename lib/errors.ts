@@ -6,7 +6,9 @@ export type QwenErrorCode =
   | 'E_BACKEND' // the requested backend is unavailable or failed
   | 'E_DISPOSED' // the object was disposed
   | 'E_ABORTED' // an AbortSignal fired
-  | 'E_CONTEXT'; // a sequence would exceed the supported number of positions
+  | 'E_CONTEXT' // a sequence would exceed the supported number of positions
+  | 'E_KV_FULL' // a sequence needs more KV-cache positions than the whole cache holds (options.kvCacheTokens)
+  | 'E_QUEUE_FULL'; // too many sequences wait for admission (options.maxQueue)
 
 export class QwenError extends Error {
   readonly code: QwenErrorCode;

@@ -19,7 +19,8 @@ export interface StreamDecoder {
 /** What the generation loop needs from a model sequence (one KV cache). */
 export interface SequenceLike {
   /** Append ids to the sequence; resolves to the logits of the last position (length vocab_size). */
-  forward(ids: ArrayLike<number>): Promise<Float32Array>;
+  /** An abort before the forward's step starts may reject it with E_ABORTED. */
+  forward(ids: ArrayLike<number>, options?: { signal?: AbortSignal }): Promise<Float32Array>;
   readonly length: number;
   dispose(): void;
 }

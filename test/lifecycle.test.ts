@@ -42,9 +42,13 @@ test('dispose twice is harmless, use after dispose throws E_DISPOSED, mappings a
   expect(seq.length).toBe(0);
   await expect(seq.forward([4])).rejects.toMatchObject({ code: 'E_DISPOSED' });
   const other = model.createSequence();
-  const pending = other.forward([1, 2, 3, 4]); // in flight while the model is disposed: it completes first
+  const pending = other.forward([1, 2, 3, 4]);
+  await new Promise((r) => setImmediate(r)); // the step starts: in flight while the model is disposed, it completes
+  const third = model.createSequence();
+  const queued = third.forward([5, 6]).catch((e: unknown) => e); // waits for a step that never comes: rejected
   await model.dispose();
   await expect(pending).resolves.toHaveLength(model.config.vocab_size);
+  expect(await queued).toMatchObject({ code: 'E_DISPOSED' });
   expect(other.disposed).toBe(true); // the model disposed its sequences
   await model.dispose();
   expect(() => model.createSequence()).toThrow(/disposed/);

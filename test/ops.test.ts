@@ -95,10 +95,30 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
     const qkv = randArray(T * 3 * nh * hd, 17 + T, 2);
     const invFreq = new Float32Array(rot / 2);
     for (let i = 0; i < rot / 2; i++) invFreq[i] = Math.fround(1 / Math.fround(Math.pow(Math.fround(30527.7), Math.fround((2 * i) / rot))));
-    const out = ops.rope(qkv, T, pos0, nh, hd, rot, invFreq, lognBase);
+    const out = ops.rope(qkv, Int32Array.of(T, pos0), nh, hd, rot, invFreq, lognBase);
     const r = ropeRef(seen(qkv), T, pos0, nh, hd, rot, invFreq, lognBase);
     // cos/sin rounded to fp32 (u each), two products and a sum (3u), the logN factor and its product (2u).
     expectWithin(out, r.want, (i) => (8 * U + ua) * r.mag[i] + 1e-30, 'rope');
+  });
+
+  test('rope over a batch of sequences, each with its own NTK inv_freq and positions', () => {
+    const nh = 3, hd = 16, rot = 16, H = nh * hd, lognBase = 40;
+    const slices = [[1, 77], [4, 0], [1, 39], [6, 35]]; // [T, pos0]: decode, prompt, decode past logN, a chunk across it
+    const bases = [10000, 30527.7, 71000, 10000];
+    const Ttot = slices.reduce((n, [T]) => n + T, 0);
+    const qkv = randArray(Ttot * 3 * H, 91, 2);
+    const inv = new Float32Array(slices.length * (rot / 2));
+    bases.forEach((b, k) => {
+      for (let i = 0; i < rot / 2; i++) inv[k * (rot / 2) + i] = Math.fround(1 / Math.fround(Math.pow(Math.fround(b), Math.fround((2 * i) / rot))));
+    });
+    const out = ops.rope(qkv, Int32Array.from(slices.flat()), nh, hd, rot, inv, lognBase);
+    let row = 0;
+    slices.forEach(([T, pos0], k) => {
+      const span = [row * 3 * H, (row + T) * 3 * H];
+      const r = ropeRef(seen(qkv.subarray(span[0], span[1])), T, pos0, nh, hd, rot, inv.subarray(k * (rot / 2), (k + 1) * (rot / 2)), lognBase);
+      expectWithin(out.subarray(span[0], span[1]), r.want, (i) => (8 * U + ua) * r.mag[i] + 1e-30, `rope slice ${k}`);
+      row += T;
+    });
   });
 
   test.each([
@@ -107,16 +127,41 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
   ])('attention T=%i P=%i heads=%i d=%i (bottom-right causal)', (T, P, nh, hd) => {
     const qkv = randArray(T * 3 * nh * hd, 23 + T + P, 1.5);
     const past = randArray(P * 2 * nh * hd, 29 + P, 1.5);
-    const out = ops.attention(qkv, T, past, P, nh, hd);
-    const r = attentionRef(seen(qkv), T, seen(past), P, nh, hd);
-    // A score error ds moves each softmax weight by a factor exp(+-2 ds); exp, the sums and the weighted sum add
-    // gamma_{n+8}; a 16-bit backend also rounds probabilities or outputs (ua each).
-    const bound = (i: number) => {
-      const ds = (gamma(hd) + 2 * U + ua) * r.scoreMag[i];
-      return (4 * ds + gamma(r.keys[i] + 8) + 3 * ua) * r.vmax[i] + 1e-30;
-    };
-    expectWithin(out, r.want, bound, 'attention');
+    const out = ops.attention(qkv, Int32Array.of(T, P), past, nh, hd);
+    expectAttention(out, qkv, past, [[T, P]], nh, hd);
   });
+
+  test.each([
+    // [T, P] per sequence, heads, headDim: decoders at many lengths with a prompt and a chunk continuation
+    [[[1, 70], [1, 33], [40, 0], [9, 100], [1, 0]], 2, 16],
+    [[[1, 31], [1, 32], [1, 64], [20, 45], [3, 5]], 3, 64],
+    [[[1, 300], [33, 0], [1, 1]], 1, 33],
+  ])('attention over a batch of sequences %j heads=%i d=%i (paged, non-contiguous blocks)', (slices, nh, hd) => {
+    const H = nh * hd;
+    const Ttot = slices.reduce((n, [T]) => n + T, 0), Ptot = slices.reduce((n, [, P]) => n + P, 0);
+    const qkv = randArray(Ttot * 3 * H, 53 + Ttot, 1.5);
+    const past = randArray(Ptot * 2 * H, 59 + Ptot, 1.5);
+    const out = ops.attention(qkv, Int32Array.from(slices.flat()), past, nh, hd);
+    expectAttention(out, qkv, past, slices, nh, hd);
+  });
+
+  /** Each slice against attentionRef on its own rows. A score error ds moves each softmax weight by a factor
+   *  exp(+-2 ds); exp, the sums and the weighted sum add gamma_{n+8}; a 16-bit backend also rounds probabilities or
+   *  outputs (ua each). */
+  function expectAttention(out: Float32Array, qkv: Float32Array, past: Float32Array, slices: number[][], nh: number, hd: number) {
+    const H = nh * hd;
+    let row = 0, prow = 0;
+    slices.forEach(([T, P], k) => {
+      const r = attentionRef(seen(qkv.subarray(row * 3 * H, (row + T) * 3 * H)), T, seen(past.subarray(prow * 2 * H, (prow + P) * 2 * H)), P, nh, hd);
+      const bound = (i: number) => {
+        const ds = (gamma(hd) + 2 * U + ua) * r.scoreMag[i];
+        return (4 * ds + gamma(r.keys[i] + 8) + 3 * ua) * r.vmax[i] + 1e-30;
+      };
+      expectWithin(out.subarray(row * H, (row + T) * H), r.want, bound, `attention slice ${k} (T=${T}, P=${P})`);
+      row += T;
+      prow += P;
+    });
+  }
 
   test('swiglu and add', () => {
     const T = 3, F = 37;

@@ -299,7 +299,7 @@ class Marshal {
     let v = this.ioCache.get(n);
     if (v === undefined) {
       const x = new Float32Array(n);
-      v = sample(() => this.ctx.ops.rope(x, 1, 0, 0, 128, 0, this.inv, 0), this.opts()).ms;
+      v = sample(() => this.ctx.ops.rope(x, Int32Array.of(1, 0), 0, 128, 0, this.inv, 0), this.opts()).ms;
       this.ioCache.set(n, v);
     }
     return v;
@@ -358,8 +358,8 @@ export function benchElementwise(ctx: KernelContext, lim: Limits | null, s: Shap
     }, lim));
 
     const qkv = uniform(T * 3 * H, 6);
-    const r2 = callMinusNull(ctx, () => ctx.ops.rope(qkv, T, 100, nh, hd, hd, invFreq, 0),
-      () => ctx.ops.rope(qkv, T, 100, 0, hd, 0, invFreq, 0), 0, o);
+    const r2 = callMinusNull(ctx, () => ctx.ops.rope(qkv, Int32Array.of(T, 100), nh, hd, hd, invFreq, 0),
+      () => ctx.ops.rope(qkv, Int32Array.of(T, 100), 0, hd, 0, invFreq, 0), 0, o);
     push(withRates({
       kernel: 'rope', shape: `T=${T} · ${nh}x${hd} q,k of [T,3H]`, mode: ctx.mode, ...r2, method: 'call−null',
       bound: 'memory', bytes: T * 2 * H * 8, flops: null,
@@ -385,8 +385,8 @@ export function benchAttentionPrefill(ctx: KernelContext, lim: Limits | null, s:
   for (const T of Ts) {
     const qkv = uniform(T * 3 * H, 12);
     const none = new Float32Array(0);
-    const r = callMinusNull(ctx, () => ctx.ops.attention(qkv, T, none, 0, s.nHeads, s.headDim),
-      () => ctx.ops.attention(qkv, 0, none, 0, s.nHeads, s.headDim), m.readBack(T * H),
+    const r = callMinusNull(ctx, () => ctx.ops.attention(qkv, Int32Array.of(T, 0), none, s.nHeads, s.headDim),
+      () => ctx.ops.attention(qkv, Int32Array.of(0, 0), none, s.nHeads, s.headDim), m.readBack(T * H),
       { minReps: ctx.quick ? 3 : 5, budgetMs: ctx.quick ? 100 : 300 });
     // q.k and p.v: 2 x 2 x head_dim flops per (query, key) pair, T(T+1)/2 pairs per head (causal)
     const flops = 4 * s.headDim * s.nHeads * (T * (T + 1)) / 2;
@@ -410,11 +410,11 @@ export function benchAttentionDecode(ctx: KernelContext, lim: Limits | null, s: 
   const rows: KernelRow[] = [];
   const H = s.H;
   for (const L of Ls) {
-    const P = L - 1; // reserve(P + 1) and reserve(P) pick the same capacity when L is a power of two
+    const P = L - 1;
     const q = uniform(3 * H, 13);
     const past = uniform(P * 2 * H, 14);
-    const r = callMinusNull(ctx, () => ctx.ops.attention(q, 1, past, P, s.nHeads, s.headDim),
-      () => ctx.ops.attention(q, 0, past, P, s.nHeads, s.headDim), 0,
+    const r = callMinusNull(ctx, () => ctx.ops.attention(q, Int32Array.of(1, P), past, s.nHeads, s.headDim),
+      () => ctx.ops.attention(q, Int32Array.of(0, P), past, s.nHeads, s.headDim), 0,
       { minReps: ctx.quick ? 3 : 5, budgetMs: ctx.quick ? 100 : 300 });
     const row = withRates({
       kernel: 'attention decode', shape: `T=1 · L=${L} keys · ${s.nHeads}x${s.headDim}`, mode: ctx.mode, ...r,

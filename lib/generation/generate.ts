@@ -70,9 +70,9 @@ export async function* generateTokens(
     else if (stopWords.matched() > 0) finish = 'stop';
     else {
       const sampler = createSampler(config, promptIds);
-      let logits = await seq.forward(promptIds);
+      let logits = await forwardOrAbort(seq, promptIds, signal);
       for (;;) {
-        if (signal?.aborted) {
+        if (signal?.aborted || logits === null) {
           finish = 'abort';
           break;
         }
@@ -111,7 +111,7 @@ export async function* generateTokens(
           finish = 'abort';
           break;
         }
-        logits = await seq.forward([r.id]);
+        logits = await forwardOrAbort(seq, [r.id], signal);
       }
     }
     // Held-back ids are real output unless they were the start of the stop word that ended generation.
@@ -120,6 +120,16 @@ export async function* generateTokens(
     yield { ...out.take(), finishReason: finish, usage: { promptTokens: promptIds.length, completionTokens: sampled } };
   } finally {
     seq.dispose();
+  }
+}
+
+/** seq.forward, or null when the signal fired before the forward ran (e.g. while queued for admission). */
+async function forwardOrAbort(seq: SequenceLike, ids: ArrayLike<number>, signal?: AbortSignal): Promise<Float32Array | null> {
+  try {
+    return await seq.forward(ids, signal ? { signal } : undefined);
+  } catch (e) {
+    if (signal?.aborted && e instanceof QwenError && e.code === 'E_ABORTED') return null;
+    throw e;
   }
 }
 

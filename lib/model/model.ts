@@ -13,6 +13,8 @@ import { Tokenizer } from '../tokenizer';
 import { ChatMessage } from '../chat/chatml';
 import { GenerationOptions, defaults as generationDefaults, fromJSON as generationFromJSON } from '../generation/config';
 import { ChatOptions, ChatResult, GenerateOptions, Generation, chatPrompt, promptIds, runChat, startGeneration } from './generation';
+import { Scheduler, SchedulerStats, SeqState, StepStats } from './scheduler';
+import { KV_BLOCK_TOKENS, ServingOptions, resolveServing } from './serving';
 
 export type Device = 'auto' | 'cpu' | 'cuda';
 export type ComputeDtype = 'auto' | 'bf16' | 'fp16' | 'fp32';
@@ -36,10 +38,15 @@ export interface LoadOptions {
   logn?: boolean;
 }
 
-const LOAD_KEYS = new Set(['device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa', 'dynamicNtk', 'logn']);
+export type LoadModelOptions = LoadOptions & ServingOptions;
+
+const LOAD_KEYS = new Set([
+  'device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa', 'dynamicNtk', 'logn',
+  'kvCacheTokens', 'maxBatchTokens', 'maxBatchSequences', 'maxQueue',
+]);
 export { MAX_POSITIONS };
 
-function checkLoadOptions(o: LoadOptions): void {
+function checkLoadOptions(o: LoadModelOptions): void {
   if (typeof o !== 'object' || o === null) throw badArg('options', 'an object', o);
   for (const k of Object.keys(o)) if (!LOAD_KEYS.has(k)) throw badArg(`options.${k}`, `one of ${[...LOAD_KEYS].join(', ')}`, k);
   if (o.device !== undefined && !['auto', 'cpu', 'cuda'].includes(o.device)) throw badArg('options.device', "'auto', 'cpu' or 'cuda'", o.device);
@@ -89,13 +96,16 @@ function resolveDevice(device: Device): 'cpu' | 'cuda' {
 export class Sequence implements SequenceLike {
   private native: NativeSequence | null;
   /** @internal */
-  constructor(private readonly model: Model, native: NativeSequence) {
+  readonly state: SeqState;
+  /** @internal */
+  constructor(private readonly model: Model, native: NativeSequence, state: SeqState) {
     this.native = native;
+    this.state = state;
   }
 
-  /** Tokens held in this sequence's KV cache. */
+  /** Tokens held in this sequence's KV cache (0 while preempted, until it is recomputed). */
   get length(): number {
-    return this.native ? this.native.length : 0;
+    return this.native ? this.state.history.length + this.state.replay.length : 0;
   }
   /** The dynamic-NTK alpha frozen at this sequence's first forward (1 before it). */
   get ntkAlpha(): number {
@@ -105,31 +115,32 @@ export class Sequence implements SequenceLike {
     return this.native === null;
   }
 
-  /** Append ids; resolves to the logits of the last position (Float32Array of vocab_size). */
-  forward(ids: ArrayLike<number>): Promise<Float32Array> {
-    return this.run(ids, false);
+  /**
+   * Append ids; resolves to the logits of the last position (Float32Array of vocab_size). Forwards of concurrent
+   * sequences run together in shared steps; an abort before this forward's step starts rejects with E_ABORTED.
+   */
+  forward(ids: ArrayLike<number>, options?: { signal?: AbortSignal }): Promise<Float32Array> {
+    return this.run(ids, false, options?.signal);
   }
   /** Append ids; resolves to the logits of every new position (ids.length x vocab_size, row-major). */
-  forwardAll(ids: ArrayLike<number>): Promise<Float32Array> {
-    return this.run(ids, true);
+  forwardAll(ids: ArrayLike<number>, options?: { signal?: AbortSignal }): Promise<Float32Array> {
+    return this.run(ids, true, options?.signal);
   }
 
-  private run(ids: ArrayLike<number>, all: boolean): Promise<Float32Array> {
-    const native = this.native;
-    if (!native) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
+  private run(ids: ArrayLike<number>, all: boolean, signal?: AbortSignal): Promise<Float32Array> {
+    if (!this.native) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
     let arr: Int32Array;
     try {
       arr = this.model.checkIds(ids, this.length);
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.model.enqueue((m) => m.forward(native, arr, all));
+    return this.model.submit(this.state, arr, all, signal);
   }
 
-  /** Frees the KV cache now (after the step in flight, if any). Harmless twice. */
+  /** Frees the KV cache now (after the step in flight, if this sequence is in it). Harmless twice. */
   dispose(): void {
     if (!this.native) return;
-    this.native.dispose();
     this.native = null;
     this.model.forget(this);
   }
@@ -148,11 +159,11 @@ export class Model {
   /** generation_config.json as options (defaults where absent); per-call options override it. */
   readonly generationConfig: Readonly<GenerationOptions>;
   private native: NativeModel | null;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly scheduler: Scheduler;
   private readonly sequences = new Set<Sequence>();
 
   /** @internal */
-  constructor(ckpt: Checkpoint, device: 'cpu' | 'cuda', native: NativeModel, tokenizer: Tokenizer) {
+  constructor(ckpt: Checkpoint, device: 'cpu' | 'cuda', native: NativeModel, tokenizer: Tokenizer, serving: Required<Omit<ServingOptions, 'kvCacheTokens'>>) {
     this.tokenizer = tokenizer;
     this.generationConfig = Object.freeze(
       ckpt.generationConfig ? generationFromJSON(ckpt.generationConfig, `${ckpt.dir}/generation_config.json`) : generationDefaults(),
@@ -167,6 +178,7 @@ export class Model {
       dtypes: [...new Set(ckpt.tensors.map((t) => t.dtype))],
     };
     this.native = native;
+    this.scheduler = new Scheduler(native, { ...serving, vocab: ckpt.config.vocab_size });
   }
 
   get disposed(): boolean {
@@ -176,6 +188,23 @@ export class Model {
   /** Sequences of this model not yet disposed (each holds a KV cache). */
   get activeSequences(): number {
     return this.sequences.size;
+  }
+
+  /** Positions one sequence may hold: the smaller of Qwen's limit (32767) and the KV cache (options.kvCacheTokens). */
+  get contextLimit(): number {
+    return Math.min(MAX_POSITIONS, this.scheduler.capacity);
+  }
+
+  /** Batching and KV-cache figures now: running / waiting sequences, KV blocks, and totals since load. */
+  stats(): SchedulerStats {
+    this.live();
+    return this.scheduler.stats();
+  }
+
+  /** Calls fn after every batched step (metrics); returns a function that unsubscribes. */
+  onStep(fn: (s: StepStats) => void): () => void {
+    if (typeof fn !== 'function') throw badArg('fn', 'a function', fn);
+    return this.scheduler.onStep(fn);
   }
 
   /**
@@ -188,7 +217,8 @@ export class Model {
     if (pl !== undefined && !(Number.isInteger(pl) && pl >= 1 && pl <= MAX_POSITIONS)) {
       throw badArg('options.promptLength', `an integer in [1, ${MAX_POSITIONS}]`, pl);
     }
-    const s = new Sequence(this, native.createSequence(pl ?? 0));
+    const ns = native.createSequence(pl ?? 0);
+    const s = new Sequence(this, ns, this.scheduler.register(ns));
     this.sequences.add(s);
     return s;
   }
@@ -233,9 +263,10 @@ export class Model {
   async dispose(): Promise<void> {
     const native = this.native;
     if (!native) return;
-    this.native = null; // no new work from here on; steps already queued still run
-    await this.queue.catch(() => undefined);
-    for (const s of [...this.sequences]) s.dispose();
+    this.native = null; // no new work from here on
+    const idle = this.scheduler.close(); // the step in flight ends before the weights go
+    for (const s of [...this.sequences]) s.dispose(); // pending forwards reject with E_DISPOSED
+    await idle;
     native.dispose();
     this.tokenizer.free();
   }
@@ -260,19 +291,16 @@ export class Model {
     return out;
   }
 
-  /** @internal Runs native work after the previous step of this model. */
-  enqueue<T>(fn: (m: NativeModel) => Promise<T>): Promise<T> {
-    const native = this.live(); // accepted now, so it runs even if dispose() is called before its turn
-    const next = this.queue.then(() => fn(native));
-    this.queue = next.catch(() => undefined);
-    return next.catch((e: unknown) => {
-      throw e instanceof QwenError ? e : new QwenError('E_BACKEND', (e as Error).message ?? String(e), { cause: e });
-    });
+  /** @internal */
+  submit(st: SeqState, ids: Int32Array, all: boolean, signal?: AbortSignal): Promise<Float32Array> {
+    if (!this.native) return Promise.reject(new QwenError('E_DISPOSED', 'this Model was disposed'));
+    return this.scheduler.submit(st, ids, all, signal);
   }
 
   /** @internal */
   forget(s: Sequence): void {
     this.sequences.delete(s);
+    this.scheduler.dispose(s.state);
   }
 
   private live(): NativeModel {
@@ -282,7 +310,7 @@ export class Model {
 }
 
 /** Load a Hugging Face Qwen-7B(-Chat) directory (config.json, generation_config.json, safetensors). */
-export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Model> {
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
   checkLoadOptions(options);
   const { signal } = options;
   if (signal?.aborted) throw abortError('loadModel', signal);
@@ -296,6 +324,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   if (device === 'cpu' && dtype === 'fp16') {
     throw badArg('options.dtype', "'auto', 'fp32' or 'bf16' on the CPU backend (fp16 compute is a CUDA option)", dtype);
   }
+  const serving = resolveServing(options, ckpt.config, device, dtype, ckpt.bytes);
   const { NativeModel: Ctor } = addon();
   const native = new Ctor();
   const onAbort = () => native.cancelLoad();
@@ -305,6 +334,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       {
         config: nativeConfig(ckpt.config),
         backend: { device, dtype, threads: options.threads ?? 0, cpuIsa: options.cpuIsa ?? '' },
+        kvBlocks: Math.ceil(serving.kvCacheTokens / KV_BLOCK_TOKENS),
         files: ckpt.files,
         tensors: ckpt.tensors.map((t) => ({
           name: t.name,
@@ -330,5 +360,6 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     tokenizer.free();
     throw abortError('loadModel', signal);
   }
-  return new Model(ckpt, device, native, tokenizer);
+  const { kvCacheTokens: _kv, ...batching } = serving;
+  return new Model(ckpt, device, native, tokenizer, batching);
 }

@@ -38,12 +38,28 @@ export interface NativeLoadRequest {
   backend: NativeBackendOptions;
   files: string[];
   tensors: NativeTensorDesc[];
+  /** KV pool cap in blocks of `blockTokens` (32) positions; storage is made on first use. */
+  kvBlocks: number;
 }
 
 export interface NativeSequence {
   readonly length: number;
   readonly ntkAlpha: number;
+  /** KV blocks held. */
+  readonly kvBlocks: number;
+  /** Preemption: returns every KV block and empties the cache; the NTK alpha stays. Only between steps. */
+  releaseKv(): void;
   dispose(): void;
+}
+
+/** One sequence's part of a batched step (cpp/core/engine.h StepItem). */
+export interface NativeStepItem {
+  seq: NativeSequence;
+  ids: Int32Array;
+  /** Logits rows wanted: 0 none, 1 the last new position, 2 every new position. */
+  logits: 0 | 1 | 2;
+  /** > 0: freeze the NTK alpha as for a prompt of this length (a prompt fed in chunks). */
+  promptLength: number;
 }
 
 export interface NativeModel {
@@ -51,7 +67,10 @@ export interface NativeModel {
   cancelLoad(): void;
   /** promptLength > 0 freezes the NTK alpha now, as for a prefill of that many tokens. */
   createSequence(promptLength?: number): NativeSequence;
-  forward(seq: NativeSequence, ids: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  /** One batched step; resolves to the rows asked for, item after item ([rows][vocab]). Rejects with a message
+   *  starting "E_KV_FULL:" when the KV pool lacks blocks (nothing changed). */
+  step(items: NativeStepItem[]): Promise<Float32Array>;
+  kvStats(): { blockTokens: number; maxBlocks: number; usedBlocks: number };
   dispose(): void;
 }
 
@@ -66,11 +85,13 @@ export interface NativeOps {
     x: Float32Array, T: number, W: Uint8Array, dtype: number, N: number, K: number,
     bias: null, biasDtype: number, reps: number,
   ): number;
+  /** slices: [T, pos0] per sequence (rows consecutive); invFreq: [slices][rotDims / 2]. */
   rope(
-    qkv: Float32Array, T: number, pos0: number, nHeads: number, headDim: number, rotDims: number,
+    qkv: Float32Array, slices: Int32Array, nHeads: number, headDim: number, rotDims: number,
     invFreq: Float32Array, lognBase: number,
   ): Float32Array;
-  attention(qkv: Float32Array, T: number, pastKV: Float32Array, P: number, nHeads: number, headDim: number): Float32Array;
+  /** slices: [T, P] per sequence; past: each sequence's P cached rows of k | v ([sum P][2H]). */
+  attention(qkv: Float32Array, slices: Int32Array, past: Float32Array, nHeads: number, headDim: number): Float32Array;
   swiglu(a: Float32Array, g: Float32Array, T: number, F: number): Float32Array;
   add(h: Float32Array, x: Float32Array, T: number, H: number): Float32Array;
   finalLogits(

@@ -1,0 +1,428 @@
+/**
+ * Continuous batching. Every Sequence.forward of a model is a request to its Scheduler, which merges the requests
+ * pending at that moment into one native step: decoding sequences (one token each) and prefill chunks of new or long
+ * prompts together, at most `maxBatchTokens` tokens and `maxBatchSequences` sequences per step. Concurrent
+ * generate()/chat() calls therefore share steps with no API of their own: each generation loop awaits its forward,
+ * samples, and submits the next token before the next step is launched (steps start from setImmediate, after the
+ * microtasks that sample and resubmit).
+ *
+ * KV memory (paged, blocks of 32 positions, cpp/core/kv_cache.h):
+ *  - admission: a waiting sequence starts only when the free blocks, less what admitted sequences still need for
+ *    their pending prompts, cover its whole prompt plus one generated token; waiting sequences start in FIFO order;
+ *  - growth: when a running sequence needs a block and none is free, the most recently arrived sequence not in this
+ *    step is preempted: its blocks return to the pool and it goes back to the head of the queue; when readmitted it
+ *    recomputes its cache from the ids it had (its NTK alpha stays frozen, so the cache is rebuilt identically) and
+ *    its generation never notices (preempt-and-recompute, as vLLM's default);
+ *  - a sequence that could not fit even in the whole pool is refused with E_KV_FULL; a full queue with E_QUEUE_FULL.
+ * Finishing, aborting or disposing a sequence returns its blocks at once.
+ */
+import { QwenError, abortError } from '../errors';
+import type { NativeModel, NativeSequence, NativeStepItem } from '../native/types';
+
+export interface SchedulerOptions {
+  maxBatchTokens: number;
+  maxBatchSequences: number;
+  maxQueue: number;
+  vocab: number;
+}
+
+/** What one step did (model.onStep). */
+export interface StepStats {
+  sequences: number;
+  /** Prompt (and recompute) tokens of the step. */
+  prefillTokens: number;
+  /** Sequences that advanced by one generated token. */
+  decodeTokens: number;
+  seconds: number;
+}
+
+export interface SchedulerStats {
+  /** Sequences admitted (holding KV blocks or about to). */
+  running: number;
+  /** Sequences waiting for admission (new, or preempted and waiting to recompute). */
+  waiting: number;
+  kvBlockTokens: number;
+  kvBlocksTotal: number;
+  kvBlocksUsed: number;
+  steps: number;
+  promptTokens: number;
+  generatedTokens: number;
+  preemptions: number;
+}
+
+interface Request {
+  ids: Int32Array;
+  all: boolean; // logits of every position (else of the last)
+  fed: number; // ids[0, fed) are in the cache
+  out: Float32Array | null; // all: [ids.length][V], filled as chunks complete
+  resolve(v: Float32Array): void;
+  reject(e: unknown): void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
+/** The scheduler's view of one Sequence. */
+export class SeqState {
+  readonly requests: Request[] = [];
+  /** Every id in the cache, in order (replayed after a preemption). */
+  history: number[] = [];
+  /** Ids still to re-feed after a preemption, before the pending request continues. */
+  replay: number[] = [];
+  admitted = false;
+  queued = false;
+  disposed = false;
+  inFlight = false;
+  constructor(
+    readonly native: NativeSequence,
+    readonly arrival: number,
+  ) {}
+
+  /** Tokens this sequence has to feed before its head request is answered. */
+  get remaining(): number {
+    const r = this.requests[0];
+    return this.replay.length + (r ? r.ids.length - r.fed : 0);
+  }
+}
+
+const blocksFor = (positions: number, B: number) => Math.ceil(positions / B);
+
+interface Planned {
+  st: SeqState;
+  take: number; // tokens fed this step
+  fromReplay: boolean;
+}
+
+export class Scheduler {
+  private readonly states = new Set<SeqState>();
+  private waiting: SeqState[] = [];
+  private arrivals = 0;
+  private busy = false;
+  private scheduled = false;
+  private closed = false;
+  private rr = 0; // round-robin start among running sequences when they exceed maxBatchSequences
+  private inflight: Promise<void> = Promise.resolve();
+  private readonly listeners = new Set<(s: StepStats) => void>();
+  private counters = { steps: 0, promptTokens: 0, generatedTokens: 0, preemptions: 0 };
+
+  constructor(
+    private readonly native: NativeModel,
+    private readonly opts: SchedulerOptions,
+  ) {}
+
+  register(native: NativeSequence): SeqState {
+    const st = new SeqState(native, this.arrivals++);
+    this.states.add(st);
+    return st;
+  }
+
+  /** Positions one sequence can hold at most (the whole pool). */
+  get capacity(): number {
+    const kv = this.native.kvStats();
+    return kv.maxBlocks * kv.blockTokens;
+  }
+
+  stats(): SchedulerStats {
+    const kv = this.native.kvStats();
+    let running = 0;
+    for (const st of this.states) if (st.admitted) running++;
+    return {
+      running,
+      waiting: this.waiting.length,
+      kvBlockTokens: kv.blockTokens,
+      kvBlocksTotal: kv.maxBlocks,
+      kvBlocksUsed: kv.usedBlocks,
+      ...this.counters,
+    };
+  }
+
+  onStep(fn: (s: StepStats) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Appends ids to st's sequence; resolves to the logits of the last (or every) new position. */
+  submit(st: SeqState, ids: Int32Array, all: boolean, signal?: AbortSignal): Promise<Float32Array> {
+    if (st.disposed) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
+    if (signal?.aborted) return Promise.reject(abortError('forward', signal));
+    const kv = this.native.kvStats();
+    const pending = st.requests.reduce((n, r) => n + r.ids.length - r.fed, 0);
+    const positions = st.history.length + st.replay.length + pending + ids.length;
+    if (blocksFor(positions + (all ? 0 : 1), kv.blockTokens) > kv.maxBlocks) {
+      return Promise.reject(
+        new QwenError(
+          'E_KV_FULL',
+          `the sequence would hold ${positions} positions; the KV cache holds ${kv.maxBlocks * kv.blockTokens} (options.kvCacheTokens)`,
+        ),
+      );
+    }
+    const fresh = !st.admitted && !st.queued;
+    if (fresh && this.waiting.length >= this.opts.maxQueue) {
+      return Promise.reject(
+        new QwenError('E_QUEUE_FULL', `${this.waiting.length} sequences are waiting already (options.maxQueue = ${this.opts.maxQueue})`),
+      );
+    }
+    return new Promise<Float32Array>((resolve, reject) => {
+      const req: Request = { ids, all, fed: 0, out: all ? new Float32Array(ids.length * this.opts.vocab) : null, resolve, reject, signal };
+      if (signal) {
+        req.onAbort = () => this.abort(st, req);
+        signal.addEventListener('abort', req.onAbort, { once: true });
+      }
+      st.requests.push(req);
+      if (fresh) {
+        st.queued = true;
+        this.waiting.push(st);
+      }
+      this.kick();
+    });
+  }
+
+  /**
+   * The sequence is gone: its blocks return to the pool (after the step in flight, if it is in it; that step's
+   * request is still answered) and what it asked for beyond that is rejected with E_DISPOSED.
+   */
+  dispose(st: SeqState): void {
+    if (st.disposed) return;
+    st.disposed = true;
+    const gone = st.requests.splice(st.inFlight ? 1 : 0);
+    for (const r of gone) this.settle(r, { error: new QwenError('E_DISPOSED', 'this Sequence was disposed') });
+    this.dequeue(st);
+    st.admitted = false;
+    this.states.delete(st);
+    st.native.dispose();
+    this.kick();
+  }
+
+  /** No steps after this one (the model is being disposed); resolves when the step in flight (if any) has ended. */
+  close(): Promise<void> {
+    this.closed = true;
+    return this.inflight;
+  }
+
+  private abort(st: SeqState, req: Request): void {
+    const i = st.requests.indexOf(req);
+    if (i < 0 || (i === 0 && st.inFlight)) return; // in the step running now: answered when it ends
+    if (i === 0 && req.fed > 0) return; // half-fed prompt: the cache holds part of it; let the chunk finish
+    st.requests.splice(i, 1);
+    this.settle(req, { error: abortError('forward', req.signal) });
+    if (st.requests.length === 0 && st.replay.length === 0 && !st.admitted) this.dequeue(st);
+  }
+
+  private dequeue(st: SeqState): void {
+    if (!st.queued) return;
+    st.queued = false;
+    this.waiting = this.waiting.filter((s) => s !== st);
+  }
+
+  private settle(req: Request, value: { logits: Float32Array } | { error: Error }): void {
+    if (req.signal && req.onAbort) req.signal.removeEventListener('abort', req.onAbort);
+    // Not `instanceof Float32Array`: the addon's arrays come from the main realm, tests run in a vm context.
+    if ('logits' in value) req.resolve(value.logits);
+    else req.reject(value.error);
+  }
+
+  private kick(): void {
+    if (this.busy || this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.runStep();
+    });
+  }
+
+  private preempt(st: SeqState): number {
+    const freed = st.native.kvBlocks;
+    st.native.releaseKv();
+    st.replay = st.history.concat(st.replay);
+    st.history = [];
+    st.admitted = false;
+    st.queued = true;
+    // Back to the queue in arrival order among the other preempted ones, ahead of every new sequence.
+    let at = 0;
+    while (at < this.waiting.length && this.waiting[at].history.length === 0 && this.waiting[at].replay.length > 0 && this.waiting[at].arrival < st.arrival) at++;
+    this.waiting.splice(at, 0, st);
+    this.counters.preemptions++;
+    return freed;
+  }
+
+  /** Chooses this step's work; may preempt and admit. */
+  private plan(): Planned[] {
+    const { maxBatchTokens, maxBatchSequences } = this.opts;
+    const kv = this.native.kvStats();
+    const B = kv.blockTokens;
+    let free = kv.maxBlocks - kv.usedBlocks;
+    let tokens = maxBatchTokens;
+    const plan: Planned[] = [];
+    const chosen = new Set<SeqState>();
+
+    // Running sequences with work: decoders first (one token keeps every stream moving), then prompt chunks; oldest
+    // first within each, rotated when they exceed one step.
+    const running = [...this.states].filter((s) => s.admitted && s.remaining > 0).sort((a, b) => a.arrival - b.arrival);
+    const decoders = running.filter((s) => s.remaining === 1 && s.replay.length === 0);
+    const prefills = running.filter((s) => !(s.remaining === 1 && s.replay.length === 0));
+    if (decoders.length > maxBatchSequences) {
+      const k = this.rr++ % decoders.length;
+      decoders.push(...decoders.splice(0, k));
+    }
+    const youngestVictim = (except: SeqState): SeqState | undefined => {
+      let v: SeqState | undefined;
+      for (const s of this.states) {
+        if (!s.admitted || s === except || chosen.has(s) || s.native.kvBlocks === 0) continue;
+        if (!v || s.arrival > v.arrival) v = s;
+      }
+      return v;
+    };
+    for (const st of [...decoders, ...prefills]) {
+      if (plan.length >= maxBatchSequences || tokens === 0) break;
+      if (!st.admitted) continue; // preempted by an earlier one in this loop
+      const fromReplay = st.replay.length > 0;
+      let take = Math.min(fromReplay ? st.replay.length : st.remaining, tokens);
+      const len = st.native.length;
+      let need = blocksFor(len + take, B) - st.native.kvBlocks;
+      while (need > free) {
+        const v = youngestVictim(st);
+        if (!v || v.arrival < st.arrival) break; // never preempt an older sequence for a younger one
+        free += this.preempt(v);
+      }
+      if (need > free) {
+        take = Math.min(take, (st.native.kvBlocks + free) * B - len);
+        if (take < 1) continue; // waits for blocks: older sequences finishing or being served free them
+        need = blocksFor(len + take, B) - st.native.kvBlocks;
+      }
+      free -= need;
+      tokens -= take;
+      chosen.add(st);
+      plan.push({ st, take, fromReplay });
+    }
+
+    // Admission, FIFO: blocks for the whole prompt + one generated token, beyond what admitted prompts still need.
+    let owed = 0;
+    for (const s of this.states) {
+      if (!s.admitted) continue;
+      const planned = plan.find((p) => p.st === s)?.take ?? 0; // blocks for these are taken from `free` already
+      owed += Math.max(0, blocksFor(s.native.length + s.remaining, B) - blocksFor(s.native.length + planned, B));
+    }
+    while (this.waiting.length > 0 && plan.length < maxBatchSequences && tokens > 0) {
+      const st = this.waiting[0];
+      if (st.remaining === 0) {
+        this.waiting.shift(); // nothing asked any more (its request was aborted)
+        st.queued = false;
+        continue;
+      }
+      const whole = blocksFor(st.remaining + 1, B);
+      if (whole > free - owed) break;
+      this.waiting.shift();
+      st.queued = false;
+      st.admitted = true;
+      const fromReplay = st.replay.length > 0;
+      const take = Math.min(fromReplay ? st.replay.length : st.remaining, tokens);
+      const need = blocksFor(take, B);
+      free -= need;
+      owed += whole - need;
+      tokens -= take;
+      plan.push({ st, take, fromReplay });
+    }
+    return plan;
+  }
+
+  private runStep(): void {
+    if (this.busy || this.closed) return;
+    const plan = this.plan();
+    if (plan.length === 0) return;
+    const items: NativeStepItem[] = [];
+    let prefillTokens = 0;
+    let decodeTokens = 0;
+    for (const p of plan) {
+      const st = p.st;
+      st.inFlight = true;
+      if (p.fromReplay) {
+        items.push({ seq: st.native, ids: Int32Array.from(st.replay.slice(0, p.take)), logits: 0, promptLength: 0 });
+        prefillTokens += p.take;
+        continue;
+      }
+      const r = st.requests[0];
+      const done = r.fed + p.take === r.ids.length;
+      items.push({
+        seq: st.native,
+        ids: r.ids.subarray(r.fed, r.fed + p.take),
+        logits: r.all ? 2 : done ? 1 : 0,
+        promptLength: st.history.length === 0 && r.fed === 0 ? r.ids.length : 0,
+      });
+      if (p.take === 1 && st.history.length > 0) decodeTokens++;
+      else prefillTokens += p.take;
+    }
+    this.busy = true;
+    const t0 = process.hrtime.bigint();
+    this.inflight = this.native.step(items).then(
+      (out) => this.finish(plan, items, out, { sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9 }),
+      (e: unknown) => this.fail(plan, e),
+    );
+  }
+
+  private finish(plan: Planned[], items: NativeStepItem[], out: Float32Array, s: StepStats): void {
+    const V = this.opts.vocab;
+    let row = 0;
+    for (let i = 0; i < plan.length; i++) {
+      const { st, take, fromReplay } = plan[i];
+      const item = items[i];
+      st.inFlight = false;
+      const rows = item.logits === 2 ? take : item.logits;
+      if (st.disposed) {
+        // Disposed during this step: answer the request it was serving if this step completed it.
+        const r = st.requests.shift();
+        if (r && !fromReplay && r.fed + take === r.ids.length) {
+          if (r.all && r.out) r.out.set(out.subarray(row * V, (row + take) * V), r.fed * V);
+          this.settle(r, { logits: r.out ?? out.slice(row * V, (row + 1) * V) });
+        } else if (r) this.settle(r, { error: new QwenError('E_DISPOSED', 'this Sequence was disposed') });
+        row += rows;
+        continue;
+      }
+      if (fromReplay) {
+        st.history.push(...st.replay.splice(0, take));
+        continue;
+      }
+      const r = st.requests[0];
+      for (let t = 0; t < take; t++) st.history.push(r.ids[r.fed + t]);
+      if (r.all && r.out) r.out.set(out.subarray(row * V, (row + take) * V), r.fed * V);
+      r.fed += take;
+      if (r.fed === r.ids.length) {
+        st.requests.shift();
+        this.settle(r, { logits: r.out ?? out.slice(row * V, (row + 1) * V) });
+      } else if (r.signal?.aborted) {
+        st.requests.shift(); // aborted during a prompt chunk: stop feeding it
+        this.settle(r, { error: abortError('forward', r.signal) });
+      }
+      row += rows;
+    }
+    this.counters.steps++;
+    this.counters.promptTokens += s.prefillTokens;
+    this.counters.generatedTokens += s.decodeTokens;
+    this.busy = false;
+    for (const fn of this.listeners) {
+      try {
+        fn(s);
+      } catch {
+        // a metrics hook must not break serving
+      }
+    }
+    this.kick();
+  }
+
+  private fail(plan: Planned[], e: unknown): void {
+    const msg = (e as Error)?.message ?? String(e);
+    const err = msg.startsWith('E_KV_FULL: ')
+      ? new QwenError('E_KV_FULL', msg.slice(11), { cause: e })
+      : new QwenError('E_BACKEND', msg, { cause: e });
+    for (const { st, fromReplay } of plan) {
+      st.inFlight = false;
+      if (st.disposed) continue;
+      if (fromReplay) {
+        for (const r of st.requests.splice(0)) this.settle(r, { error: err });
+      } else {
+        const r = st.requests.shift();
+        if (r) this.settle(r, { error: err });
+      }
+    }
+    this.busy = false;
+    this.kick();
+  }
+}
