@@ -371,7 +371,7 @@ export class Scheduler {
         const r = st.requests.shift();
         if (r && !fromReplay && r.fed + take === r.ids.length) {
           if (r.all && r.out) r.out.set(out.subarray(row * V, (row + take) * V), r.fed * V);
-          this.settle(r, { logits: r.out ?? out.slice(row * V, (row + 1) * V) });
+          this.settle(r, { logits: r.out ?? out.subarray(row * V, (row + 1) * V) }); // a view: no copy of 600 KB per sequence
         } else if (r) this.settle(r, { error: new QwenError('E_DISPOSED', 'this Sequence was disposed') });
         row += rows;
         continue;
@@ -386,7 +386,7 @@ export class Scheduler {
       r.fed += take;
       if (r.fed === r.ids.length) {
         st.requests.shift();
-        this.settle(r, { logits: r.out ?? out.slice(row * V, (row + 1) * V) });
+        this.settle(r, { logits: r.out ?? out.subarray(row * V, (row + 1) * V) }); // a view: no copy of 600 KB per sequence
       } else if (r.signal?.aborted) {
         st.requests.shift(); // aborted during a prompt chunk: stop feeding it
         this.settle(r, { error: abortError('forward', r.signal) });
