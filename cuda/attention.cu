@@ -1,20 +1,26 @@
-// attention: two kernels families (see attention.cuh).
+// attention: two kernel families over a batched step (see attention.cuh and step.cuh for the paged KV layout).
 //
-// split (decode, fp32, odd head_dim): grid (chunks of 256 keys, heads, queries), 128 threads. The block scales q by
-// 1/sqrt(d) into shared fp32, one warp per key computes the scores (lanes over d, shuffle reduce) into shared, block
-// max / exp / sum in fp32, then thread d accumulates sum_j p_j v[j, d]. With one chunk it writes out directly, else
-// (m, l, o[d]) partials go to the workspace and attn_combine_kernel merges them: O = sum_c e^(m_c - M) o_c / sum_c
-// e^(m_c - M) l_c. Reads K and V once per (query, head): memory bound, ~40-60 % of HBM bandwidth expected (scalar
-// 2-byte loads, one block per 256 keys); vectorised loads and a larger head-group per block are follow-ups.
+// split (decode and short chunks; everything for fp32 / odd head_dim): grid (chunks of 256 keys, heads, rows), 128
+// threads; ONE launch for all the rows it is given, whatever their sequences and lengths. The block maps its row to
+// its slice (row -> slice table), so row t of a slice sees keys 0..pos0+t; blocks whose chunk starts past their row's
+// last key exit at once (the grid is sized by the longest row). A chunk spans 8 KV blocks: their base pointers are
+// looked up once into shared memory. The block scales q by 1/sqrt(d) into shared fp32, one warp per key computes the
+// scores (lanes over d, shuffle reduce) into shared, block max / exp / sum in fp32, then thread d accumulates
+// sum_j p_j v[j, d]. A row with one chunk writes out directly; a row with several writes (m, l, o[d]) partials of
+// its chunks c < its own chunk count to the workspace, and attn_combine_kernel merges exactly those:
+// O = sum_c e^(m_c - M) o_c / sum_c e^(m_c - M) l_c. Reads K and V once per (row, head): memory bound, ~40-60 % of
+// HBM bandwidth expected (scalar 2-byte loads); vectorised loads and a head group per block are follow-ups.
 //
-// flash (prefill, bf16/fp16): grid (ceil(T/64), heads), 4 warps, each warp owns 16 query rows. Per tile of 32 keys:
-// the block loads K and V [32][d] into shared (zero rows past the last key); each warp computes S = Q K^T [16 x 32]
-// with WMMA (fp32 accumulate) into its shared S tile; lane pair (2r, 2r+1) owns row r: scale, causal mask, online
-// softmax (running max m, running sum l, in fp32), writes P in the activation type and rescales its row of the fp32
-// O tile in shared by e^(m_old - m_new); then O += P V with WMMA (O kept in shared, loaded / stored per tile). Key
-// tiles past the tile's last query are skipped. Shared memory ~81 KB at d = 128 (2 blocks / SM on H100). Expected
-// ~100-200 TFLOP/s (no K/V double buffering, O round-trips through shared memory); an mma.sync version with O in
-// registers and cp.async pipelining is the follow-up.
+// flash (prefill / long chunks, bf16/fp16, head_dim 64 or 128): ONE launch over the step's (slice, 64-query tile)
+// list (built by begin_step, heaviest tiles first) x heads, 4 warps, each warp owns 16 query rows. Per tile of 32
+// keys -- exactly KV block kv0/32 of the slice, so a tile is one dense [32][H] slab of one block -- the block loads
+// K and V [32][d] into shared (zero rows past the slice's last key: the block's unused rows are never read); each
+// warp computes S = Q K^T [16 x 32] with WMMA (fp32 accumulate) into its shared S tile; lane pair (2r, 2r+1) owns row
+// r: scale, causal mask, online softmax (running max m, running sum l, in fp32), writes P in the activation type and
+// rescales its row of the fp32 O tile in shared by e^(m_old - m_new); then O += P V with WMMA (O kept in shared,
+// loaded / stored per tile). Key tiles past the tile's last query are skipped. Shared memory ~81 KB at d = 128
+// (2 blocks / SM on H100). Expected ~100-200 TFLOP/s (no K/V double buffering, O round-trips through shared memory);
+// an mma.sync version with O in registers and cp.async pipelining is the follow-up.
 #include <mma.h>
 
 #include <cstdlib>
@@ -26,48 +32,62 @@
 namespace qwen::cu {
 
 // ------------------------------------------------------------------------------------------------ split
-constexpr int kChunk = 256;       // keys per block
 constexpr int kSplitThreads = 128;
 constexpr int kMaxHd = 256;
-constexpr size_t kWsBudget = size_t(64) << 20;  // workspace wanted at most (queries are grouped to fit)
+constexpr int kChunkBlocks = kSplitChunk / kKvBlockTokens;  // KV blocks per chunk
+constexpr size_t kWsBudget = size_t(64) << 20;              // workspace wanted at most (rows are grouped to fit)
+constexpr int kMaxGridYZ = 65535;
+static_assert(kSplitChunk % kKvBlockTokens == 0 && kChunkBlocks <= kSplitThreads, "chunk = whole KV blocks");
 
-// grid (nchunks, n_heads, Tq), block 128. Query t = t0 + blockIdx.z, keys [c*256, min((c+1)*256, pos0+t+1)).
+// Row handled by blockIdx (z) of a split / combine launch: a row of the list, or row r0 + z without a list.
+__device__ __forceinline__ int split_row(const int32_t* __restrict__ rowlist, int r0, int z) {
+  return rowlist ? rowlist[r0 + z] : r0 + z;
+}
+
+// grid (nchunks, n_heads, rows in group), block 128. Row `row`, keys [c*256, min((c+1)*256, pos0+t+1)).
+// Workspace slot of (group row z, head h, chunk c): (z * n_heads + h) * nchunks + c.
 template <typename T>
 static __global__ void __launch_bounds__(kSplitThreads)
-    attn_split_kernel(const T* __restrict__ qkv, const T* __restrict__ Kc, const T* __restrict__ Vc, int t0,
-                      int pos0, int n_heads, int hd, float scale, int nchunks, float* __restrict__ ws_o,
+    attn_split_kernel(const T* __restrict__ qkv, StepView v, const int32_t* __restrict__ rowlist, int r0,
+                      int n_heads, int hd, int layer, float scale, int nchunks, float* __restrict__ ws_o,
                       float* __restrict__ ws_ml, T* __restrict__ out) {
   __shared__ float qs[kMaxHd];
-  __shared__ float ps[kChunk];
-  const int c = blockIdx.x, h = blockIdx.y, tl = blockIdx.z, t = t0 + tl;
+  __shared__ float ps[kSplitChunk];
+  __shared__ const T* kb[kChunkBlocks];  // row 0 of this head's keys in each KV block of the chunk
+  __shared__ const T* vb[kChunkBlocks];  // ... and of its values
+  const int c = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
+  const int row = split_row(rowlist, r0, z);
+  const int si = v.row_slice[row];
+  if (si < 0) return;  // row of no slice (uniform over the block)
+  const DevSlice sl = v.slices[si];
+  const int L = sl.pos0 + (row - sl.row0) + 1;  // keys visible to this row
+  const int nc = ceil_div(L, kSplitChunk);      // this row's own chunk count (<= nchunks)
+  if (c >= nc) return;                          // wholly in the row's future: the combine never reads this slot
+  const int k0 = c * kSplitChunk, n = min(kSplitChunk, L - k0);
+  const int nb = ceil_div(n, kKvBlockTokens);
   const int H = n_heads * hd;
-  const int Lt = pos0 + t + 1;  // keys visible to this query
-  const int k0 = c * kChunk, k1 = min(k0 + kChunk, Lt);
-  const int64_t slot = (int64_t(tl) * n_heads + h) * nchunks + c;
-  if (k0 >= Lt) {  // chunk wholly in this query's future (only when T > 1; never chunk 0, so nchunks > 1 here)
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) ws_o[slot * hd + d] = 0.f;
-    if (threadIdx.x == 0) {
-      ws_ml[2 * slot] = -INFINITY;
-      ws_ml[2 * slot + 1] = 0.f;
-    }
-    return;
-  }
-  const T* q = qkv + int64_t(t) * 3 * H + int64_t(h) * hd;
+  const int64_t slot = (int64_t(z) * n_heads + h) * nchunks + c;
+
+  const T* q = qkv + int64_t(row) * 3 * H + int64_t(h) * hd;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = to_f32(q[d]) * scale;
+  if (threadIdx.x < nb) {
+    const T* kr = kv_rows<const T>(v, sl, k0 / kKvBlockTokens + threadIdx.x, layer, 0, H) + int64_t(h) * hd;
+    kb[threadIdx.x] = kr;
+    vb[threadIdx.x] = kr + int64_t(kKvBlockTokens) * H;  // the layer's V rows follow its K rows in the block
+  }
   __syncthreads();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
 #pragma unroll 4
-  for (int j = k0 + warp; j < k1; j += nw) {
-    const T* kr = Kc + int64_t(j) * H + int64_t(h) * hd;
-    float s = 0.f;
-    for (int d = lane; d < hd; d += 32) s = fmaf(qs[d], to_f32(kr[d]), s);
-    s = warp_sum(s);
-    if (lane == 0) ps[j - k0] = s;
+  for (int j = warp; j < n; j += nw) {
+    const T* kr = kb[j / kKvBlockTokens] + int64_t(j % kKvBlockTokens) * H;
+    float acc = 0.f;
+    for (int d = lane; d < hd; d += 32) acc = fmaf(qs[d], to_f32(kr[d]), acc);
+    acc = warp_sum(acc);
+    if (lane == 0) ps[j] = acc;
   }
   __syncthreads();
 
-  const int n = k1 - k0;
   float m = -INFINITY;
   for (int j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, ps[j]);
   m = block_max(m);  // syncs: all reads of ps above are done before ps is overwritten below
@@ -80,89 +100,99 @@ static __global__ void __launch_bounds__(kSplitThreads)
   l = block_sum(l);  // syncs: every p is in ps before the loop below
 
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    const T* vcol = Vc + int64_t(k0) * H + int64_t(h) * hd + d;
     float o = 0.f;
+    for (int b = 0; b < nb; ++b) {
+      const T* vcol = vb[b] + d;
+      const float* pb = ps + b * kKvBlockTokens;
+      const int jn = min(kKvBlockTokens, n - b * kKvBlockTokens);
 #pragma unroll 8
-    for (int j = 0; j < n; ++j) o = fmaf(ps[j], to_f32(vcol[int64_t(j) * H]), o);
-    if (nchunks == 1)
-      out[int64_t(t) * H + int64_t(h) * hd + d] = from_f32<T>(o / l);
+      for (int j = 0; j < jn; ++j) o = fmaf(pb[j], to_f32(vcol[int64_t(j) * H]), o);
+    }
+    if (nc == 1)
+      out[int64_t(row) * H + int64_t(h) * hd + d] = from_f32<T>(o / l);
     else
       ws_o[slot * hd + d] = o;
   }
-  if (nchunks > 1 && threadIdx.x == 0) {
+  if (nc > 1 && threadIdx.x == 0) {
     ws_ml[2 * slot] = m;
     ws_ml[2 * slot + 1] = l;
   }
 }
 
-// grid (n_heads, Tq), block 128, dynamic shared nchunks floats.
+// grid (n_heads, rows in group), block 128, dynamic shared nchunks floats. Merges chunks c < the row's own count.
 template <typename T>
 static __global__ void __launch_bounds__(kSplitThreads)
-    attn_combine_kernel(const float* __restrict__ ws_o, const float* __restrict__ ws_ml, int t0, int n_heads, int hd,
-                        int nchunks, T* __restrict__ out) {
-  extern __shared__ float wts[];  // [nchunks] e^(m_c - M)
+    attn_combine_kernel(const float* __restrict__ ws_o, const float* __restrict__ ws_ml, StepView v,
+                        const int32_t* __restrict__ rowlist, int r0, int n_heads, int hd, int nchunks,
+                        T* __restrict__ out) {
+  extern __shared__ float wts[];  // [nc] e^(m_c - M)
   __shared__ float inv_l;
-  const int h = blockIdx.x, tl = blockIdx.y, t = t0 + tl;
+  const int h = blockIdx.x, z = blockIdx.y;
+  const int row = split_row(rowlist, r0, z);
+  const int si = v.row_slice[row];
+  if (si < 0) return;
+  const DevSlice sl = v.slices[si];
+  const int nc = ceil_div(sl.pos0 + (row - sl.row0) + 1, kSplitChunk);
+  if (nc == 1) return;  // the split kernel wrote this row directly
   const int H = n_heads * hd;
-  const int64_t base = (int64_t(tl) * n_heads + h) * nchunks;
+  const int64_t base = (int64_t(z) * n_heads + h) * nchunks;
   if (threadIdx.x == 0) {
     float M = -INFINITY;
-    for (int c = 0; c < nchunks; ++c) M = fmaxf(M, ws_ml[2 * (base + c)]);
-    float L = 0.f;
-    for (int c = 0; c < nchunks; ++c) {
-      const float mc = ws_ml[2 * (base + c)];
-      const float w = mc == -INFINITY ? 0.f : expf(mc - M);
+    for (int c = 0; c < nc; ++c) M = fmaxf(M, ws_ml[2 * (base + c)]);
+    float Ls = 0.f;
+    for (int c = 0; c < nc; ++c) {
+      const float w = expf(ws_ml[2 * (base + c)] - M);  // every chunk c < nc holds >= 1 visible key: m_c finite
       wts[c] = w;
-      L = fmaf(w, ws_ml[2 * (base + c) + 1], L);
+      Ls = fmaf(w, ws_ml[2 * (base + c) + 1], Ls);
     }
-    inv_l = 1.f / L;
+    inv_l = 1.f / Ls;
   }
   __syncthreads();
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float o = 0.f;
-    for (int c = 0; c < nchunks; ++c) o = fmaf(wts[c], ws_o[(base + c) * hd + d], o);
-    out[int64_t(t) * H + int64_t(h) * hd + d] = from_f32<T>(o * inv_l);
+    for (int c = 0; c < nc; ++c) o = fmaf(wts[c], ws_o[(base + c) * hd + d], o);
+    out[int64_t(row) * H + int64_t(h) * hd + d] = from_f32<T>(o * inv_l);
   }
 }
 
-static int split_chunks(const AttnArgs& a) { return ceil_div(a.pos0 + a.T, kChunk); }
-static size_t split_bytes_per_query(const AttnArgs& a) {
-  const int nc = split_chunks(a);
-  return nc == 1 ? 0 : size_t(a.n_heads) * nc * (a.head_dim + 2) * sizeof(float);
+static size_t split_bytes_per_row(int n_heads, int hd, int nchunks) {
+  return nchunks <= 1 ? 0 : size_t(n_heads) * size_t(nchunks) * size_t(hd + 2) * sizeof(float);
 }
 
+// Split attention over `count` rows: rowlist[0..count) or, with rowlist == nullptr, rows 0..count-1.
 template <typename T>
-static void launch_split(const AttnArgs& a, float* ws, size_t ws_bytes, cudaStream_t stream) {
-  const int nchunks = split_chunks(a);
+static void launch_split(const AttnArgs& a, const int32_t* rowlist, int count, int nchunks, float* ws,
+                         size_t ws_bytes, cudaStream_t stream) {
+  if (count <= 0 || nchunks <= 0) return;
   const float scale = 1.0f / sqrtf(float(a.head_dim));
   const T* qkv = static_cast<const T*>(a.qkv);
-  const T* K = static_cast<const T*>(a.K);
-  const T* V = static_cast<const T*>(a.V);
   T* out = static_cast<T*>(a.out);
-  if (nchunks == 1) {  // direct: no workspace, no combine
-    for (int t0 = 0; t0 < a.T; t0 += 65535) {
-      const int tq = a.T - t0 < 65535 ? a.T - t0 : 65535;
-      attn_split_kernel<T><<<dim3(1, a.n_heads, tq), kSplitThreads, 0, stream>>>(
-          qkv, K, V, t0, a.pos0, a.n_heads, a.head_dim, scale, 1, nullptr, nullptr, out);
+  if (nchunks == 1) {  // every row fits one chunk: direct, no workspace, no combine
+    for (int r0 = 0; r0 < count; r0 += kMaxGridYZ) {
+      const int g = count - r0 < kMaxGridYZ ? count - r0 : kMaxGridYZ;
+      attn_split_kernel<T><<<dim3(1, a.n_heads, g), kSplitThreads, 0, stream>>>(
+          qkv, a.step, rowlist, r0, a.n_heads, a.head_dim, a.layer, scale, 1, nullptr, nullptr, out);
       CUDA_CHECK_LAUNCH("attn_split_kernel");
     }
     return;
   }
-  const size_t per_query = split_bytes_per_query(a);
-  size_t group = ws_bytes / per_query;
-  if (group == 0 || ws == nullptr)
+  if (size_t(nchunks) * sizeof(float) > 48 * 1024)
+    throw std::invalid_argument("attention: " + std::to_string(nchunks) + " key chunks exceed the combine kernel");
+  const size_t per_row = split_bytes_per_row(a.n_heads, a.head_dim, nchunks);
+  size_t group = ws ? ws_bytes / per_row : 0;
+  if (group == 0)
     throw std::invalid_argument("attention: workspace of " + std::to_string(ws_bytes) + " bytes is below the " +
-                                std::to_string(per_query) + " one query needs");
-  if (group > 65535) group = 65535;
+                                std::to_string(per_row) + " one row needs");
+  if (group > size_t(kMaxGridYZ)) group = kMaxGridYZ;
   float* ws_o = ws;
-  for (int t0 = 0; t0 < a.T; t0 += int(group)) {
-    const int tq = a.T - t0 < int(group) ? a.T - t0 : int(group);
-    float* ws_ml = ws_o + size_t(tq) * a.n_heads * nchunks * a.head_dim;
-    attn_split_kernel<T><<<dim3(nchunks, a.n_heads, tq), kSplitThreads, 0, stream>>>(
-        qkv, K, V, t0, a.pos0, a.n_heads, a.head_dim, scale, nchunks, ws_o, ws_ml, out);
+  for (int r0 = 0; r0 < count; r0 += int(group)) {
+    const int g = count - r0 < int(group) ? count - r0 : int(group);
+    float* ws_ml = ws_o + size_t(g) * a.n_heads * nchunks * a.head_dim;
+    attn_split_kernel<T><<<dim3(nchunks, a.n_heads, g), kSplitThreads, 0, stream>>>(
+        qkv, a.step, rowlist, r0, a.n_heads, a.head_dim, a.layer, scale, nchunks, ws_o, ws_ml, out);
     CUDA_CHECK_LAUNCH("attn_split_kernel");
-    attn_combine_kernel<T><<<dim3(a.n_heads, tq), kSplitThreads, nchunks * sizeof(float), stream>>>(
-        ws_o, ws_ml, t0, a.n_heads, a.head_dim, nchunks, out);
+    attn_combine_kernel<T><<<dim3(a.n_heads, g), kSplitThreads, nchunks * sizeof(float), stream>>>(
+        ws_o, ws_ml, a.step, rowlist, r0, a.n_heads, a.head_dim, nchunks, out);
     CUDA_CHECK_LAUNCH("attn_combine_kernel");
   }
 }
@@ -172,7 +202,7 @@ namespace wmma = nvcuda::wmma;
 
 template <typename T, int HD>
 struct FlashCfg {
-  static constexpr int BQ = 64, BKV = 32, NW = 4;  // queries per block, keys per tile, warps (16 rows each)
+  static constexpr int BQ = kFlashBQ, BKV = kKvBlockTokens, NW = 4;  // queries per block, keys per tile, warps
   static constexpr int LDQ = HD + 8;               // elements: row stride of Q, K, V tiles
   static constexpr int LDS = BKV + 4;              // floats: row stride of a warp's S tile
   static constexpr int LDP = BKV + 8;              // elements: row stride of a warp's P tile
@@ -188,13 +218,15 @@ struct FlashCfg {
   static_assert((16 * LDQ * sizeof(T)) % 32 == 0 && (16 * LDS * 4) % 32 == 0, "fragment alignment");
   static_assert((16 * LDP * sizeof(T)) % 32 == 0 && (16 * LDO * 4) % 32 == 0, "fragment alignment");
   static_assert(HD % 16 == 0 && BKV % 16 == 0, "tile shapes");
+  static_assert(BQ == NW * 16, "each warp owns 16 query rows");
 };
 
-// grid (ceil(T/64), n_heads), block 128, dynamic shared FlashCfg::kSmem.
+// grid (n_tiles, n_heads), block 128, dynamic shared FlashCfg::kSmem. Tile blockIdx.x = (slice, q0): queries
+// q0 .. q0+63 of the slice (rows row0 + q0 ..), keys 0 .. pos0 + min(q0 + 64, T) - 1 from its paged cache.
 template <typename T, int HD>
 static __global__ void __launch_bounds__(128)
-    attn_flash_kernel(const T* __restrict__ qkv, const T* __restrict__ Kc, const T* __restrict__ Vc, int T_, int pos0,
-                      int n_heads, float scale, T* __restrict__ out) {
+    attn_flash_kernel(const T* __restrict__ qkv, StepView v, int n_heads, int layer, float scale,
+                      T* __restrict__ out) {
   using C = FlashCfg<T, HD>;
   constexpr int CPR = HD / 8;      // 16-byte chunks per row
   constexpr int CW = C::BKV / 2;   // score columns per lane
@@ -207,24 +239,28 @@ static __global__ void __launch_bounds__(128)
   float* Os = reinterpret_cast<float*>(smem + C::kQ + 2 * C::kKV + C::kS + C::kP);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int h = blockIdx.y, q0 = blockIdx.x * C::BQ;
+  const int2 tile = v.flash_tiles[blockIdx.x];
+  const DevSlice sl = v.slices[tile.x];
+  const int h = blockIdx.y, q0 = tile.y;
+  const int T_ = sl.T, pos0 = sl.pos0;
   const int H = n_heads * HD;
   const int64_t ldq = 3 * int64_t(H);
-  const int Lk = pos0 + T_;  // keys in the cache for this call
+  const int Lk = pos0 + T_;  // keys in the cache for this slice
+  const T* qbase = qkv + int64_t(sl.row0) * ldq + int64_t(h) * HD;
 
-  // Q tile [64][HD] (rows past T are zero)
+  // Q tile [64][HD] (rows past the slice's T are zero)
   for (int e = tid; e < C::BQ * CPR; e += 128) {
     const int r = e / CPR, c = (e % CPR) * 8, t = q0 + r;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (t < T_) v = *reinterpret_cast<const uint4*>(qkv + t * ldq + int64_t(h) * HD + c);
-    *reinterpret_cast<uint4*>(Qs + r * C::LDQ + c) = v;
+    uint4 val = make_uint4(0u, 0u, 0u, 0u);
+    if (t < T_) val = *reinterpret_cast<const uint4*>(qbase + t * ldq + c);
+    *reinterpret_cast<uint4*>(Qs + r * C::LDQ + c) = val;
   }
 
   float* Sw = Ss + warp * 16 * C::LDS;
   T* Pw = Ps + warp * 16 * C::LDP;
   float* Ow = Os + warp * 16 * C::LDO;
   const int r = lane >> 1, half = lane & 1;  // this lane: row r of the warp's 16, half of the columns
-  const int tq = q0 + warp * 16 + r;         // its query index
+  const int tq = q0 + warp * 16 + r;         // its query index in the slice
   const int qpos = pos0 + tq;                // its absolute position: sees keys 0..qpos
   const bool row_valid = tq < T_;
   constexpr int OH = HD / 2;  // O columns per lane
@@ -232,15 +268,18 @@ static __global__ void __launch_bounds__(128)
   float m_run = -INFINITY, l_run = 0.f;
 
   const int last_q = (q0 + C::BQ < T_ ? q0 + C::BQ : T_) - 1;
-  const int kv_end = pos0 + last_q + 1;  // keys any row of this block can see
+  const int kv_end = pos0 + last_q + 1;  // keys any row of this block can see (<= Lk <= 32 * nblk)
   for (int kv0 = 0; kv0 < kv_end; kv0 += C::BKV) {
+    // this tile = KV block kv0 / 32 of the slice: rows 0..31 of head h's keys, then of its values
+    const T* kt = kv_rows<const T>(v, sl, kv0 / C::BKV, layer, 0, H) + int64_t(h) * HD;
+    const T* vt = kt + int64_t(C::BKV) * H;
     __syncthreads();  // all warps are done with the previous K/V tile (and the Q tile is visible)
     for (int e = tid; e < C::BKV * CPR; e += 128) {
       const int rr = e / CPR, c = (e % CPR) * 8, j = kv0 + rr;
       uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = make_uint4(0u, 0u, 0u, 0u);
-      if (j < Lk) {
-        kv = *reinterpret_cast<const uint4*>(Kc + int64_t(j) * H + int64_t(h) * HD + c);
-        vv = *reinterpret_cast<const uint4*>(Vc + int64_t(j) * H + int64_t(h) * HD + c);
+      if (j < Lk) {  // rows past the last key may hold anything (stale data of a reused block)
+        kv = *reinterpret_cast<const uint4*>(kt + int64_t(rr) * H + c);
+        vv = *reinterpret_cast<const uint4*>(vt + int64_t(rr) * H + c);
       }
       *reinterpret_cast<uint4*>(Ks + rr * C::LDQ + c) = kv;
       *reinterpret_cast<uint4*>(Vs + rr * C::LDQ + c) = vv;
@@ -270,10 +309,10 @@ static __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int c = 0; c < CW; ++c) {
       const int col = half * CW + c, j = kv0 + col;
-      float v = Sw[r * C::LDS + col] * scale;
-      if (!row_valid || j > qpos) v = -INFINITY;  // causal (j > qpos also covers j >= Lk)
-      sv[c] = v;
-      mx = fmaxf(mx, v);
+      float x = Sw[r * C::LDS + col] * scale;
+      if (!row_valid || j > qpos) x = -INFINITY;  // causal (j > qpos also covers j >= Lk)
+      sv[c] = x;
+      mx = fmaxf(mx, x);
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     const float m_new = fmaxf(m_run, mx);
@@ -313,7 +352,7 @@ static __global__ void __launch_bounds__(128)
 
   if (row_valid) {
     const float inv = 1.f / l_run;
-    T* dst = out + int64_t(tq) * H + int64_t(h) * HD + half * OH;
+    T* dst = out + (int64_t(sl.row0) + tq) * H + int64_t(h) * HD + half * OH;
     for (int d = 0; d < OH; ++d) dst[d] = from_f32<T>(Ow[r * C::LDO + half * OH + d] * inv);
   }
 }
@@ -323,46 +362,62 @@ static void launch_flash(const AttnArgs& a, cudaStream_t stream) {
   using C = FlashCfg<T, HD>;
   CUDA_CHECK(cudaFuncSetAttribute(attn_flash_kernel<T, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   int(C::kSmem)));
-  const dim3 grid(ceil_div(a.T, C::BQ), a.n_heads);
+  const dim3 grid(a.step.n_tiles, a.n_heads);
   attn_flash_kernel<T, HD><<<grid, C::NW * 32, C::kSmem, stream>>>(
-      static_cast<const T*>(a.qkv), static_cast<const T*>(a.K), static_cast<const T*>(a.V), a.T, a.pos0, a.n_heads,
-      1.0f / sqrtf(float(HD)), static_cast<T*>(a.out));
+      static_cast<const T*>(a.qkv), a.step, a.n_heads, a.layer, 1.0f / sqrtf(float(HD)), static_cast<T*>(a.out));
   CUDA_CHECK_LAUNCH("attn_flash_kernel");
 }
 
 // ------------------------------------------------------------------------------------------------ entry
 static bool flash_env_enabled() {
   static const bool on = [] {
-    const char* v = std::getenv("QWEN_ATTN_FLASH");
-    return !(v && std::strcmp(v, "0") == 0);
+    const char* e = std::getenv("QWEN_ATTN_FLASH");
+    return !(e && std::strcmp(e, "0") == 0);
   }();
   return on;
 }
 
+// Flash for the long slices of this call? K/V tiles are 16-byte aligned by construction (block bases 256-byte
+// aligned, H * 2 bytes a multiple of 128 for head_dim 64 / 128); qkv rows are when the buffer is.
 static bool use_flash(const AttnArgs& a) {
-  return a.act != DType::F32 && (a.head_dim == 64 || a.head_dim == 128) && a.T > kFlashMinT &&
-         aligned16(a.qkv) && aligned16(a.K) && aligned16(a.V) && flash_env_enabled();
+  return a.act != DType::F32 && (a.head_dim == 64 || a.head_dim == 128) && a.step.n_tiles > 0 && aligned16(a.qkv) &&
+         flash_env_enabled();
 }
 
-const char* attention_path(const AttnArgs& a) { return use_flash(a) ? "flash" : "split"; }
+// The split part of the call: (row list or nullptr = all rows, row count, chunk count).
+struct SplitPart {
+  const int32_t* rows;
+  int count, nchunks;
+};
+static SplitPart split_part(const AttnArgs& a) {
+  if (use_flash(a)) return {a.step.small_rows, a.step.n_small, a.step.nchunks_small};
+  return {nullptr, a.step.rows, a.step.nchunks_all};
+}
+
+const char* attention_path(const AttnArgs& a) {
+  if (!use_flash(a)) return "split";
+  return a.step.n_small > 0 ? "flash+split" : "flash";
+}
 
 size_t attention_workspace_bytes(const AttnArgs& a) {
-  if (a.T <= 0 || use_flash(a)) return 0;
-  const size_t per_query = split_bytes_per_query(a);
-  if (per_query == 0) return 0;
-  size_t group = kWsBudget / per_query;
+  if (a.step.rows <= 0) return 0;
+  const SplitPart sp = split_part(a);
+  const size_t per_row = split_bytes_per_row(a.n_heads, a.head_dim, sp.nchunks);
+  if (sp.count <= 0 || per_row == 0) return 0;
+  size_t group = kWsBudget / per_row;
   if (group < 1) group = 1;
-  if (group > size_t(a.T)) group = size_t(a.T);
-  return group * per_query;
+  if (group > size_t(sp.count)) group = size_t(sp.count);
+  return group * per_row;
 }
 
 void attention(const AttnArgs& a, void* ws, size_t ws_bytes, cudaStream_t stream) {
-  if (a.T <= 0) return;
-  if (a.n_heads <= 0 || a.head_dim <= 0 || a.head_dim > kMaxHd || a.pos0 < 0)
+  if (a.step.rows <= 0) return;
+  if (a.n_heads <= 0 || a.head_dim <= 0 || a.head_dim > kMaxHd)
     throw std::invalid_argument("attention: head_dim must be in 1.." + std::to_string(kMaxHd) + " (got " +
                                 std::to_string(a.head_dim) + ")");
-  if (a.n_heads > 65535) throw std::invalid_argument("attention: too many heads");
+  if (a.n_heads > kMaxGridYZ) throw std::invalid_argument("attention: too many heads");
   const bool flash = use_flash(a);
+  const SplitPart sp = split_part(a);
   dispatch_act(a.act, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, float>) {
@@ -371,10 +426,9 @@ void attention(const AttnArgs& a, void* ws, size_t ws_bytes, cudaStream_t stream
           launch_flash<T, 128>(a, stream);
         else
           launch_flash<T, 64>(a, stream);
-        return;
       }
     }
-    launch_split<T>(a, static_cast<float*>(ws), ws_bytes, stream);
+    launch_split<T>(a, sp.rows, sp.count, sp.nchunks, static_cast<float*>(ws), ws_bytes, stream);
   });
 }
 

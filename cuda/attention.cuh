@@ -1,33 +1,35 @@
-// attention: out[T,H] = softmax(q k^T / sqrt(d) + causal) v per head. q from qkv[T,3H] (row t, cols h*d..h*d+d-1),
-// keys/values 0..pos0+T-1 from one layer of the cache K, V [>= pos0+T][H]; query t sees keys 0..pos0+t (bottom-right
-// aligned causal mask). Scores, softmax and the weighted sum accumulate in fp32.
-// Paths: "flash" (bf16/fp16, head_dim 64 or 128, T > kFlashMinT: tensor-core tiles, online softmax, no workspace);
-//        "split" (everything else, decode included: keys in chunks of 256 per block, then a combine kernel when there
-//        is more than one chunk; needs attention_workspace_bytes() of fp32 scratch).
-// QWEN_ATTN_FLASH=0 in the environment forces "split" (to bisect a suspected flash bug).
+// attention over a batched step (step.cuh): for every row of every slice and every head,
+//   out[row, h] = softmax(q k^T / sqrt(d) + causal) v
+// with q from qkv[rows, 3H] (row, cols h*d .. h*d+d-1) and keys/values 0 .. pos0+t of the slice's paged cache at
+// `layer` (t = row - row0: bottom-right aligned causal mask). Scores, softmax and the weighted sum accumulate in fp32.
+// Paths, chosen per call:
+//   flash+split (bf16/fp16, head_dim 64 or 128, qkv 16-byte aligned, QWEN_ATTN_FLASH != 0): slices with
+//       T > kFlashMinT go to ONE flash launch over the step's (slice, 64-query tile) list x heads; the rows of the
+//       other slices (decode, short chunks) go to ONE split launch (+ combine) over their row list;
+//   split (everything else): one split launch (+ combine) over all rows.
+// Split: grid (key chunks of 256, heads, rows); each row stops at its own key count; needs
+// attention_workspace_bytes() of fp32 scratch when some row has more than one chunk.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstddef>
 
 #include "core/dtype.h"
+#include "step.cuh"
 
 namespace qwen::cu {
 
 struct AttnArgs {
   DType act = DType::F32;
-  const void* qkv = nullptr;  // [T, 3H]
-  const void* K = nullptr;    // [>= pos0 + T, H]
-  const void* V = nullptr;    // [>= pos0 + T, H]
-  void* out = nullptr;        // [T, H]
-  int T = 0, pos0 = 0, n_heads = 0, head_dim = 0;
+  const void* qkv = nullptr;  // [rows, 3H]
+  void* out = nullptr;        // [rows, H]; rows no slice owns are not written
+  StepView step;              // slices, block tables (caches hold pos0 + T positions of `layer` for every slice)
+  int n_heads = 0, head_dim = 0, layer = 0;
 };
 
-constexpr int kFlashMinT = 16;  // T above this (and a supported dtype / head_dim) uses the flash kernel
-
-// Scratch the call wants (0 = none). Any ws_bytes >= one query's share works (queries are then done in groups).
+// Scratch the call wants (0 = none). Any ws_bytes >= one row's share works (rows are then done in groups).
 size_t attention_workspace_bytes(const AttnArgs& a);
 void attention(const AttnArgs& a, void* ws, size_t ws_bytes, cudaStream_t stream);
-const char* attention_path(const AttnArgs& a);  // "flash" or "split"
+const char* attention_path(const AttnArgs& a);  // "flash+split", "flash", "split" (what attention() will launch)
 
 }  // namespace qwen::cu

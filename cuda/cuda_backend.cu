@@ -5,6 +5,12 @@
 // converted while streaming through a 2 x 16 MiB pinned staging buffer; no second host copy is ever made.
 // Every op enqueues on stream_; to_host, final_logits and synchronize() wait for it.
 //
+// Batched steps over a paged KV cache: the engine's KVPool is a CudaKVPool (blocks of 32 positions x every layer,
+// [layer][k|v][row][H], in slabs, addressed through a device table by block id). begin_step uploads, once per step and
+// in one copy, the step's slice descriptors, block tables, rotary tables, row -> slice map, the rows for split
+// attention and the (slice, q-tile) list for flash attention (layout in begin_step below); rope, kv_store and
+// attention are then one launch each (attention: flash + split + combine at most) for ALL sequences of the step.
+//
 // NOTHING HERE HAS RUN ON A GPU YET (written and compiled on a machine without one). Expected figures on an H100
 // (3.35 TB/s HBM3 nominal, ~2.96 TB/s measured copy, ~990 dense bf16 TFLOP/s nominal, ~743 measured via cuBLAS):
 //   op            kernel                          bound    expectation / what is not optimised
@@ -17,12 +23,15 @@
 //   linear other  gemm_wmma_kernel                tensor   WMMA 64x128x32 tiles, cp.async double buffer: ~30-50 %
 //                                                          of peak; 9 <= T < 64 is weight-bandwidth bound anyway
 //                 gemm_fma_kernel                 FMA      fp32 / odd shapes only (tests), ~10-20 TFLOP/s
-//   rope          rope_kernel                     launch   cos/sin in double per (token, pair) in shared memory
-//   kv_store      kv_store_kernel                 memory   2 row copies per token
-//   attention     attn_split_kernel (+combine)    memory   decode: scalar 2-byte K/V loads, 256 keys per block;
+//   begin_step    (host) + 1-2 cudaMemcpyAsync    PCIe     ~10-40 KB per step for a batch of decodes: a few us
+//   rope          rope_kernel                     launch   block per row (any slice), cos/sin in double in shared
+//   kv_store      kv_store_kernel                 memory   2 row copies per row into the paged blocks
+//   attention     attn_split_kernel (+combine)    memory   rows of slices with T <= 16 (decode), all sequences in
+//                                                          one launch: scalar 2-byte K/V loads, 256 keys per block;
 //                                                          guess 40-60 % of HBM bandwidth on long caches
-//                 attn_flash_kernel (T > 16)      tensor   WMMA, O tile in shared, no K/V pipelining; guess
-//                                                          100-200 TFLOP/s (torch SDPA does ~400 at 2048 tokens)
+//                 attn_flash_kernel (T > 16)      tensor   one launch over (slice, 64-query tile) x heads: WMMA, O
+//                                                          tile in shared, no K/V pipelining; guess 100-200 TFLOP/s
+//                                                          (torch SDPA does ~400 at 2048 tokens)
 //   swiglu, add   elementwise                     memory   scalar loads, grid-stride
 //   final_logits  rmsnorm rows + GEMV/GEMM fp32   HBM      lm_head 1.24 GB per decoded token
 // Not done yet (follow-ups, each would be a NEW op of this backend, backend.h unchanged): CUDA graphs for the
@@ -161,48 +170,117 @@ void IntStager::release() {
   cap_ = 0;
 }
 
-// ------------------------------------------------------------------------------------------------ KV cache
-CudaKVCache::CudaKVCache(int n_layers, int hidden, DType act, cudaStream_t stream)
-    : layers_(size_t(n_layers)), hidden_(hidden), act_(act), stream_(stream) {}
+// ------------------------------------------------------------------------------------------------ KV pool
+namespace {
+constexpr int kSlabBlocks = 64;                     // blocks per cudaMalloc at most ...
+constexpr size_t kSlabBytes = size_t(256) << 20;    // ... and bytes per slab at most (Qwen-7B bf16: 16 blocks)
+constexpr size_t kBlockAlign = 256;
+}  // namespace
 
-CudaKVCache::~CudaKVCache() {
-  cudaDeviceSynchronize();  // queued attention kernels may still read the cache
-  cudaGetLastError();
-  for (auto& l : layers_) {
-    if (l.k) cudaFree(l.k);
-    if (l.v) cudaFree(l.v);
-  }
+CudaKVPool::CudaKVPool(int n_layers, int hidden, DType act, int max_blocks)
+    : KVPool(max_blocks), n_layers_(n_layers), hidden_(hidden), act_(act) {
+  if (n_layers <= 0 || hidden <= 0 || max_blocks < 0)
+    throw std::invalid_argument("CUDA KV pool: bad shape (layers " + std::to_string(n_layers) + ", hidden " +
+                                std::to_string(hidden) + ", blocks " + std::to_string(max_blocks) + ")");
+  const size_t raw = size_t(n_layers) * 2 * kKvBlockTokens * size_t(hidden) * dtype_size(act);
+  stride_ = (raw + kBlockAlign - 1) / kBlockAlign * kBlockAlign;
+  host_table_.assign(size_t(max_blocks), 0);
+  dev_table_ = static_cast<uint64_t*>(device_alloc(size_t(max_blocks > 0 ? max_blocks : 1) * sizeof(uint64_t),
+                                                   "KV cache block table (" + std::to_string(max_blocks) +
+                                                       " blocks)"));
 }
 
-void CudaKVCache::reserve(int tokens) {
-  if (tokens <= capacity_) return;
-  const int target = std::max(tokens, std::min(2 * capacity_, kMaxPositions));
-  const size_t row = size_t(hidden_) * dtype_size(act_);
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    Layer& l = layers_[i];
-    if (l.cap >= target) continue;
-    const std::string what = "KV cache layer " + std::to_string(i) + " (" + std::to_string(target) + " positions)";
-    void* nk = device_alloc(size_t(target) * row, what + " keys");
-    void* nv = nullptr;
-    try {
-      nv = device_alloc(size_t(target) * row, what + " values");
-      if (l.cap > 0) {
-        CUDA_CHECK(cudaMemcpyAsync(nk, l.k, size_t(l.cap) * row, cudaMemcpyDeviceToDevice, stream_));
-        CUDA_CHECK(cudaMemcpyAsync(nv, l.v, size_t(l.cap) * row, cudaMemcpyDeviceToDevice, stream_));
-      }
-      CUDA_CHECK(cudaStreamSynchronize(stream_));  // copies done, and no queued kernel reads the old buffers
-    } catch (...) {
-      cudaFree(nk);
-      if (nv) cudaFree(nv);
-      throw;
+CudaKVPool::~CudaKVPool() {
+  cudaDeviceSynchronize();  // queued kernels (of any stream) may still read the blocks or the table
+  cudaGetLastError();
+  for (void* p : slabs_) cudaFree(p);
+  if (dev_table_) cudaFree(dev_table_);
+  cudaGetLastError();
+}
+
+// Ids come in increasing order, each once (a throw leaves the id to be asked for again), so a new slab is needed
+// exactly when id reaches the end of the current one.
+void CudaKVPool::materialize(int id) {
+  if (!slab_ || id >= slab_first_ + slab_n_) {
+    const int by_bytes = int(std::max<size_t>(1, std::min<size_t>(kSlabBlocks, kSlabBytes / stride_)));
+    int nb = std::min(by_bytes, max_blocks() - id);
+    if (nb < 1) nb = 1;
+    void* p = nullptr;
+    for (;;) {  // the last slab that fits may be smaller: halve down to one block before giving up
+      const cudaError_t e = cudaMalloc(&p, size_t(nb) * stride_);
+      if (e == cudaSuccess) break;
+      cudaGetLastError();
+      if (e != cudaErrorMemoryAllocation) check_cuda(e, "cudaMalloc", __FILE__, __LINE__);
+      if (nb == 1)
+        throw std::runtime_error("CUDA out of memory while allocating " + std::to_string(stride_) +
+                                 " bytes for KV cache block " + std::to_string(id) + " (" + std::to_string(id) +
+                                 " of at most " + std::to_string(max_blocks()) + " blocks allocated)");
+      nb /= 2;
     }
-    if (l.k) cudaFree(l.k);
-    if (l.v) cudaFree(l.v);
-    l.k = nk;
-    l.v = nv;
-    l.cap = target;
+    slabs_.push_back(p);
+    slab_ = static_cast<char*>(p);
+    slab_first_ = id;
+    slab_n_ = nb;
   }
-  capacity_ = target;
+  host_table_[size_t(id)] = reinterpret_cast<uint64_t>(slab_ + size_t(id - slab_first_) * stride_);
+  made_.store(id + 1, std::memory_order_release);
+}
+
+// ------------------------------------------------------------------------------------------------ step stager
+char* StepStager::host(size_t bytes, cudaStream_t stream) {
+  for (auto& e : ev_)
+    if (!e) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  cur_ ^= 1;
+  if (bytes > cap_) {
+    CUDA_CHECK(cudaStreamSynchronize(stream));  // queued kernels read dev_, queued copies read host_
+    const size_t cap = std::max<size_t>(bytes + bytes / 2, size_t(64) << 10);
+    if (dev_) cudaFree(dev_);
+    dev_ = nullptr;
+    for (int i = 0; i < 2; ++i) {
+      if (host_[i]) pinned_[i] ? (void)cudaFreeHost(host_[i]) : std::free(host_[i]);
+      host_[i] = nullptr;
+    }
+    cap_ = 0;
+    dev_ = device_alloc(cap, "step tables (block tables, rotary tables, row maps)");
+    for (int i = 0; i < 2; ++i) {
+      void* h = nullptr;
+      pinned_[i] = cudaMallocHost(&h, cap) == cudaSuccess;
+      if (!pinned_[i]) {
+        cudaGetLastError();
+        h = std::malloc(cap);
+        if (!h) throw std::runtime_error("out of host memory staging the step tables");
+      }
+      host_[i] = static_cast<char*>(h);
+    }
+    cap_ = cap;
+  }
+  CUDA_CHECK(cudaEventSynchronize(ev_[cur_]));  // the copies that last read host_[cur_] are done
+  return host_[cur_];
+}
+
+void StepStager::upload(size_t bytes, const Extra* extra, int n_extra, cudaStream_t stream) {
+  if (bytes) CUDA_CHECK(cudaMemcpyAsync(dev_, host_[cur_], bytes, cudaMemcpyHostToDevice, stream));
+  for (int i = 0; i < n_extra; ++i)
+    CUDA_CHECK(cudaMemcpyAsync(extra[i].dst, host_[cur_] + extra[i].offset, extra[i].bytes, cudaMemcpyHostToDevice,
+                               stream));
+  CUDA_CHECK(cudaEventRecord(ev_[cur_], stream));
+}
+
+void StepStager::release() {
+  for (auto& e : ev_) {
+    if (e) {
+      cudaEventSynchronize(e);
+      cudaEventDestroy(e);
+    }
+    e = nullptr;
+  }
+  if (dev_) cudaFree(dev_);
+  dev_ = nullptr;
+  for (int i = 0; i < 2; ++i) {
+    if (host_[i]) pinned_[i] ? (void)cudaFreeHost(host_[i]) : std::free(host_[i]);
+    host_[i] = nullptr;
+  }
+  cap_ = 0;
 }
 
 // ------------------------------------------------------------------------------------------------ backend
@@ -270,6 +348,8 @@ void CudaBackend::release_all() noexcept {
   logits_.release();
   ids_.release();
   rows_.release();
+  step_stage_.release();
+  step_valid_ = false;
   for (auto& s : stage_) {
     if (s) stage_pinned_ ? (void)cudaFreeHost(s) : std::free(s);
     s = nullptr;
@@ -367,8 +447,8 @@ void CudaBackend::release(Weight& w) {
   w.data = nullptr;
 }
 
-std::unique_ptr<KVCache> CudaBackend::new_kv_cache(const ModelConfig& cfg) {
-  return std::make_unique<CudaKVCache>(cfg.n_layers, cfg.hidden, act_, stream_);
+std::shared_ptr<KVPool> CudaBackend::new_kv_pool(const ModelConfig& cfg, int max_blocks) {
+  return std::make_shared<CudaKVPool>(cfg.n_layers, cfg.hidden, act_, max_blocks);
 }
 
 void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
@@ -381,11 +461,7 @@ void check_weight(const Weight& w, DType act, const char* op) {
     throw std::invalid_argument(std::string(op) + ": weight dtype " + dtype_name(w.dtype) +
                                 " is not the backend's " + dtype_name(act) + " (use upload())");
 }
-CudaKVCache& as_cuda_kv(KVCache& kv, const char* op) {
-  auto* c = dynamic_cast<CudaKVCache*>(&kv);
-  if (!c) throw std::invalid_argument(std::string(op) + ": KV cache was not made by the CUDA backend");
-  return *c;
-}
+size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
 }  // namespace
 
 void CudaBackend::embedding(const Weight& wte, const int32_t* ids, int T, Buf h) {
@@ -422,38 +498,221 @@ void CudaBackend::linear(const Buf x, const Weight& W, const Weight* b, int T, B
   cu::linear(a, stream_);
 }
 
-void CudaBackend::rope(Buf qkv, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp) {
-  cu::rope(act_, qkv, T, pos0, n_heads, head_dim, rp, stream_);
+// One upload per step, laid out in one buffer (sections 16-byte aligned):
+//   DevSlice[n] | int32 block ids (per slice kv_blocks_for(pos0 + T), concatenated) | float inv_freq (per slice
+//   rot_dims / 2, concatenated) | int32 row -> slice [rows] | int32 small rows [n_small] | int2 flash tiles [n_tiles]
+// followed by the block addresses each pool made since its last upload (copied into that pool's device table).
+// Problems that only some ops care about (a slice without rotary parameters, or without a big enough CUDA cache) are
+// recorded and thrown by those ops, so rope-only or kv-only steps (the op tests) work.
+void CudaBackend::begin_step(const SeqSlice* s, int n) {
+  step_valid_ = false;
+  if (n < 0 || (n > 0 && !s)) throw std::invalid_argument("begin_step: bad slice array");
+  rope_error_.clear();
+  kv_error_.clear();
+  step_max_rot_ = 0;
+  step_kv_layers_ = step_kv_hidden_ = 0;
+  struct PoolDelta {
+    CudaKVPool* pool;
+    int from, to;
+  };
+  std::vector<PoolDelta> pools;
+  std::vector<CudaKVPool*> slice_pool(size_t(n), nullptr);
+  int rows = 0;
+  size_t n_ids = 0, n_freq = 0, n_small = 0, n_tiles = 0;
+  int nchunks_small = 0, nchunks_all = 0;
+  for (int i = 0; i < n; ++i) {
+    const SeqSlice& sl = s[i];
+    if (sl.T < 0 || sl.pos0 < 0 || sl.row0 < rows)
+      throw std::invalid_argument("begin_step: slice " + std::to_string(i) + " (row0 " + std::to_string(sl.row0) +
+                                  ", T " + std::to_string(sl.T) + ", pos0 " + std::to_string(sl.pos0) +
+                                  ") is out of row order or negative");
+    rows = sl.row0 + sl.T;
+    if (sl.T == 0) continue;  // owns no row: needs neither rotary parameters nor a cache
+    auto who = [i] { return "slice " + std::to_string(i); };  // only built for an error message
+    const int nc = ceil_div(sl.pos0 + sl.T, kSplitChunk);
+    nchunks_all = std::max(nchunks_all, nc);
+    if (sl.T > kFlashMinT) {
+      n_tiles += size_t(ceil_div(sl.T, kFlashBQ));
+    } else {
+      n_small += size_t(sl.T);
+      nchunks_small = std::max(nchunks_small, nc);
+    }
+    if (!sl.rope) {
+      if (rope_error_.empty()) rope_error_ = who() + " has no rotary parameters";
+    } else if (sl.rope->rot_dims < 0 || sl.rope->rot_dims % 2 || sl.rope->rot_dims > 256) {
+      if (rope_error_.empty())
+        rope_error_ = who() + ": rot_dims " + std::to_string(sl.rope->rot_dims) + " must be even and <= 256";
+    } else {
+      n_freq += size_t(sl.rope->rot_dims / 2);
+      step_max_rot_ = std::max(step_max_rot_, sl.rope->rot_dims);
+    }
+    std::string kerr;
+    CudaKVPool* pool = sl.kv ? dynamic_cast<CudaKVPool*>(&sl.kv->pool()) : nullptr;
+    const int need = kv_blocks_for(sl.pos0 + sl.T);
+    if (!sl.kv) {
+      kerr = who() + " has no KV cache";
+    } else if (!pool) {
+      kerr = who() + ": KV cache was not made by the CUDA backend";
+    } else if (pool->act() != act_) {
+      kerr = who() + ": KV pool dtype " + dtype_name(pool->act()) + " is not the backend's " + dtype_name(act_);
+    } else if (step_kv_hidden_ && (pool->hidden() != step_kv_hidden_ || pool->n_layers() != step_kv_layers_)) {
+      kerr = who() + ": KV pools of different shapes in one step";
+    } else if (int(sl.kv->blocks().size()) < need) {
+      kerr = who() + ": KV cache holds " + std::to_string(sl.kv->capacity()) + " positions, the step needs " +
+             std::to_string(sl.pos0 + sl.T);
+    }
+    if (!kerr.empty()) {
+      if (kv_error_.empty()) kv_error_ = kerr;
+      continue;
+    }
+    step_kv_hidden_ = pool->hidden();
+    step_kv_layers_ = pool->n_layers();
+    slice_pool[size_t(i)] = pool;
+    n_ids += size_t(need);
+    bool seen = false;
+    for (const PoolDelta& d : pools) seen = seen || d.pool == pool;
+    if (!seen) {
+      const int made = pool->made();  // every id in this step's tables is < made (acquired before)
+      if (made > pool->uploaded) pools.push_back({pool, pool->uploaded, made});
+    }
+  }
+
+  // layout
+  const size_t o_slices = 0;
+  const size_t o_ids = align16(o_slices + size_t(n) * sizeof(DevSlice));
+  const size_t o_freq = align16(o_ids + n_ids * sizeof(int32_t));
+  const size_t o_rows = align16(o_freq + n_freq * sizeof(float));
+  const size_t o_small = align16(o_rows + size_t(rows) * sizeof(int32_t));
+  const size_t o_tiles = align16(o_small + n_small * sizeof(int32_t));
+  const size_t main_bytes = align16(o_tiles + n_tiles * sizeof(int2));
+  std::vector<StepStager::Extra> extra;
+  size_t total = main_bytes;
+  for (const PoolDelta& d : pools) {
+    extra.push_back({d.pool->device_table() + d.from, total, size_t(d.to - d.from) * sizeof(uint64_t)});
+    total = align16(total + extra.back().bytes);
+  }
+
+  step_ = StepView();
+  if (total > 0) {
+    char* h = step_stage_.host(total, stream_);
+    auto* ds = reinterpret_cast<DevSlice*>(h + o_slices);
+    auto* ids = reinterpret_cast<int32_t*>(h + o_ids);
+    auto* freq = reinterpret_cast<float*>(h + o_freq);
+    auto* row_slice = reinterpret_cast<int32_t*>(h + o_rows);
+    auto* small = reinterpret_cast<int32_t*>(h + o_small);
+    auto* tiles = reinterpret_cast<int2*>(h + o_tiles);
+    std::fill(row_slice, row_slice + rows, -1);
+    size_t ni = 0, nf = 0, ns = 0, nt = 0;
+    for (int i = 0; i < n; ++i) {
+      const SeqSlice& sl = s[i];
+      DevSlice d{};
+      d.row0 = sl.row0;
+      d.T = sl.T;
+      d.pos0 = sl.pos0;
+      d.blk = int(ni);
+      d.freq = int(nf);
+      if (CudaKVPool* pool = slice_pool[size_t(i)]) {
+        const int need = kv_blocks_for(sl.pos0 + sl.T);
+        std::memcpy(ids + ni, sl.kv->blocks().data(), size_t(need) * sizeof(int32_t));
+        ni += size_t(need);
+        d.nblk = need;
+        d.blockptr = pool->device_table();
+      }
+      if (sl.T > 0 && sl.rope && sl.rope->rot_dims >= 0 && sl.rope->rot_dims % 2 == 0 && sl.rope->rot_dims <= 256) {
+        d.rot_dims = sl.rope->rot_dims;
+        d.logn_base = sl.rope->logn_base;
+        std::memcpy(freq + nf, sl.rope->inv_freq, size_t(d.rot_dims / 2) * sizeof(float));
+        nf += size_t(d.rot_dims / 2);
+      }
+      std::memcpy(ds + i, &d, sizeof(DevSlice));
+      for (int t = 0; t < sl.T; ++t) row_slice[sl.row0 + t] = i;
+      if (sl.T > 0 && sl.T <= kFlashMinT) {
+        for (int t = 0; t < sl.T; ++t) small[ns++] = sl.row0 + t;
+      } else if (sl.T > kFlashMinT) {
+        for (int q0 = 0; q0 < sl.T; q0 += kFlashBQ) tiles[nt++] = make_int2(i, q0);
+      }
+    }
+    // heaviest tiles (longest key range) first, so the long ones do not start last
+    std::stable_sort(tiles, tiles + nt, [&](const int2& a, const int2& b) {
+      const int ka = s[a.x].pos0 + std::min(a.y + kFlashBQ, s[a.x].T);
+      const int kb = s[b.x].pos0 + std::min(b.y + kFlashBQ, s[b.x].T);
+      return ka > kb;
+    });
+    for (const PoolDelta& d : pools)
+      std::memcpy(h + extra[size_t(&d - pools.data())].offset, d.pool->host_table() + d.from,
+                  size_t(d.to - d.from) * sizeof(uint64_t));
+    step_stage_.upload(main_bytes, extra.data(), int(extra.size()), stream_);
+    for (const PoolDelta& d : pools) d.pool->uploaded = d.to;
+    char* dv = step_stage_.device();
+    step_.slices = reinterpret_cast<const DevSlice*>(dv + o_slices);
+    step_.block_ids = reinterpret_cast<const int32_t*>(dv + o_ids);
+    step_.inv_freq = reinterpret_cast<const float*>(dv + o_freq);
+    step_.row_slice = reinterpret_cast<const int32_t*>(dv + o_rows);
+    step_.small_rows = reinterpret_cast<const int32_t*>(dv + o_small);
+    step_.flash_tiles = reinterpret_cast<const int2*>(dv + o_tiles);
+  }
+  step_.n = n;
+  step_.rows = rows;
+  step_.n_small = int(n_small);
+  step_.n_tiles = int(n_tiles);
+  step_.nchunks_small = nchunks_small;
+  step_.nchunks_all = nchunks_all;
+  step_key_.resize(size_t(n));
+  for (int i = 0; i < n; ++i)
+    step_key_[size_t(i)] = {s[i].row0, s[i].T, s[i].pos0, s[i].rope, s[i].kv, s[i].kv ? s[i].kv->blocks().size() : 0};
+  step_valid_ = true;
 }
 
-void CudaBackend::kv_store(const Buf qkv, int T, int pos0, int /*n_heads*/, int /*head_dim*/, KVCache& kv, int layer) {
-  CudaKVCache& c = as_cuda_kv(kv, "kv_store");
-  if (layer < 0 || layer >= c.n_layers()) throw std::invalid_argument("kv_store: layer out of range");
-  if (T <= 0) return;
-  if (pos0 + T > c.capacity()) c.reserve(pos0 + T);  // grows (content kept) when the engine did not reserve
-  cu::kv_store(act_, qkv, T, c.hidden(), pos0, c.k(layer), c.v(layer), stream_);
+void CudaBackend::ensure_step(const SeqSlice* s, int n) {
+  bool same = step_valid_ && n == int(step_key_.size());
+  for (int i = 0; same && i < n; ++i) {
+    const StepKey& k = step_key_[size_t(i)];
+    same = k.row0 == s[i].row0 && k.T == s[i].T && k.pos0 == s[i].pos0 && k.rope == s[i].rope && k.kv == s[i].kv &&
+           k.nblocks == (s[i].kv ? s[i].kv->blocks().size() : 0);
+  }
+  if (!same) begin_step(s, n);
 }
 
-void CudaBackend::attention(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer,
+void CudaBackend::check_kv(const char* op, int n_heads, int head_dim, int layer) const {
+  if (!kv_error_.empty()) throw std::invalid_argument(std::string(op) + ": " + kv_error_);
+  if (n_heads <= 0 || head_dim <= 0 || n_heads * head_dim != step_kv_hidden_)
+    throw std::invalid_argument(std::string(op) + ": n_heads * head_dim = " + std::to_string(n_heads * head_dim) +
+                                " is not the KV pool's hidden size " + std::to_string(step_kv_hidden_));
+  if (layer < 0 || layer >= step_kv_layers_)
+    throw std::invalid_argument(std::string(op) + ": layer " + std::to_string(layer) + " out of range (pool has " +
+                                std::to_string(step_kv_layers_) + ")");
+}
+
+void CudaBackend::rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim) {
+  ensure_step(s, n);
+  if (step_.rows <= 0) return;
+  if (!rope_error_.empty()) throw std::invalid_argument("rope: " + rope_error_);
+  if (n_heads <= 0 || head_dim <= 0 || step_max_rot_ > head_dim)
+    throw std::invalid_argument("rope: rot_dims " + std::to_string(step_max_rot_) + " exceed head_dim " +
+                                std::to_string(head_dim));
+  cu::rope(act_, qkv, step_, n_heads, head_dim, stream_);
+}
+
+void CudaBackend::kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer) {
+  ensure_step(s, n);
+  if (step_.rows <= 0) return;
+  check_kv("kv_store", n_heads, head_dim, layer);
+  cu::kv_store(act_, qkv, step_, n_heads * head_dim, layer, stream_);
+}
+
+void CudaBackend::attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer,
                             Buf out) {
-  CudaKVCache& c = as_cuda_kv(kv, "attention");
-  if (layer < 0 || layer >= c.n_layers()) throw std::invalid_argument("attention: layer out of range");
-  if (T <= 0) return;
-  if (n_heads * head_dim != c.hidden())
-    throw std::invalid_argument("attention: n_heads * head_dim != cache hidden size");
-  if (pos0 + T > c.capacity())
-    throw std::invalid_argument("attention: positions up to " + std::to_string(pos0 + T) +
-                                " exceed the KV cache capacity " + std::to_string(c.capacity()));
+  ensure_step(s, n);
+  if (step_.rows <= 0) return;
+  check_kv("attention", n_heads, head_dim, layer);
   AttnArgs a;
   a.act = act_;
   a.qkv = qkv;
-  a.K = c.k(layer);
-  a.V = c.v(layer);
   a.out = out;
-  a.T = T;
-  a.pos0 = pos0;
+  a.step = step_;
   a.n_heads = n_heads;
   a.head_dim = head_dim;
+  a.layer = layer;
   const size_t ws_bytes = attention_workspace_bytes(a);
   void* ws = ws_bytes ? attn_ws_.get(ws_bytes, stream_, "attention workspace") : nullptr;
   cu::attention(a, ws, ws_bytes, stream_);

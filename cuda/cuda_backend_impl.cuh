@@ -2,12 +2,15 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/backend.h"
 #include "cublas_dyn.h"
+#include "step.cuh"
 
 namespace qwen::cu {
 
@@ -47,29 +50,72 @@ class IntStager {
   cudaEvent_t ev_ = nullptr;
 };
 
-// Per-layer K and V, each [capacity][H] in the activation dtype, keys after RoPE and before logN.
-// reserve() grows every layer to max(tokens, min(2 * capacity, kMaxPositions)) positions by allocate + copy + free,
-// one layer at a time (peak extra memory: one layer). A failed grow throws and leaves capacity() unchanged.
-// Must not outlive the backend whose stream it uses.
-class CudaKVCache final : public KVCache {
+// The engine's pool of paged KV blocks (kv_cache.h) on the device. One block = kKvBlockTokens (32) positions of every
+// layer, laid out [layer][k|v][row 0..31][H] in the activation dtype (keys after RoPE and before logN); its stride is
+// rounded up to 256 bytes so every block base (and, for H * esize % 16 == 0, every row) is 16-byte aligned.
+// Storage comes in slabs of up to 64 blocks (at most ~256 MiB each; one cudaMalloc per slab, not per block); when a
+// slab does not fit, smaller ones are tried down to one block before "CUDA out of memory ... KV cache" is thrown.
+// Slabs are kept until the pool dies (the base class reuses freed ids).
+// Block addresses: a host table (written by materialize, under the pool's lock, any thread) and a device table of
+// max_blocks entries that the kernels index by block id; CudaBackend::begin_step copies the entries made since its
+// last upload (stream-ordered, before the step's kernels). The pool holds no stream and may outlive the backend; its
+// destructor waits for the device (queued kernels may still read the blocks) and frees everything.
+class CudaKVPool final : public KVPool {
  public:
-  CudaKVCache(int n_layers, int hidden, DType act, cudaStream_t stream);
-  ~CudaKVCache() override;
-  void reserve(int tokens) override;
-  void* k(int layer) const { return layers_.at(size_t(layer)).k; }
-  void* v(int layer) const { return layers_.at(size_t(layer)).v; }
+  CudaKVPool(int n_layers, int hidden, DType act, int max_blocks);
+  ~CudaKVPool() override;
+  int n_layers() const { return n_layers_; }
   int hidden() const { return hidden_; }
-  int n_layers() const { return int(layers_.size()); }
+  DType act() const { return act_; }
+  size_t block_stride() const { return stride_; }  // bytes between consecutive blocks of a slab
+  // Blocks [0, made()) have storage and their host table entries are final (acquire pairs with materialize).
+  int made() const { return made_.load(std::memory_order_acquire); }
+  const uint64_t* host_table() const { return host_table_.data(); }  // [max_blocks] block id -> device address
+  uint64_t* device_table() const { return dev_table_; }              // [max_blocks], entries [0, uploaded) valid
+  int uploaded = 0;  // owned by the backend thread that runs the steps (begin_step)
+
+ protected:
+  void materialize(int id) override;
+
  private:
-  struct Layer {
-    void* k = nullptr;
-    void* v = nullptr;
-    int cap = 0;
-  };
-  std::vector<Layer> layers_;
-  int hidden_;
+  int n_layers_, hidden_;
   DType act_;
-  cudaStream_t stream_;
+  size_t stride_;
+  std::vector<void*> slabs_;
+  char* slab_ = nullptr;  // current slab: blocks [slab_first_, slab_first_ + slab_n_)
+  int slab_first_ = 0, slab_n_ = 0;
+  std::vector<uint64_t> host_table_;
+  uint64_t* dev_table_ = nullptr;
+  std::atomic<int> made_{0};
+};
+
+// The per-step upload of begin_step: two pinned host buffers used in turn (each guarded by an event recorded after
+// the copies that read it, so the host may run one step ahead) and one device buffer (reused in stream order: the
+// copy of step n+1 runs after the kernels of step n). Grows by synchronizing the stream and reallocating.
+class StepStager {
+ public:
+  StepStager() = default;
+  StepStager(const StepStager&) = delete;
+  StepStager& operator=(const StepStager&) = delete;
+  ~StepStager() { release(); }
+  // Host buffer of >= bytes for the next upload (waits until its previous copies are done).
+  char* host(size_t bytes, cudaStream_t stream);
+  char* device() const { return static_cast<char*>(dev_); }
+  // Queues the copy of host bytes [0, bytes) to the device buffer, plus extra host -> device copies, then the event.
+  struct Extra {
+    void* dst;
+    size_t offset, bytes;  // from the host buffer
+  };
+  void upload(size_t bytes, const Extra* extra, int n_extra, cudaStream_t stream);
+  void release();
+
+ private:
+  char* host_[2] = {nullptr, nullptr};
+  bool pinned_[2] = {false, false};
+  cudaEvent_t ev_[2] = {nullptr, nullptr};
+  int cur_ = 1;
+  void* dev_ = nullptr;
+  size_t cap_ = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -88,16 +134,16 @@ class CudaBackend final : public Backend {
   void to_host(float* dst, const Buf src, size_t elems) override;
   Weight upload(const Weight& host) override;
   void release(Weight& w) override;
-  std::unique_ptr<KVCache> new_kv_cache(const ModelConfig& cfg) override;
+  std::shared_ptr<KVPool> new_kv_pool(const ModelConfig& cfg, int max_blocks) override;
   void synchronize() override;
+  void begin_step(const SeqSlice* s, int n) override;
 
   void embedding(const Weight& wte, const int32_t* ids, int T, Buf h) override;
   void rmsnorm(const Buf x, const Weight& g, float eps, int T, int H, Buf y) override;
   void linear(const Buf x, const Weight& W, const Weight* b, int T, Buf y) override;
-  void rope(Buf qkv, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp) override;
-  void kv_store(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer) override;
-  void attention(const Buf qkv, int T, int pos0, int n_heads, int head_dim, KVCache& kv, int layer,
-                 Buf out) override;
+  void rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim) override;
+  void kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer) override;
+  void attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer, Buf out) override;
   void swiglu(const Buf a, const Buf g, int T, int F, Buf out) override;
   void add(Buf h, const Buf x, int T, int H) override;
   void final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head, float eps,
@@ -107,10 +153,16 @@ class CudaBackend final : public Backend {
   bool cublas_in_use() const { return cublas_ != nullptr; }
   const std::string& cublas_note() const { return cublas_note_; }  // why cuBLAS is off ("" when on)
   cudaStream_t stream() const { return stream_; }
+  // The device view of the current step (valid after begin_step; for tests and diagnostics).
+  const StepView& step_view() const { return step_; }
 
  private:
   void h2d(void* dst, const void* src, DType src_dt, size_t elems);  // host any dtype -> device act dtype
   void release_all() noexcept;
+  // begin_step(s, n) again unless the current step was made from the same slices (an op called without its
+  // begin_step, or with other slices, still gets the right tables).
+  void ensure_step(const SeqSlice* s, int n);
+  void check_kv(const char* op, int n_heads, int head_dim, int layer) const;
 
   int device_ = 0;
   DType act_ = DType::BF16;
@@ -128,6 +180,21 @@ class CudaBackend final : public Backend {
   DeviceScratch xn_;        // final_logits: normalised rows [RC, H]
   DeviceScratch logits_;    // final_logits: fp32 logits [RC, V]
   IntStager ids_, rows_;
+  // The current step (begin_step): what it was built from, the uploaded view, and what the ops must refuse.
+  struct StepKey {
+    int row0, T, pos0;
+    const RopeParams* rope;
+    const KVCache* kv;
+    size_t nblocks;
+  };
+  std::vector<StepKey> step_key_;
+  bool step_valid_ = false;
+  StepView step_;
+  StepStager step_stage_;
+  std::string rope_error_, kv_error_;  // "" when every slice has valid rotary parameters / a usable CUDA cache
+  int step_max_rot_ = 0;
+  int step_kv_layers_ = 0, step_kv_hidden_ = 0;  // of the slices' pool(s)
+  std::vector<char> step_host_;                  // scratch for building the upload
 };
 
 }  // namespace qwen::cu

@@ -1,10 +1,12 @@
-// kv_store: K[pos0+t, :] = qkv[t, H:2H], V[pos0+t, :] = qkv[t, 2H:3H] for t < T (K, V: one layer of the cache,
-// [capacity][H] in the activation dtype; the caller checks pos0+T <= capacity).
+// kv_store: for every row of the step (step.cuh), K and V of qkv[row, H:2H] and qkv[row, 2H:3H] -> the row's slice's
+// KV block holding position p = pos0 + (row - row0), layer `layer`, row p % 32 ([layer][k|v][row][H] per block). One
+// launch for all sequences. The caller checked that every slice has a CUDA cache with blocks for pos0 + T positions.
 #pragma once
 #include <cuda_runtime.h>
 
 #include "core/dtype.h"
+#include "step.cuh"
 
 namespace qwen::cu {
-void kv_store(DType act, const void* qkv, int T, int H, int pos0, void* K, void* V, cudaStream_t stream);
+void kv_store(DType act, const void* qkv, const StepView& step, int H, int layer, cudaStream_t stream);
 }

@@ -1,31 +1,37 @@
-// rope: one block per token; the block first evaluates the rot/2 cos/sin pairs of its position into shared memory
-// (double precision, 64 per token at Qwen shapes), then rotates 2*n_heads heads. Memory bound and tiny (T*2H elements).
+// rope: one block per row of the step; the block looks up its slice, evaluates the rot/2 cos/sin pairs of its position
+// into shared memory (double precision, 64 per row at Qwen shapes), then rotates 2*n_heads heads. Memory bound and tiny
+// (rows*2H elements); rows of no slice (gaps) are left alone.
 #include "common.cuh"
 #include "rope.cuh"
 
 namespace qwen::cu {
 
-// grid (T), block 256.  qkv[t, 0:2H] rotated in place; qkv[t, 0:H] then scaled by logn(pos0 + t).
+// grid (rows), block 256.  qkv[row, 0:2H] rotated in place; qkv[row, 0:H] then scaled by logn(p).
 template <typename T>
-static __global__ void rope_kernel(T* __restrict__ qkv, int pos0, int n_heads, int head_dim, RopeParams rp) {
+static __global__ void rope_kernel(T* __restrict__ qkv, StepView v, int n_heads, int head_dim) {
   __shared__ float cs[128], sn[128];  // [rot/2]
-  const int t = blockIdx.x, p = pos0 + t, half = rp.rot_dims / 2;
+  const int row = blockIdx.x;
+  const int si = v.row_slice[row];
+  if (si < 0) return;  // uniform over the block: no thread reaches the barrier below
+  const DevSlice s = v.slices[si];
+  const int p = s.pos0 + (row - s.row0), half = s.rot_dims / 2;
+  const float* inv_freq = v.inv_freq + s.freq;
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    const float theta = float(p) * rp.inv_freq[i];  // fp32 product, as the reference
+    const float theta = float(p) * inv_freq[i];  // fp32 product, as the reference
     cs[i] = float(cos(double(theta)));
     sn[i] = float(sin(double(theta)));
   }
   float qscale = 1.f;  // logN factor of this position, fp32
-  if (rp.logn_base > 0 && p + 1 > rp.logn_base) qscale = float(log(double(p + 1)) / log(double(rp.logn_base)));
+  if (s.logn_base > 0 && p + 1 > s.logn_base) qscale = float(log(double(p + 1)) / log(double(s.logn_base)));
   __syncthreads();
 
   const int H = n_heads * head_dim;
-  T* row = qkv + int64_t(t) * 3 * H;
+  T* r = qkv + int64_t(row) * 3 * H;
   // Work item w = (head, i): head < n_heads are the q heads, n_heads..2*n_heads-1 the k heads (k block starts at H).
   const int pairs = 2 * n_heads * half;
   for (int w = threadIdx.x; w < pairs; w += blockDim.x) {
     const int head = w / half, i = w - head * half;
-    T* hp = row + int64_t(head) * head_dim;
+    T* hp = r + int64_t(head) * head_dim;
     const float a = to_f32(hp[i]), b = to_f32(hp[i + half]);
     float ra = a * cs[i] - b * sn[i];
     float rb = b * cs[i] + a * sn[i];
@@ -37,33 +43,23 @@ static __global__ void rope_kernel(T* __restrict__ qkv, int pos0, int n_heads, i
     hp[i + half] = from_f32<T>(rb);
   }
   // q dims beyond rot_dims are not rotated but still take the logn factor.
-  const int rest = head_dim - rp.rot_dims;
+  const int rest = head_dim - s.rot_dims;
   if (qscale != 1.f && rest > 0) {
     for (int w = threadIdx.x; w < n_heads * rest; w += blockDim.x) {
-      const int head = w / rest, d = rp.rot_dims + (w - head * rest);
-      T* e = row + int64_t(head) * head_dim + d;
+      const int head = w / rest, d = s.rot_dims + (w - head * rest);
+      T* e = r + int64_t(head) * head_dim + d;
       *e = from_f32<T>(to_f32(*e) * qscale);
     }
   }
 }
 
-template <typename T>
-static void launch_rope(T* qkv, int T_, int pos0, int n_heads, int head_dim, const RopeParams& rp,
-                        cudaStream_t stream) {
-  rope_kernel<T><<<T_, 256, 0, stream>>>(qkv, pos0, n_heads, head_dim, rp);
-  CUDA_CHECK_LAUNCH("rope_kernel");
-}
-
-void rope(DType act, void* qkv, int T, int pos0, int n_heads, int head_dim, const RopeParams& rp,
-          cudaStream_t stream) {
-  if (T <= 0) return;
-  if (rp.rot_dims < 0 || rp.rot_dims % 2 != 0 || rp.rot_dims > head_dim || rp.rot_dims > 256)
-    throw std::invalid_argument("rope: rot_dims " + std::to_string(rp.rot_dims) + " must be even, <= head_dim " +
-                                std::to_string(head_dim) + " and <= 256");
-  if (n_heads <= 0 || head_dim <= 0 || pos0 < 0) throw std::invalid_argument("rope: bad shape");
+void rope(DType act, void* qkv, const StepView& step, int n_heads, int head_dim, cudaStream_t stream) {
+  if (step.rows <= 0) return;
+  if (n_heads <= 0 || head_dim <= 0) throw std::invalid_argument("rope: bad shape");
   dispatch_act(act, [&](auto tag) {
     using E = decltype(tag);
-    launch_rope<E>(static_cast<E*>(qkv), T, pos0, n_heads, head_dim, rp, stream);
+    rope_kernel<E><<<step.rows, 256, 0, stream>>>(static_cast<E*>(qkv), step, n_heads, head_dim);
+    CUDA_CHECK_LAUNCH("rope_kernel");
   });
 }
 

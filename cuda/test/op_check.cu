@@ -1,6 +1,8 @@
 // Stand-alone check of the CUDA backend for the GPU machine (no Node needed): every Backend op at odd and Qwen
 // shapes, for bf16 / fp16 / fp32 activations, against float64 loops on inputs pre-rounded to the activation type;
-// every kernel path (GEMV vec/scalar, cuBLAS, WMMA, FMA GEMM; split/flash attention; KV growth); OOM survival;
+// every kernel path (GEMV vec/scalar, cuBLAS, WMMA, FMA GEMM; split/flash attention); batched steps of mixed
+// sequences (decode / prefill / chunk continuation) over a paged KV cache with shuffled block ids, checked against
+// float64 for rope and attention and bit for bit for the cache layout; OOM survival (activations and KV pool);
 // then (with --perf) bandwidth / FLOP/s of the hot kernels. Build: cuda/test/build_op_check.sh. Exit code 1 on any
 // failure. Not part of the addon (cuda/test/ is not globbed by CMakeLists.txt).
 #include <chrono>
@@ -20,6 +22,7 @@
 #include "../linear.cuh"
 #include "core/backend.h"
 #include "core/dtype.h"
+#include "core/kv_cache.h"
 
 using namespace qwen;
 using vecd = std::vector<double>;
@@ -216,15 +219,31 @@ static void test_linear(Backend& be, DType dt, const char* tag) {
     }
 }
 
-static vecd ref_rope(const vecf& qkv, int T, int pos0, int nh, int hd, const RopeParams& rp) {
+// ------------------------------------------------------------------------------------------------ paged steps
+// One sequence of a test step: T new rows at positions P..P+T-1 after P cached positions, its own rotary parameters.
+struct Seq {
+  int T, P;
+  double base;  // rotary base (NTK alpha differs per sequence)
+  int logn;     // logN base (0 = off)
+};
+
+static RopeParams rope_for(const Seq& q, int rot) {
+  RopeParams rp;
+  rp.rot_dims = rot;
+  rp.logn_base = q.logn;
+  for (int i = 0; i < rot / 2; ++i) rp.inv_freq[i] = float(1.0 / std::pow(q.base, 2.0 * i / rot));
+  return rp;
+}
+
+// Rows [row0, row0 + T) of qkv[*, 3H] rotated as slice (pos0, rp) in float64 (what the device computes in fp32).
+static void ref_rope_rows(vecd& out, int row0, int T, int pos0, int nh, int hd, const RopeParams& rp) {
   const int H = nh * hd, half = rp.rot_dims / 2;
-  vecd out(qkv.begin(), qkv.end());
   for (int t = 0; t < T; ++t) {
     const int p = pos0 + t;
     double scale = 1.0;
     if (rp.logn_base > 0 && p + 1 > rp.logn_base) scale = std::log(double(p + 1)) / std::log(double(rp.logn_base));
     for (int head = 0; head < 2 * nh; ++head) {
-      double* x = &out[size_t(t) * 3 * H + size_t(head) * hd];
+      double* x = &out[size_t(row0 + t) * 3 * H + size_t(head) * hd];
       for (int i = 0; i < half; ++i) {
         const double th = double(float(p) * rp.inv_freq[i]);
         const double a = x[i], b = x[i + half];
@@ -235,108 +254,310 @@ static vecd ref_rope(const vecf& qkv, int T, int pos0, int nh, int hd, const Rop
         for (int d = 0; d < hd; ++d) x[d] *= scale;
     }
   }
-  return out;
 }
 
+// A pool and one cache per sequence, with block ids deliberately non-contiguous and out of order: half the blocks
+// are taken and given back first (so they come back in descending order), then the caches take one block each in
+// turn (interleaved), the rest are fresh ids (ascending, on new slabs once past 64).
+struct PagedCaches {
+  std::shared_ptr<KVPool> pool;
+  std::vector<std::unique_ptr<KVCache>> kv;
+  PagedCaches(Backend& be, int n_layers, int nh, int hd, const std::vector<Seq>& seqs, int spare = 3) {
+    ModelConfig c;
+    c.n_layers = n_layers;
+    c.hidden = nh * hd;
+    c.n_heads = nh;
+    c.head_dim = hd;
+    int blocks = 0;
+    for (const Seq& q : seqs) blocks += kv_blocks_for(q.P + q.T);
+    pool = be.new_kv_pool(c, blocks + spare);
+    {
+      KVCache tmp(pool);
+      if (!tmp.reserve((blocks / 2) * kKvBlockTokens)) throw std::runtime_error("pool too small (shuffle)");
+    }
+    for (size_t i = 0; i < seqs.size(); ++i) kv.push_back(std::make_unique<KVCache>(pool));
+    for (bool more = true; more;) {
+      more = false;
+      for (size_t i = 0; i < seqs.size(); ++i)
+        if (kv[i]->capacity() < seqs[i].P + seqs[i].T) {
+          if (!kv[i]->reserve(kv[i]->capacity() + 1)) throw std::runtime_error("pool too small");
+          more = true;
+        }
+    }
+  }
+};
+
+static std::vector<SeqSlice> slices_for(const std::vector<Seq>& seqs, const std::vector<RopeParams>& rp,
+                                        PagedCaches* pc) {
+  std::vector<SeqSlice> sl(seqs.size());
+  int row = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    sl[i].row0 = row;
+    sl[i].T = seqs[i].T;
+    sl[i].pos0 = seqs[i].P;
+    sl[i].rope = &rp[i];
+    sl[i].kv = pc ? pc->kv[i].get() : nullptr;
+    row += seqs[i].T;
+  }
+  return sl;
+}
+
+// One element of a KV block as float: block `id`, layer, k = 0 | v = 1, row, column (layout [layer][k|v][row][H]).
+static vecf read_kv_row(Backend& be, KVPool& pool, int32_t id, int layer, int kv, int row, int H) {
+  auto* cp = dynamic_cast<cu::CudaKVPool*>(&pool);
+  const DType dt = be.act_dtype();
+  const size_t es = dtype_size(dt);
+  const char* base = reinterpret_cast<const char*>(cp->host_table()[id]);
+  std::vector<unsigned char> raw(size_t(H) * es);
+  be.synchronize();
+  const cudaError_t e = cudaMemcpy(raw.data(), base + ((size_t(layer) * 2 + kv) * kKvBlockTokens + row) * H * es,
+                                   raw.size(), cudaMemcpyDeviceToHost);
+  if (e != cudaSuccess) throw std::runtime_error(std::string("cudaMemcpy of a KV row: ") + cudaGetErrorString(e));
+  vecf o(static_cast<size_t>(H));
+  for (int i = 0; i < H; ++i) {
+    if (dt == DType::F32) {
+      std::memcpy(&o[i], &raw[size_t(i) * 4], 4);
+    } else {
+      uint16_t u;
+      std::memcpy(&u, &raw[size_t(i) * 2], 2);
+      o[i] = dt == DType::BF16 ? bf16_to_f32(u) : f16_to_f32(u);
+    }
+  }
+  return o;
+}
+
+// rope alone: single-slice shapes, then one step of several slices (own pos0, inv_freq and logN each, a row gap that
+// must stay untouched); kv == nullptr, as the op tests do.
 static void test_rope(Backend& be, DType dt) {
   struct S {
     int T, pos0, nh, hd, rot, logn;
   };
   const S shapes[] = {{1, 0, 4, 128, 128, 0},    {3, 5, 4, 128, 128, 8192}, {17, 9000, 2, 128, 128, 8192},
                       {5, 8190, 3, 64, 32, 8192}, {100, 20000, 2, 128, 128, 8192}};
-  for (const S& s : shapes) {
-    RopeParams rp;
-    rp.rot_dims = s.rot;
-    rp.logn_base = s.logn;
-    const double base = s.pos0 > 8192 ? 30527.737 : 10000.0;
-    for (int i = 0; i < s.rot / 2; ++i) rp.inv_freq[i] = float(1.0 / std::pow(base, 2.0 * i / s.rot));
-    const int H = s.nh * s.hd;
-    vecf qkv = rnd(size_t(s.T) * 3 * H, 1.f, dt, 20 + s.T);
+  for (const S& sh : shapes) {
+    const std::vector<Seq> seqs = {{sh.T, sh.pos0, sh.pos0 > 8192 ? 30527.737 : 10000.0, sh.logn}};
+    const std::vector<RopeParams> rp = {rope_for(seqs[0], sh.rot)};
+    const std::vector<SeqSlice> sl = slices_for(seqs, rp, nullptr);
+    const int H = sh.nh * sh.hd;
+    vecf qkv = rnd(size_t(sh.T) * 3 * H, 1.f, dt, 20 + sh.T);
     DB b(be, qkv);
-    be.rope(b.p, s.T, s.pos0, s.nh, s.hd, rp);
-    check("rope T=" + std::to_string(s.T) + " pos0=" + std::to_string(s.pos0) + " nh=" + std::to_string(s.nh) +
-              " hd=" + std::to_string(s.hd) + " rot=" + std::to_string(s.rot) + " logn=" + std::to_string(s.logn),
-          dt, b.get(), ref_rope(qkv, s.T, s.pos0, s.nh, s.hd, rp));
+    be.begin_step(sl.data(), 1);
+    be.rope(b.p, sl.data(), 1, sh.nh, sh.hd);
+    vecd ref(qkv.begin(), qkv.end());
+    ref_rope_rows(ref, 0, sh.T, sh.pos0, sh.nh, sh.hd, rp[0]);
+    check("rope T=" + std::to_string(sh.T) + " pos0=" + std::to_string(sh.pos0) + " nh=" + std::to_string(sh.nh) +
+              " hd=" + std::to_string(sh.hd) + " rot=" + std::to_string(sh.rot) + " logn=" + std::to_string(sh.logn),
+          dt, b.get(), ref);
+  }
+  {  // several slices in one launch; rows 9..10 belong to no slice
+    const int nh = 3, hd = 64, rot = 32, H = nh * hd;
+    const std::vector<Seq> seqs = {{1, 8191, 10000.0, 8192},  {4, 33, 17000.0, 0},   {1, 20000, 30527.737, 8192},
+                                   {3, 0, 10000.0, 8192},     {2, 12345, 23000.0, 8192}};
+    std::vector<RopeParams> rp;
+    for (const Seq& q : seqs) rp.push_back(rope_for(q, rot));
+    std::vector<SeqSlice> sl = slices_for(seqs, rp, nullptr);
+    for (size_t i = 3; i < sl.size(); ++i) sl[i].row0 += 2;  // the gap
+    const int rows = sl.back().row0 + sl.back().T;
+    vecf qkv = rnd(size_t(rows) * 3 * H, 1.f, dt, 77);
+    DB b(be, qkv);
+    be.rope(b.p, sl.data(), int(sl.size()), nh, hd);  // no begin_step: the backend must stage this step itself
+    vecd ref(qkv.begin(), qkv.end());
+    for (size_t i = 0; i < sl.size(); ++i) ref_rope_rows(ref, sl[i].row0, sl[i].T, sl[i].pos0, nh, hd, rp[i]);
+    check("rope 5 slices (own inv_freq / logN, row gap)", dt, b.get(), ref);
   }
 }
 
-// K/V of positions 0..P-1 (past) and P..P+T-1 (from qkv); query t sees keys 0..P+t.
-static vecd ref_attention(const vecf& qkv, const vecf& past, int T, int P, int nh, int hd) {
+// out[rows, H] of one slice: row t sees keys 0..P+t; keys/values of positions < P from past[P][2H] (k | v), of
+// positions >= P from qkv rows row0 + (p - P) (as the device holds them: post-rope, in the activation type).
+static void ref_attention_slice(vecd& out, const vecf& qkv, const vecf& past, int row0, int T, int P, int nh,
+                                int hd) {
   const int H = nh * hd;
   auto K = [&](int j, int h, int d) -> double {
-    return j < P ? past[size_t(j) * 2 * H + h * hd + d] : qkv[size_t(j - P) * 3 * H + H + h * hd + d];
+    return j < P ? past[size_t(j) * 2 * H + h * hd + d] : qkv[size_t(row0 + j - P) * 3 * H + H + h * hd + d];
   };
   auto V = [&](int j, int h, int d) -> double {
-    return j < P ? past[size_t(j) * 2 * H + H + h * hd + d] : qkv[size_t(j - P) * 3 * H + 2 * H + h * hd + d];
+    return j < P ? past[size_t(j) * 2 * H + H + h * hd + d] : qkv[size_t(row0 + j - P) * 3 * H + 2 * H + h * hd + d];
   };
-  vecd out(size_t(T) * H);
   for (int t = 0; t < T; ++t)
     for (int h = 0; h < nh; ++h) {
       const int L = P + t + 1;
-      vecd s(L);
+      vecd sc(L);
       double m = -1e300;
       for (int j = 0; j < L; ++j) {
         double acc = 0;
-        for (int d = 0; d < hd; ++d) acc += double(qkv[size_t(t) * 3 * H + h * hd + d]) * K(j, h, d);
-        s[j] = acc / std::sqrt(double(hd));
-        m = std::max(m, s[j]);
+        for (int d = 0; d < hd; ++d) acc += double(qkv[size_t(row0 + t) * 3 * H + h * hd + d]) * K(j, h, d);
+        sc[j] = acc / std::sqrt(double(hd));
+        m = std::max(m, sc[j]);
       }
       double l = 0;
-      for (int j = 0; j < L; ++j) l += (s[j] = std::exp(s[j] - m));
+      for (int j = 0; j < L; ++j) l += (sc[j] = std::exp(sc[j] - m));
       for (int d = 0; d < hd; ++d) {
         double o = 0;
-        for (int j = 0; j < L; ++j) o += s[j] * V(j, h, d);
-        out[size_t(t) * H + h * hd + d] = o / l;
+        for (int j = 0; j < L; ++j) o += sc[j] * V(j, h, d);
+        out[size_t(row0 + t) * H + h * hd + d] = o / l;
       }
     }
-  return out;
+}
+
+// A full step of several sequences at layer 1 of a 2-layer paged cache: past K/V written by a kv_store step of their
+// own (slices at pos 0), layer 0 filled with junk that layer 1 must never read, then [begin_step], rope (optional),
+// kv_store, attention. Checks rope against float64, the cache contents bit for bit (layout [layer][k|v][row][H] at
+// block blocks()[p / 32], row p % 32) and attention against float64 on the values the device holds.
+static void run_step_check(Backend& be, DType dt, const std::string& name, int nh, int hd, const std::vector<Seq>& seqs,
+                           bool with_rope, bool call_begin_step, uint32_t seed) {
+  const int H = nh * hd, rot = hd % 4 == 0 ? hd / 2 : hd - (hd % 2);  // partial rotation when hd allows
+  PagedCaches pc(be, 2, nh, hd, seqs);
+  std::vector<RopeParams> rp;
+  for (const Seq& q : seqs) rp.push_back(rope_for(q, rot));
+  const std::vector<SeqSlice> sl = slices_for(seqs, rp, &pc);
+  const int n = int(sl.size()), rows = sl.back().row0 + sl.back().T;
+  int Ptot = 0, Ltot = 0;
+  for (const Seq& q : seqs) {
+    Ptot += q.P;
+    Ltot += q.P + q.T;
+  }
+  std::vector<vecf> past(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) past[i] = rnd(size_t(seqs[i].P) * 2 * H, 2.f, dt, seed + 1000 + uint32_t(i));
+  {  // layer 0: junk at every position of every sequence
+    std::vector<Seq> js = seqs;
+    for (Seq& q : js) {
+      q.T += q.P;
+      q.P = 0;
+    }
+    const std::vector<SeqSlice> jsl = slices_for(js, rp, &pc);
+    vecf junk = rnd(size_t(Ltot) * 3 * H, 50.f, dt, seed + 7);
+    DB jb(be, junk);
+    be.begin_step(jsl.data(), n);
+    be.kv_store(jb.p, jsl.data(), n, nh, hd, 0);
+  }
+  if (Ptot > 0) {  // layer 1: the past, through kv_store of a step whose slices start at position 0
+    std::vector<Seq> ps;
+    std::vector<RopeParams> prp;
+    std::vector<KVCache*> pkv;
+    for (size_t i = 0; i < seqs.size(); ++i)
+      if (seqs[i].P > 0) {
+        ps.push_back({seqs[i].P, 0, seqs[i].base, seqs[i].logn});
+        prp.push_back(rp[i]);
+        pkv.push_back(pc.kv[i].get());
+      }
+    std::vector<SeqSlice> psl = slices_for(ps, prp, nullptr);
+    for (size_t i = 0; i < psl.size(); ++i) psl[i].kv = pkv[i];
+    vecf fake(size_t(Ptot) * 3 * H, 0.f);
+    int row = 0;
+    for (size_t i = 0; i < seqs.size(); ++i)
+      for (int p = 0; p < seqs[i].P; ++p, ++row)
+        for (int e = 0; e < 2 * H; ++e) fake[size_t(row) * 3 * H + H + e] = past[i][size_t(p) * 2 * H + e];
+    DB fb(be, fake);
+    be.begin_step(psl.data(), int(psl.size()));
+    be.kv_store(fb.p, psl.data(), int(psl.size()), nh, hd, 1);
+  }
+  vecf qkv = rnd(size_t(rows) * 3 * H, 2.f, dt, seed);
+  DB qb(be, qkv), ob(be, size_t(rows) * H);
+  if (call_begin_step) be.begin_step(sl.data(), n);
+  if (with_rope) be.rope(qb.p, sl.data(), n, nh, hd);
+  be.kv_store(qb.p, sl.data(), n, nh, hd, 1);
+  be.attention(qb.p, sl.data(), n, nh, hd, 1, ob.p);
+  const vecf dev_qkv = qb.get();  // post-rope q, k as the device rounded them
+  cu::AttnArgs a;
+  a.act = dt;
+  a.qkv = qb.p;
+  a.step = static_cast<cu::CudaBackend&>(be).step_view();
+  a.n_heads = nh;
+  a.head_dim = hd;
+  const std::string label = name + " [" + cu::attention_path(a) + "] nh=" + std::to_string(nh) +
+                            " hd=" + std::to_string(hd) + " slices=" + std::to_string(n) + " rows=" +
+                            std::to_string(rows);
+  if (with_rope) {
+    vecd ref(qkv.begin(), qkv.end());
+    for (int i = 0; i < n; ++i) ref_rope_rows(ref, sl[i].row0, sl[i].T, sl[i].pos0, nh, hd, rp[size_t(i)]);
+    check("step rope " + label, dt, dev_qkv, ref);
+  }
+  {  // cache contents, bit for bit: past rows and the new rows, K and V, layer 1
+    size_t bad = 0, checked = 0;
+    std::string first;
+    for (int i = 0; i < n; ++i) {
+      const auto& blocks = pc.kv[size_t(i)]->blocks();
+      const int P = seqs[size_t(i)].P, L = P + seqs[size_t(i)].T;
+      for (int p = 0; p < L; ++p) {
+        if (p < P && p % 7 != 0 && p != P - 1) continue;  // a sample of the past is enough
+        for (int kvi = 0; kvi < 2; ++kvi) {
+          const vecf got = read_kv_row(be, *pc.pool, blocks[size_t(p / kKvBlockTokens)], 1, kvi,
+                                       p % kKvBlockTokens, H);
+          for (int e = 0; e < H; ++e) {
+            const float want = p < P ? past[size_t(i)][size_t(p) * 2 * H + size_t(kvi) * H + e]
+                                     : dev_qkv[size_t(sl[i].row0 + p - P) * 3 * H + size_t(kvi + 1) * H + e];
+            ++checked;
+            if (got[e] != want && !bad++)
+              first = "slice " + std::to_string(i) + " pos " + std::to_string(p) + (kvi ? " v" : " k") + "[" +
+                      std::to_string(e) + "] got " + std::to_string(got[e]) + " want " + std::to_string(want);
+          }
+        }
+      }
+    }
+    expect(bad == 0, "step kv_store layout " + label + ": " + std::to_string(bad) + "/" + std::to_string(checked) +
+                         " mismatches " + first);
+  }
+  vecd ref(size_t(rows) * H, 0.0);
+  for (int i = 0; i < n; ++i)
+    ref_attention_slice(ref, dev_qkv, past[size_t(i)], sl[i].row0, sl[i].T, sl[i].pos0, nh, hd);
+  check("step attention " + label, dt, ob.get(), ref);
 }
 
 static void test_attention(Backend& be, DType dt) {
+  // single sequences (every path: split with one / several chunks, flash, odd head_dim, head counts, block edges)
   struct S {
     int T, P, nh, hd;
   };
   const S shapes[] = {{1, 0, 2, 128},  {1, 300, 3, 128}, {3, 600, 2, 64},  {4, 5000, 2, 128}, {16, 250, 2, 128},
                       {17, 0, 2, 128}, {100, 37, 3, 128}, {33, 0, 2, 64},  {130, 700, 2, 128}, {5, 1000, 2, 80},
-                      {70, 10, 1, 32}, {20, 300, 2, 72}};
-  for (const S& s : shapes) {
-    const int H = s.nh * s.hd;
-    vecf qkv = rnd(size_t(s.T) * 3 * H, 2.f, dt, 30 + s.T), past = rnd(size_t(s.P) * 2 * H, 2.f, dt, 31 + s.P);
-    ModelConfig c;
-    c.n_layers = 2;
-    c.hidden = H;
-    c.n_heads = s.nh;
-    c.head_dim = s.hd;
-    auto kv = be.new_kv_cache(c);
-    kv->reserve(s.P > 0 ? s.P : 1);
-    if (s.P > 0) {  // past keys/values into layer 1 through kv_store with a qkv-shaped buffer (q part unused)
-      vecf fake(size_t(s.P) * 3 * H, 0.f);
-      for (int p = 0; p < s.P; ++p)
-        for (int i = 0; i < 2 * H; ++i) fake[size_t(p) * 3 * H + H + i] = past[size_t(p) * 2 * H + i];
-      DB fb(be, fake);
-      be.kv_store(fb.p, s.P, 0, *kv, 1);
-    }
-    {  // grow (layer 1's past must survive the copy), then fill layer 0 with junk layer 1 must never read
-      vecf junk = rnd(size_t(s.P + s.T) * 3 * H, 5.f, dt, 99);
-      DB jb(be, junk);
-      be.kv_store(jb.p, s.P + s.T, 0, *kv, 0);  // beyond capacity: kv_store grows the cache itself
-      kv->reserve(1);  // no-op
-    }
-    DB qb(be, qkv), ob(be, size_t(s.T) * H);
-    be.kv_store(qb.p, s.T, s.P, *kv, 1);
-    be.attention(qb.p, s.T, s.P, s.nh, s.hd, *kv, 1, ob.p);
-    cu::AttnArgs a;
-    a.act = dt;
-    a.qkv = qb.p;
-    a.K = a.V = qb.p;
-    a.T = s.T;
-    a.pos0 = s.P;
-    a.n_heads = s.nh;
-    a.head_dim = s.hd;
-    check(std::string("attention[") + cu::attention_path(a) + "] T=" + std::to_string(s.T) + " P=" +
-              std::to_string(s.P) + " nh=" + std::to_string(s.nh) + " hd=" + std::to_string(s.hd),
-          dt, ob.get(), ref_attention(qkv, past, s.T, s.P, s.nh, s.hd));
+                      {70, 10, 1, 32}, {20, 300, 2, 72},  {32, 32, 1, 128}, {1, 31, 3, 64},  {20, 13, 2, 64}};
+  for (const S& sh : shapes)
+    run_step_check(be, dt, "1 seq T=" + std::to_string(sh.T) + " P=" + std::to_string(sh.P), sh.nh, sh.hd,
+                   {{sh.T, sh.P, 10000.0, 0}}, false, true, 30 + sh.T);
+
+  // mixed batches: many decodes (various pos0, most not multiples of 32, several chunks), a prefill, a chunk
+  // continuation, slices just above / at kFlashMinT, a slice with pos0 = 0 and T = 1
+  std::vector<Seq> mix;
+  for (int i = 0; i < 24; ++i) mix.push_back({1, (i * 613 + 5) % 1700, 10000.0 + 500.0 * i, i % 3 ? 8192 : 40});
+  mix.insert(mix.begin() + 5, Seq{300, 0, 10000.0, 8192});
+  mix.insert(mix.begin() + 11, Seq{100, 700, 12000.0, 256});
+  mix.insert(mix.begin() + 13, Seq{17, 31, 10000.0, 0});
+  mix.insert(mix.begin() + 2, Seq{16, 500, 10000.0, 0});
+  mix.push_back({5, 33, 10000.0, 0});
+  mix.push_back({1, 0, 10000.0, 0});
+  run_step_check(be, dt, "mixed rope+kv_store+attention", 3, 128, mix, true, true, 501);
+  run_step_check(be, dt, "mixed (ops without begin_step)", 3, 64, mix, true, false, 502);
+  const std::vector<Seq> odd = {{1, 900, 10000.0, 0}, {40, 0, 10000.0, 0}, {1, 3, 10000.0, 0},
+                                {23, 259, 10000.0, 64}, {2, 511, 10000.0, 0}};
+  run_step_check(be, dt, "mixed odd head_dim", 5, 80, odd, true, true, 503);
+  run_step_check(be, dt, "mixed tiny heads", 1, 32, odd, true, true, 504);
+}
+
+// A pool larger than the device: acquire throws "CUDA out of memory ... KV cache", takes nothing, and the backend and
+// the pool keep working.
+static void test_kv_pool_oom(Backend& be, DType dt) {
+  ModelConfig c;
+  c.n_layers = 32;
+  c.hidden = 4096;
+  c.n_heads = 32;
+  c.head_dim = 128;
+  auto pool = be.new_kv_pool(c, 1 << 20);  // 16 TiB of bf16 blocks
+  KVCache kv(pool);
+  bool threw = false;
+  std::string msg;
+  try {
+    kv.reserve((1 << 20) * kKvBlockTokens);
+  } catch (const std::runtime_error& e) {
+    threw = true;
+    msg = e.what();
   }
+  expect(threw && msg.find("CUDA out of memory") != std::string::npos && msg.find("KV cache") != std::string::npos &&
+             pool->used() == 0 && kv.capacity() == 0,
+         "KV pool OOM throws and takes nothing: " + msg);
+  expect(kv.reserve(100 * kKvBlockTokens) && pool->used() == 100, "KV pool still hands out blocks after OOM");
+  kv.shrink(0);
+  pool.reset();
+  (void)dt;
 }
 
 static void test_elementwise(Backend& be, DType dt) {
@@ -449,24 +670,49 @@ static void perf(Backend& be, DType dt) {
   }
   std::printf("PERF decode GEMV total (32 x (qkv + o + w1 + w2 + down) + lm_head, T=1): %.2f ms, %.0f GB/s\n",
               total_s * 1e3, total_b / total_s / 1e9);
-  // attention
+  // attention (one layer; cache contents are whatever the blocks hold, which does not change the time)
   const int nh = 32, hd = 128, H = nh * hd;
-  ModelConfig c;
-  c.n_layers = 1;
-  c.hidden = H;
-  c.n_heads = nh;
-  c.head_dim = hd;
-  for (auto tp : {std::pair{1, 512}, std::pair{1, 8192}, std::pair{1, 32000}, std::pair{4, 8192},
-                  std::pair{512, 0}, std::pair{2048, 0}, std::pair{512, 4096}}) {
-    const int T = tp.first, P = tp.second;
-    auto kv = be.new_kv_cache(c);
-    kv->reserve(P + T);
-    DB qkv(be, size_t(P + T) * 3 * H), out(be, size_t(T) * H);
-    be.kv_store(qkv.p, P + T, 0, *kv, 0);
-    const double s = time_it(be, 10, [&] { be.attention(qkv.p, T, P, nh, hd, *kv, 0, out.p); });
-    const double pairs = double(T) * P + double(T) * (T + 1) / 2;
-    std::printf("PERF attention T=%5d P=%5d  %8.1f us  %6.0f GB/s (K+V)  %6.1f TFLOP/s\n", T, P, s * 1e6,
-                2.0 * (P + T) * H * es / s / 1e9, 4.0 * pairs * hd * nh / s / 1e12);
+  struct A {
+    const char* what;
+    std::vector<Seq> seqs;
+  };
+  auto decodes = [](int n, int P) {
+    std::vector<Seq> v;
+    for (int i = 0; i < n; ++i) v.push_back({1, P, 10000.0, 0});
+    return v;
+  };
+  std::vector<A> cases = {{"decode 1 x P=512", decodes(1, 512)},     {"decode 1 x P=8192", decodes(1, 8192)},
+                          {"decode 1 x P=32000", decodes(1, 32000)}, {"decode 32 x P=2048", decodes(32, 2048)},
+                          {"decode 64 x P=1024", decodes(64, 1024)},  {"prefill T=512", {{512, 0, 1e4, 0}}},
+                          {"prefill T=2048", {{2048, 0, 1e4, 0}}},    {"chunk T=512 P=4096", {{512, 4096, 1e4, 0}}}};
+  {
+    std::vector<Seq> m = decodes(32, 2048);
+    m.push_back({512, 0, 1e4, 0});
+    cases.push_back({"mixed 32 decodes P=2048 + prefill T=512", m});
+  }
+  for (const A& c : cases) {
+    PagedCaches pc(be, 1, nh, hd, c.seqs);
+    std::vector<RopeParams> rp(c.seqs.size());
+    const std::vector<SeqSlice> sl = slices_for(c.seqs, rp, &pc);
+    const int n = int(sl.size()), rows = sl.back().row0 + sl.back().T;
+    DB qkv(be, size_t(rows) * 3 * H), out(be, size_t(rows) * H);
+    be.begin_step(sl.data(), n);
+    double pairs = 0, keys = 0;
+    for (const Seq& q : c.seqs) {
+      pairs += double(q.T) * q.P + double(q.T) * (q.T + 1) / 2;
+      keys += q.P + q.T;
+    }
+    const double s = time_it(be, 10, [&] { be.attention(qkv.p, sl.data(), n, nh, hd, 0, out.p); });
+    std::printf("PERF attention %-42s %8.1f us  %6.0f GB/s (K+V once)  %6.1f TFLOP/s\n", c.what, s * 1e6,
+                2.0 * keys * H * es / s / 1e9, 4.0 * pairs * hd * nh / s / 1e12);
+  }
+  {  // the step upload itself
+    std::vector<Seq> m = decodes(64, 4000);
+    PagedCaches pc(be, 1, nh, hd, m);
+    std::vector<RopeParams> rp(m.size());
+    const std::vector<SeqSlice> sl = slices_for(m, rp, &pc);
+    const double s = time_it(be, 50, [&] { be.begin_step(sl.data(), int(sl.size())); });
+    std::printf("PERF begin_step 64 slices x 126 blocks  %8.1f us\n", s * 1e6);
   }
 }
 
@@ -498,6 +744,7 @@ int main(int argc, char** argv) {
       }
       test_rope(*be, dt);
       test_attention(*be, dt);
+      test_kv_pool_oom(*be, dt);
       test_elementwise(*be, dt);
       test_final_logits(*be, dt);
       test_errors(*be);
