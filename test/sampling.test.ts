@@ -398,7 +398,13 @@ describe('greedy and masking', () => {
     );
   });
   test('the chain is the HF order', () => {
-    expect(PROCESSOR_CHAIN.map((p) => p.name)).toEqual(['repetitionPenalty', 'temperature', 'topK', 'topP']);
+    expect(PROCESSOR_CHAIN.map((p) => p.name)).toEqual([
+      'repetitionPenalty',
+      'presenceFrequencyPenalty',
+      'temperature',
+      'topK',
+      'topP',
+    ]);
   });
 });
 

@@ -15,6 +15,8 @@ export interface GenerationOptions {
   topK: number; // 0 = off
   topP: number; // (0, 1]; 1 = off
   repetitionPenalty: number; // > 0; 1 = off; covers the prompt too
+  presencePenalty: number; // [-2, 2], call-only (OpenAI's): logit -= p for every id already GENERATED; 0 = off
+  frequencyPenalty: number; // [-2, 2], call-only (OpenAI's): logit -= f * (times the id was GENERATED); 0 = off
   stopWordsIds: number[][]; // generation ends when the sequence (prompt included) ends with one of these id sequences
   stop: string[]; // text-level stop strings: the output is cut before the first one
   eosTokenId: number | number[]; // ends generation; never emitted as text
@@ -36,6 +38,8 @@ export interface ResolvedGenerationConfig {
   readonly topK: number;
   readonly topP: number;
   readonly repetitionPenalty: number;
+  readonly presencePenalty: number;
+  readonly frequencyPenalty: number;
   readonly stopWordsIds: readonly (readonly number[])[];
   readonly stop: readonly string[];
   readonly eosTokenIds: readonly number[]; // eosTokenId as a list
@@ -94,6 +98,15 @@ const FIELDS: Record<keyof GenerationOptions, Field> = {
     hf: 'repetition_penalty',
     default: 1.0,
     check: (v) => need(isNum(v) && v > 0, 'a finite number > 0 (1 = off)', v),
+  },
+  // OpenAI's penalties: call-only (no generation_config.json key), over the generated ids only (sampling/).
+  presencePenalty: {
+    default: 0,
+    check: (v) => need(isNum(v) && v >= -2 && v <= 2, 'a finite number in [-2, 2] (0 = off)', v),
+  },
+  frequencyPenalty: {
+    default: 0,
+    check: (v) => need(isNum(v) && v >= -2 && v <= 2, 'a finite number in [-2, 2] (0 = off)', v),
   },
   stopWordsIds: { hf: 'stop_words_ids', default: [[151643]], check: idLists },
   stop: {
@@ -257,6 +270,8 @@ export function resolve(
     topK: merged.topK as number,
     topP: merged.topP as number,
     repetitionPenalty: merged.repetitionPenalty as number,
+    presencePenalty: merged.presencePenalty as number,
+    frequencyPenalty: merged.frequencyPenalty as number,
     stopWordsIds: Object.freeze((merged.stopWordsIds as number[][]).map((s) => Object.freeze([...s]))),
     stop: Object.freeze([...(merged.stop as string[])]),
     eosTokenIds: Object.freeze(Array.isArray(eos) ? [...eos] : [eos]),

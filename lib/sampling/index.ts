@@ -2,12 +2,15 @@
  * The sampler: ONE ordered chain of processors (PROCESSOR_CHAIN), then a seeded draw — or argmax when doSample is
  * false or temperature is 0. Order and switches follow HF transformers 4.32 `generate()` (reference §6.2):
  * processors (always) -> stop words (§6.3, handled in generate.ts) -> warpers (sampling only) -> softmax -> draw.
+ * OpenAI's presence / frequency penalties (presenceFrequencyPenalty.ts) are processors too, right after the HF
+ * repetition penalty (vLLM's order), so they also apply to greedy decoding.
  *
  * `sample(logits)` CONSUMES the Float32Array the model returns: it is rewritten in place (see candidates.ts).
  */
 import { QwenError } from '../errors';
 import { Candidates } from './candidates';
 import { type TopLogprob, draw, logprobsOf } from './pick';
+import { PresenceFrequencyPenalty } from './presenceFrequencyPenalty';
 import { RepetitionPenalty } from './repetitionPenalty';
 import { Rng, randomSeed } from './rng';
 import { applyTemperature } from './temperature';
@@ -25,6 +28,8 @@ export interface SamplerConfig {
   readonly topK: number; // 0 = off
   readonly topP: number; // 1 = off
   readonly repetitionPenalty: number; // 1 = off
+  readonly presencePenalty?: number; // OpenAI's, over the generated ids; 0 (or absent) = off
+  readonly frequencyPenalty?: number; // OpenAI's, over the generated ids; 0 (or absent) = off
   readonly seed?: number; // random when absent
   readonly tokenizerVocabSize: number; // ids >= this (lm_head padding rows) are never produced
   readonly logprobs?: number; // absent: no logprobs; n: the chosen id's logprob and the n most likely kept ids
@@ -43,7 +48,13 @@ interface Processor {
   readonly warper: boolean;
   /** When HF installs it at all (its no-op values skip the work). */
   readonly enabled: (c: SamplerConfig) => boolean;
-  readonly apply: (s: Candidates, c: SamplerConfig, penalty: RepetitionPenalty) => void;
+  readonly apply: (s: Candidates, c: SamplerConfig, state: PenaltyState) => void;
+}
+
+/** The per-request history the penalties read. */
+interface PenaltyState {
+  readonly repetition: RepetitionPenalty; // every id of the sequence, prompt included
+  readonly openai: PresenceFrequencyPenalty; // generated ids only, with their counts
 }
 
 /** The ONE per-step order. */
@@ -52,7 +63,13 @@ export const PROCESSOR_CHAIN: readonly Processor[] = Object.freeze([
     name: 'repetitionPenalty',
     warper: false,
     enabled: (c) => c.repetitionPenalty !== 1,
-    apply: (s, _c, rp) => rp.apply(s),
+    apply: (s, _c, st) => st.repetition.apply(s),
+  },
+  {
+    name: 'presenceFrequencyPenalty',
+    warper: false,
+    enabled: (c) => (c.presencePenalty ?? 0) !== 0 || (c.frequencyPenalty ?? 0) !== 0,
+    apply: (s, _c, st) => st.openai.apply(s),
   },
   // (stop words sit here in HF: StopWords ends generation in generate.ts instead of forcing an eos logit)
   {
@@ -69,7 +86,7 @@ export class Sampler {
   readonly seed: number;
   readonly greedy: boolean;
   private readonly rng: Rng;
-  private readonly penalty: RepetitionPenalty;
+  private readonly penalty: PenaltyState;
   private readonly processors: readonly Processor[];
   private readonly warpers: readonly Processor[];
   private readonly c = new Candidates();
@@ -85,15 +102,22 @@ export class Sampler {
     this.seed = config.seed ?? randomSeed();
     this.rng = new Rng(this.seed);
     this.greedy = !config.doSample || config.temperature === 0;
-    this.penalty = new RepetitionPenalty(config.repetitionPenalty, contextIds);
+    this.penalty = {
+      repetition: new RepetitionPenalty(config.repetitionPenalty, contextIds),
+      openai: new PresenceFrequencyPenalty(config.presencePenalty ?? 0, config.frequencyPenalty ?? 0),
+    };
     const active = PROCESSOR_CHAIN.filter((p) => p.enabled(config));
     this.processors = active.filter((p) => !p.warper);
     this.warpers = this.greedy ? [] : active.filter((p) => p.warper);
   }
 
-  /** Record ids appended to the sequence by someone else (sample() records its own pick). */
+  /**
+   * Record ids appended to the sequence after the prompt by someone else (sample() records its own pick); they count
+   * as generated for the presence / frequency penalties.
+   */
   accept(ids: ArrayLike<number>): void {
-    this.penalty.add(ids);
+    this.penalty.repetition.add(ids);
+    this.penalty.openai.add(ids);
   }
 
   /** Pick the next id from the last position's logits, which are consumed (rewritten in place). */
@@ -109,7 +133,8 @@ export class Sampler {
       for (const p of this.warpers) p.apply(c, config, this.penalty);
       id = draw(c, this.rng.next());
     }
-    this.penalty.add([id]);
+    this.penalty.repetition.add([id]);
+    this.penalty.openai.add([id]);
     if (config.logprobs === undefined) return { id };
     if (this.greedy) c.weighAll(); // temperature 1: nothing was drawn, report the model's (penalized) softmax
     return { id, ...logprobsOf(c, id, config.logprobs) };
