@@ -1,4 +1,4 @@
-/** `npx qwen-node <command>`: make-random, bench, doctor, demo, generate, chat, ppl. */
+/** `npx qwen-node <command>`: make-random, bench, doctor, demo, generate, chat, ppl, serve. */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -21,6 +21,10 @@ Commands:
   generate --model DIR PROMPT  stream a completion to stdout
   chat --model DIR             interactive ChatML chat (/reset clears history, Ctrl-C stops a reply)
   ppl --model DIR FILE         perplexity of a text file [--ctx N --stride N --no-ntk --no-logn]
+  serve --model DIR            OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /metrics)
+      [--port 8000] [--host 127.0.0.1] [--device auto|cpu|cuda] [--dtype auto|fp32|bf16|fp16] [--threads N]
+      [--model-name NAME] [--max-queue N] [--kv-cache-tokens N] [--max-batch-tokens N] [--max-batch-sequences N]
+      [--request-timeout-ms N] [--drain-timeout-ms N] [--quiet]
   make-random                  write a random-weight checkpoint in the Hugging Face layout
       --preset tiny|small|7b --dtype bf16|fp16|fp32 --seed N --out DIR [--tiktoken PATH]
   bench                        CPU/GPU benchmark: prefill and decode speed against measured limits
@@ -253,6 +257,78 @@ const commands: Record<string, Handler> = {
     } finally {
       await model.dispose();
     }
+  },
+
+  async serve(argv) {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        model: { type: 'string' }, port: { type: 'string', default: '8000' }, host: { type: 'string', default: '127.0.0.1' },
+        device: { type: 'string', default: 'auto' }, dtype: { type: 'string', default: 'auto' }, threads: { type: 'string' },
+        'model-name': { type: 'string' }, 'max-queue': { type: 'string' }, 'kv-cache-tokens': { type: 'string' },
+        'max-batch-tokens': { type: 'string' }, 'max-batch-sequences': { type: 'string' },
+        'request-timeout-ms': { type: 'string' }, 'drain-timeout-ms': { type: 'string' }, quiet: { type: 'boolean' },
+        help: { type: 'boolean' },
+      },
+    });
+    if (values.help || !values.model) {
+      return void console.log(
+        'qwen-node serve --model DIR [--port 8000 --host 127.0.0.1 --device auto|cpu|cuda --dtype auto|fp32|bf16|fp16 --threads N\n' +
+          '  --model-name NAME --max-queue N --kv-cache-tokens N --max-batch-tokens N --max-batch-sequences N\n' +
+          '  --request-timeout-ms N --drain-timeout-ms N --quiet]\n' +
+          'Prints the listening URL on stdout, one JSON log line per request on stderr (--quiet: none).\n' +
+          'SIGTERM / SIGINT: stop accepting, let requests in flight finish, dispose the model, exit 0 (a second signal exits 1 at once).',
+      );
+    }
+    const opt = (k: string, min = 1) => (values[k as keyof typeof values] === undefined ? undefined : intOpt(values[k as keyof typeof values] as string, k, 0, min));
+    const port = intOpt(values.port, 'port', 8000, 0);
+    if (port > 65535) throw new QwenError('E_BAD_ARG', `--port must be an integer in [0, 65535] (got ${port})`);
+    const maxQueue = opt('max-queue', 0);
+    const model = await loadModel(values.model, {
+      device: values.device as LoadOptions['device'], dtype: values.dtype as LoadOptions['dtype'],
+      threads: opt('threads'), kvCacheTokens: opt('kv-cache-tokens'), maxBatchTokens: opt('max-batch-tokens'),
+      maxBatchSequences: opt('max-batch-sequences'), maxQueue, onProgress: progressBar('loading'),
+    });
+    const { createServer } = await import('./server');
+    let app;
+    try {
+      app = createServer(model, {
+        modelName: values['model-name'], maxQueue, requestTimeoutMs: opt('request-timeout-ms', 0),
+        drainTimeoutMs: opt('drain-timeout-ms', 0), processMetrics: true,
+        logger: values.quiet ? false : { level: 'info', stream: process.stderr },
+      });
+      await app.listen({ port, host: values.host });
+    } catch (e) {
+      await model.dispose();
+      throw e;
+    }
+    const addr = app.server.address();
+    const shown = typeof addr === 'object' && addr ? (addr.family === 'IPv6' ? `[${addr.address}]` : addr.address) + `:${addr.port}` : String(addr);
+    console.log(`http://${shown}`);
+    process.stderr.write(`qwen-node serve: model ${values.model} on ${model.device}, OpenAI API at http://${shown}/v1\n`);
+    const server = app;
+    await new Promise<void>((resolve, reject) => {
+      let stopping = false;
+      const stop = (sig: NodeJS.Signals) => {
+        if (stopping) {
+          process.stderr.write(`qwen-node serve: ${sig} again, exiting without draining\n`);
+          process.exit(1);
+        }
+        stopping = true;
+        process.stderr.write(`qwen-node serve: ${sig}: draining (requests in flight finish; ${sig} again exits at once)\n`);
+        server
+          .close()
+          .then(() => model.dispose())
+          .then(() => {
+            process.removeListener('SIGTERM', stop);
+            process.removeListener('SIGINT', stop);
+            process.stderr.write('qwen-node serve: stopped\n');
+            resolve();
+          }, reject);
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
   },
 
   async doctor() {

@@ -13,3 +13,5 @@ export { QwenError } from './errors';
 export type { QwenErrorCode } from './errors';
 export { makeRandomCheckpoint } from './model/makeRandom';
 export { backends } from './backends';
+export { createServer } from './server';
+export type { ServerOptions } from './server';
