@@ -194,6 +194,11 @@ const commands: Record<string, Handler> = {
   },
 
   async bench(argv) {
+    // The concurrency benchmark (continuous batching) lives in the suite, with its own options.
+    if (argv.some((a) => a.startsWith('--concurrency'))) {
+      process.exitCode = await (await import('./bench/suite')).main(argv);
+      return;
+    }
     const { values } = parseArgs({
       args: argv,
       options: {

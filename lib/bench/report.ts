@@ -1,5 +1,6 @@
 /** Tables (console and markdown) and the chart of the microbenchmark suite's results. */
 import type { KernelRow } from './kernels';
+import type { ConcurrencyRun } from './concurrency';
 import type { E2eRun } from './sweep';
 import { chartSvg, Panel, Series } from './svg';
 
@@ -28,6 +29,8 @@ export interface SuiteResult {
   sections: Array<{ name: string; seconds: number; othersBusy: number | null }>;
   kernels: KernelRow[];
   e2e: E2eRun[];
+  /** concurrent generate() clients (lib/bench/concurrency.ts); may come from a later `--concurrency` run than the rest */
+  concurrency?: { date: string; build: { commit: string; dirty: boolean | null }; runs: ConcurrencyRun[] } | null;
   notes: string[];
 }
 
@@ -125,6 +128,53 @@ function e2eTable(runs: E2eRun[], md: boolean): string {
   return table(head, body, md);
 }
 
+function batchTable(runs: E2eRun[], md: boolean): string {
+  const withBatch = runs.filter((r) => r.batch);
+  const sizes = [...new Set(withBatch.flatMap((r) => r.batch!.points.map((p) => p.batchSize)))].sort((a, b) => a - b);
+  const head = ['batch size', 'mean context', ...withBatch.flatMap((r) => [`${r.mode} decode tok/s (aggregate)`, `${r.mode} ms/step`])];
+  const body = sizes.map((b) => [
+    String(b),
+    String(Math.round(withBatch.map((r) => r.batch!.points.find((q) => q.batchSize === b)).find((p) => p)?.context ?? 0)),
+    ...withBatch.flatMap((r) => {
+      const p = r.batch!.points.find((q) => q.batchSize === b);
+      if (!p) return ['', ''];
+      const pk = p.ofPeak !== null ? `, ${(p.ofPeak * 100).toFixed(0)} % peak` : '';
+      return [
+        `${p.tokPerS.toFixed(1)} (x${p.speedup.toFixed(2)}; ${p.gflops.toFixed(0)} GFLOP/s${pk})`,
+        `${p.msPerStep.toFixed(1)}${Math.abs(p.meanSequencesPerStep - b) > 0.01 ? ` (${p.meanSequencesPerStep.toFixed(1)} seq/step!)` : ''}`,
+      ];
+    }),
+  ]);
+  return table(head, body, md);
+}
+
+const sec = (ms: number) => (ms >= 1000 ? `${(ms / 1e3).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+
+function concurrencyTable(run: ConcurrencyRun, md: boolean): string {
+  const head = ['clients', 'tokens', 'wall s', 'aggregate tok/s', 'decode-only tok/s', 'seq/step', 'TTFT p50 / p99',
+    'TPOT p50 / p99', 'loop delay p99', 'others busy'];
+  const body = run.levels.map((l) => [
+    String(l.concurrency), String(l.generatedTokens), l.wallS.toFixed(1),
+    `${l.aggregateTokPerS.toFixed(1)} (x${(l.vsC1?.aggregate ?? 1).toFixed(2)})`,
+    l.decode.tokPerS === null ? '—' : `${l.decode.tokPerS.toFixed(1)} (x${(l.vsC1?.decode ?? 1).toFixed(2)})`,
+    l.steps.meanSequences.toFixed(1),
+    `${sec(l.ttftMs.p50)} / ${sec(l.ttftMs.p99)}`,
+    `${sec(l.tpotMs.p50)} / ${sec(l.tpotMs.p99)}`,
+    `${l.eventLoopDelayMs.p99.toFixed(1)} ms`,
+    busy(l.othersBusy),
+  ]);
+  return table(head, body, md);
+}
+
+function concurrencyCaption(r: SuiteResult, c: ConcurrencyRun): string {
+  const bw = [c.readGBs.before, c.readGBs.after].map((g) => (g === null ? '?' : g.toFixed(1))).join(' / ');
+  const cc = r.concurrency;
+  const other = cc && cc.date.slice(0, 16) !== r.date.slice(0, 16)
+    ? ` · separate run ${cc.date} at commit ${cc.build.commit}${cc.build.dirty ? ' (dirty tree)' : ''}` : '';
+  return `${c.mode}, ${c.threads} threads: each client generate(${c.promptTokens}-token prompt, ${c.newTokens} new tokens, greedy); ` +
+    `read bandwidth before / after ${bw} GB/s; ${c.seconds.toFixed(0)} s with load and warm-up${other}`;
+}
+
 const busy = (b: number | null) => (b === null ? '?' : `${(b * 100).toFixed(0)} %`);
 
 function header(r: SuiteResult): string[] {
@@ -153,10 +203,19 @@ export function renderText(r: SuiteResult): string {
   if (r.e2e.length) {
     out.push('End to end (small preset, batch 1; prefill = fresh prompt of that length, decode = median step at that context)');
     out.push(e2eTable(r.e2e, false));
+    out.push('');
+  }
+  if (r.e2e.some((e) => e.batch)) {
+    const b = r.e2e.find((e) => e.batch)!.batch!;
+    out.push(`Decode against batch size (B sequences at context ~${b.context}, one token each per step, batched)`);
+    out.push(batchTable(r.e2e, false));
     for (const e of r.e2e) {
-      if (e.batch) out.push(`  ${e.mode}: batch 1 x ${e.batch.sequences} sequences run in turn: ${e.batch.aggregateDecodeTokPerS.toFixed(2)} decode tok/s, ${e.batch.aggregatePrefillTokPerS.toFixed(1)} prefill tok/s aggregate`);
+      if (e.batch) out.push(`  ${e.mode}: ${e.batch.sequences} prompts of ${e.batch.context} tokens prefilled together: ${e.batch.prefill.tokPerS.toFixed(1)} tok/s`);
     }
     out.push('');
+  }
+  for (const c of r.concurrency?.runs ?? []) {
+    out.push(`Concurrent clients, ${concurrencyCaption(r, c)}`, concurrencyTable(c, false), '');
   }
   const low = r.kernels.filter((k) => k.ofLimit !== null && k.ofLimit < 0.25 && k.mode !== 'js');
   if (low.length) {
@@ -174,7 +233,26 @@ export function renderMarkdown(r: SuiteResult): string {
     out.push('### End to end (`small` preset, 0.92 B params, batch 1)', '');
     out.push(e2eTable(r.e2e, true), '');
     out.push('Prefill: a fresh prompt of that many tokens. Decode: median ms per token after it; GB/s counts the weights ' +
-      'streamed per token plus the KV cache read. Batch: size 1 only — N independent sequences run one after another.', '');
+      'streamed per token plus the KV cache read.', '');
+  }
+  if (r.e2e.some((e) => e.batch)) {
+    const b = r.e2e.find((e) => e.batch)!.batch!;
+    out.push(`### Decode against batch size (context ~${b.context})`, '');
+    out.push(batchTable(r.e2e, true), '');
+    out.push(`B sequences at a context of ~${b.context} each forward one token, submitted together: continuous batching runs ` +
+      'them as one native step of B tokens. Median wall ms per step; aggregate tok/s = B / step; (xN) against batch 1; ' +
+      'GFLOP/s of all B tokens against the achieved-peak proxy. ' +
+      r.e2e.filter((e) => e.batch).map((e) => `${e.mode}: the ${e.batch!.sequences} prompts of ${e.batch!.context} tokens prefilled together at ` +
+        `${e.batch!.prefill.tokPerS.toFixed(1)} tok/s.`).join(' '), '');
+  }
+  if (r.concurrency?.runs.length) {
+    out.push('### Concurrent clients (continuous batching)', '');
+    for (const c of r.concurrency.runs) out.push(`${concurrencyCaption(r, c)}`, '', concurrencyTable(c, true), '');
+    out.push('C clients call `model.generate()` at the same moment (distinct prompts, greedy, repetition penalty 1). ' +
+      'Aggregate: all tokens / wall time, prefill and the main-thread sampling included. Decode-only: `onStep` decode ' +
+      'tokens / native seconds of the steps without prompt tokens. (xN) against 1 client. TTFT from the common start; ' +
+      'TPOT: gaps between consecutive tokens of a client, all clients pooled (a long gap = a prompt chunk of other ' +
+      'clients shared that step). Loop delay: how late a 1 ms timer ran on the main thread.', '');
   }
   out.push('### Kernels', '');
   if (r.kernels.some((k) => k.mode !== 'js')) out.push(kernelTable(r.kernels, true), '');
@@ -187,6 +265,18 @@ export function renderMarkdown(r: SuiteResult): string {
 
 export function renderSvg(r: SuiteResult): string {
   const colors: Record<string, string> = { fp32: '#1f77b4', bf16: '#ff7f0e', 'cuda-bf16': '#2ca02c' };
+  const byBatch: Series[] = r.e2e.filter((e) => e.batch).map((e) => ({
+    name: e.mode, color: colors[e.mode] ?? '#555', points: e.batch!.points.map((p) => [p.batchSize, p.tokPerS] as [number, number]),
+  }));
+  for (const c of r.concurrency?.runs ?? []) {
+    byBatch.push({
+      name: `${c.mode} clients`, color: colors[c.mode] ?? '#555', dash: '5 3',
+      points: c.levels.filter((l) => l.decode.tokPerS !== null).map((l) => [l.concurrency, l.decode.tokPerS as number] as [number, number]),
+    });
+  }
+  const batchCtx = r.e2e.find((e) => e.batch)?.batch?.context;
+  const c0 = r.concurrency?.runs[0];
+  const clientCtx = c0 ? `${c0.promptTokens}–${c0.promptTokens + c0.newTokens}` : null;
   const dec: Series[] = r.e2e.map((e) => ({
     name: e.mode, color: colors[e.mode] ?? '#555', points: e.points.map((p) => [p.context, p.decode.tokPerS] as [number, number]),
   }));
@@ -195,7 +285,11 @@ export function renderSvg(r: SuiteResult): string {
   }));
   const panels: Panel[] = [
     { title: 'Decode (small preset, batch 1)', xLabel: 'context length (tokens)', yLabel: 'tokens / s', series: dec },
+    {
+      title: `Decode vs batch size${batchCtx ? ` (context ~${batchCtx})` : ''}`,
+      xLabel: `batch size${clientCtx ? ` (dashed: C generate() clients, context ${clientCtx})` : ''}`, yLabel: 'tokens / s (aggregate)', series: byBatch,
+    },
     { title: 'Prefill (small preset)', xLabel: 'prompt length (tokens)', yLabel: 'tokens / s', series: pre },
-  ];
+  ].filter((p) => p.series.some((s) => s.points.length > 0));
   return chartSvg(panels, `qwen-node ${r.build.commit} · ${r.machine.cpuModel} · ${r.cpu.threads} threads · ${r.date.slice(0, 10)}`);
 }

@@ -2,7 +2,9 @@
  * `npm run bench`: the microbenchmark suite. Per kernel (rmsnorm, rope, attention prefill/decode, swiglu, linear as
  * gemv and gemm on the `small` preset's shapes and the real 7B shapes, sampling, tokenizer) on the CPU in its default
  * fp32 mode and in dtype 'bf16' (AMX prefill GEMM), and on CUDA (bf16) where a device is available; then end to end
- * (prefill tok/s against prompt length, decode tok/s against context length, batch 1) on the `small` random model.
+ * on the `small` random model: prefill tok/s against prompt length, decode tok/s against context length (batch 1) and
+ * against batch size (lib/bench/sweep.ts); then concurrent generate() clients through continuous batching
+ * (lib/bench/concurrency.ts; `--concurrency 1,4,16,64` runs only that part).
  * Each figure is a median, next to the limit measured in the same run (DRAM read bandwidth right before the
  * memory-bound kernels; an achieved-peak GEMM proxy for the compute-bound ones). Timings are printed, never asserted.
  *
@@ -19,19 +21,40 @@ import {
   benchAttentionDecode, benchAttentionPrefill, benchElementwise, benchLinear, benchSampling, benchTokenizer, CpuMode,
   finalize, KernelContext, KernelRow, Limits, measureBandwidth, peakProbe, QWEN7B_LINEARS, SMALL, smallLinears, withRates,
 } from './kernels';
+import { ConcurrencyRun, runConcurrency } from './concurrency';
 import { renderMarkdown, renderSvg, renderText, SuiteResult } from './report';
 import { E2eRun, runSweep } from './sweep';
 import { bf16Pool, LoadMeter, nowMs } from './timing';
 
 const USAGE = `npm run bench [-- options]   (node bench/run.js [options])
 
-  --quick            ~30 s: small shapes only, fewer repetitions, contexts 8 and 256
+  --quick            ~50 s: small shapes only, fewer repetitions, contexts 8 and 256, batch sizes 1-16 at context
+                     32, concurrency 1,4,16 with 16 new tokens
   --threads N        CPU threads (default: all cores)
-  --model DIR        checkpoint for the end-to-end part (default: the cached random 'small' preset, bf16)
-  --skip LIST        comma list of parts to skip: kernels, e2e, 7b, cuda
+  --model DIR        checkpoint for the end-to-end and concurrency parts (default: the cached random --preset, bf16)
+  --preset NAME      random checkpoint made once into the cache: tiny, small (default) or 7b
+  --dtype LIST       CPU compute modes to run: fp32, bf16 or fp32,bf16 (default)
+  --skip LIST        comma list of parts to skip: kernels, e2e, batch, concurrency, 7b, cuda
   --max-context N    end to end: longest prompt / context (default 4096; the fp32 prefill of 4096 takes ~1.5 min)
+  --concurrency LIST run ONLY the concurrency part at these client counts (e.g. 1,4,16,64; ~70 s for both modes),
+                     and replace the "concurrency" key of an existing latest.json in --out (the rest is kept)
+  --new-tokens N     concurrency: tokens each client generates (default 32; 16 with --quick)
+  --prompt-tokens N  concurrency: prompt length of each client (default 32)
   --out DIR          where latest.{json,md,svg} go (default: bench/results of this package)
   --help`;
+
+function intList(v: string, name: string): number[] {
+  const xs = v.split(',').map((x) => x.trim()).filter(Boolean).map(Number);
+  if (xs.length === 0 || xs.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`--${name} must be a comma list of positive integers (got ${v})`);
+  return xs;
+}
+
+function posInt(v: string | undefined, name: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer (got ${v})`);
+  return n;
+}
 
 function git(args: string[]): string | null {
   try {
@@ -63,6 +86,8 @@ export async function main(argv: string[]): Promise<number> {
     options: {
       quick: { type: 'boolean' }, threads: { type: 'string' }, model: { type: 'string' }, skip: { type: 'string' },
       out: { type: 'string' }, 'max-context': { type: 'string' }, help: { type: 'boolean' },
+      preset: { type: 'string' }, dtype: { type: 'string' }, concurrency: { type: 'string' },
+      'new-tokens': { type: 'string' }, 'prompt-tokens': { type: 'string' },
     },
   });
   if (values.help) {
@@ -73,6 +98,16 @@ export async function main(argv: string[]): Promise<number> {
   const threads = values.threads === undefined ? os.availableParallelism() : Number(values.threads);
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer (got ${values.threads})`);
   const skip = new Set((values.skip ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+  const onlyConcurrency = values.concurrency !== undefined;
+  const levels = onlyConcurrency ? intList(values.concurrency as string, 'concurrency') : quick ? [1, 4, 16] : [1, 4, 16, 64];
+  if (onlyConcurrency) for (const p of ['kernels', 'e2e']) skip.add(p);
+  const newTokens = posInt(values['new-tokens'], 'new-tokens', quick ? 16 : 32);
+  const promptTokens = posInt(values['prompt-tokens'], 'prompt-tokens', 32);
+  const preset = values.preset ?? 'small';
+  if (!['tiny', 'small', '7b'].includes(preset)) throw new Error(`--preset must be tiny, small or 7b (got ${preset})`);
+  const cpuModes = (values.dtype ?? 'fp32,bf16').split(',').map((x) => x.trim()).filter(Boolean) as CpuMode[];
+  if (cpuModes.length === 0 || cpuModes.some((m) => m !== 'fp32' && m !== 'bf16')) throw new Error(`--dtype must list fp32 and/or bf16 (got ${values.dtype})`);
+  const modelDir = async () => values.model ?? (await cachedRandom(preset as 'small', 'bf16', 1));
   const outDir = path.resolve(values.out ?? path.join(__dirname, '..', '..', 'bench', 'results'));
   const log = (s: string) => console.log(s);
   const tStart = nowMs();
@@ -100,7 +135,7 @@ export async function main(argv: string[]): Promise<number> {
   const peakProxy: SuiteResult['limits']['peakProxy'] = {};
   const kernels: KernelRow[] = [];
   const e2e: E2eRun[] = [];
-  const cpuModes: CpuMode[] = ['fp32', 'bf16'];
+  const concurrency: ConcurrencyRun[] = [];
 
   // ---------------------------------------------------------------- kernels
   if (!skip.has('kernels')) {
@@ -163,7 +198,7 @@ export async function main(argv: string[]): Promise<number> {
 
   // ---------------------------------------------------------------- end to end
   if (!skip.has('e2e')) {
-    const dir = values.model ?? (await cachedRandom('small', 'bf16', 1));
+    const dir = await modelDir();
     const maxCtx = values['max-context'] === undefined ? 4096 : Number(values['max-context']);
     const contexts = (quick ? [8, 256] : [8, 128, 256, 512, 1024, 4096]).filter((c) => c <= maxCtx);
     const runs: Array<{ device: 'cpu' | 'cuda'; dtype: CpuMode; mode: string }> = cpuModes.map((m) => ({ device: 'cpu', dtype: m, mode: m }));
@@ -174,7 +209,9 @@ export async function main(argv: string[]): Promise<number> {
         try {
           const run = await runSweep({
             dir, device: r.device, dtype: r.dtype, mode: r.mode, threads, contexts, decodeSteps: quick ? 4 : 8,
-            batchSequences: 2, batchPrompt: quick ? 32 : 128, batchDecode: quick ? 4 : 8,
+            // 8 | 9+: the CPU backend's linear switches from its gemv (T <= 8) to its gemm kernels there.
+            batchSizes: skip.has('batch') ? [] : quick ? [1, 4, 8, 16] : [1, 4, 8, 16, 32, 64], batchContext: quick ? 32 : 128,
+            batchSteps: quick ? 4 : 8,
             peakGflops: peakProxy[r.mode]?.gflops ?? null, log,
           });
           e2e.push(run);
@@ -183,6 +220,27 @@ export async function main(argv: string[]): Promise<number> {
         } catch (e) {
           if (r.device !== 'cuda') throw e;
           notes.push(`CUDA end to end failed: ${(e as Error).message}`);
+        }
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- concurrency (continuous batching)
+  if (!skip.has('concurrency')) {
+    const dir = await modelDir();
+    const runs: Array<{ device: 'cpu' | 'cuda'; dtype: CpuMode; mode: string }> = cpuModes.map((m) => ({ device: 'cpu', dtype: m, mode: m }));
+    if (cuda.available && !skip.has('cuda')) runs.push({ device: 'cuda', dtype: 'bf16', mode: 'cuda-bf16' });
+    for (const r of runs) {
+      log(`\n-- concurrency, ${r.mode}: ${levels.join(', ')} clients x generate(${promptTokens}-token prompt, ${newTokens} new tokens, greedy)` +
+        `${r.device === 'cuda' ? ' [CUDA: untested on the development machine]' : ''}`);
+      await section(`concurrency ${r.mode}`, async () => {
+        try {
+          concurrency.push(await runConcurrency({
+            dir, device: r.device, dtype: r.dtype, mode: r.mode, threads, levels, promptTokens, newTokens, log,
+          }));
+        } catch (e) {
+          if (r.device !== 'cuda') throw e;
+          notes.push(`CUDA concurrency failed: ${(e as Error).message}`);
         }
       });
     }
@@ -198,15 +256,25 @@ export async function main(argv: string[]): Promise<number> {
   const commit = git(['rev-parse', '--short', 'HEAD']) ?? 'unknown';
   const status = git(['status', '--porcelain', '--', 'lib', 'cpp', 'cuda', 'CMakeLists.txt', 'binding.gyp', 'package.json', 'bench/run.js']);
   const mhz = cpuMHz();
-  notes.push(
+  if (kernels.length) notes.push(
     'rmsnorm, rope, swiglu and attention are the same code in the fp32 and bf16 modes (dtype changes only the matmul ' +
       'inputs of linear), so their two columns are two measurements of one kernel.',
     'linear rows with T <= 16 read each call\'s weights from a different part of a pool larger than the LLC (cold, as ' +
       'in the model, whose weights exceed the LLC); T >= 128 rows use timeLinear (hot weights, x packing included). ' +
       '% for gemm is of the roofline min(peak proxy, AI x BW).',
-    'end to end: batch size 1 only; the engine runs one sequence per forward, so the "batch" figures are N independent ' +
-      'sequences run one after another (lib/bench/e2e.ts each), and their aggregate equals the single-sequence rate.',
   );
+  if (e2e.some((e) => e.batch)) {
+    notes.push('decode against batch size: B sequences at the batch context forward one token each, submitted together; ' +
+      'the scheduler runs them as one native step of B tokens (seq/step shows it did). GB/s counts the weights once per ' +
+      'step plus the B sequences\' KV reads; GFLOP/s all B tokens.');
+  }
+  if (concurrency.length) {
+    notes.push('concurrency: C clients start generate() together (greedy, repetition penalty 1, distinct prompts); ' +
+      'aggregate = all tokens / wall time (prefill, queueing and main-thread sampling included); decode-only = ' +
+      'onStep decodeTokens / native seconds of the steps without prompt tokens; TTFT from the common start; TPOT = ' +
+      'gaps between consecutive tokens of one client, pooled; event-loop delay = how late a 1 ms timer ran (excess over 1 ms).',
+      ...concurrency.flatMap((c) => c.notes.map((n) => `concurrency ${c.mode}: ${n}`)));
+  }
   const result: SuiteResult = {
     suite: 'qwen-node microbenchmarks', version: 1, date: new Date().toISOString(), quick,
     runtimeS: (nowMs() - tStart) / 1e3,
@@ -227,18 +295,46 @@ export async function main(argv: string[]): Promise<number> {
         amxBf16Gflops: mhz && cpu.features.amxBf16 ? (mhz * threads * 1024) / 1e3 : null,
       },
     },
-    sections, kernels, e2e, notes,
+    sections, kernels, e2e,
+    concurrency: concurrency.length ? { date: new Date().toISOString(), build: { commit, dirty: status === null ? null : status.length > 0 }, runs: concurrency } : null,
+    notes,
   };
   fs.mkdirSync(outDir, { recursive: true });
+  if (onlyConcurrency) {
+    // Keep the kernels and end-to-end figures of the last full run; only the concurrency key (and its sections) change.
+    const prev = readPrevious(path.join(outDir, 'latest.json'));
+    if (prev) {
+      prev.concurrency = result.concurrency;
+      prev.sections = [...prev.sections.filter((x) => !x.name.startsWith('concurrency')), ...sections];
+      prev.notes = [...prev.notes.filter((n) => !n.startsWith('concurrency')), ...notes.filter((n) => n.startsWith('concurrency'))];
+      Object.assign(result, prev);
+      log(`(kept the kernels and end-to-end figures of ${prev.date} in ${outDir}/latest.json; replaced its concurrency key)`);
+    }
+  }
   fs.writeFileSync(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
   const md = renderMarkdown(result);
   fs.writeFileSync(path.join(outDir, 'latest.md'), md);
-  if (result.e2e.length) fs.writeFileSync(path.join(outDir, 'latest.svg'), renderSvg(result));
+  const svg = result.e2e.length > 0 || (result.concurrency?.runs.length ?? 0) > 0;
+  if (svg) fs.writeFileSync(path.join(outDir, 'latest.svg'), renderSvg(result));
   log(renderText(result));
   log('\n---- markdown (bench/results/latest.md) ----\n');
   log(md);
-  log(`wrote ${path.join(outDir, 'latest.json')}, latest.md${result.e2e.length ? ', latest.svg' : ''} in ${result.runtimeS.toFixed(0)} s total`);
+  log(`wrote ${path.join(outDir, 'latest.json')}, latest.md${svg ? ', latest.svg' : ''} in ${((nowMs() - tStart) / 1e3).toFixed(0)} s total`);
   return 0;
+}
+
+/** The suite result already in `file`, when it is one (of this version) with figures worth keeping. */
+function readPrevious(file: string): SuiteResult | null {
+  try {
+    const r = JSON.parse(fs.readFileSync(file, 'utf8')) as SuiteResult;
+    if (r.suite !== 'qwen-node microbenchmarks' || r.version !== 1 || !Array.isArray(r.kernels) || !Array.isArray(r.e2e)) return null;
+    // Results from before batched steps carry a sequential "batch" of another shape: drop it.
+    for (const e of r.e2e) if (e.batch && !Array.isArray((e.batch as { points?: unknown }).points)) e.batch = null;
+    r.notes = r.notes.filter((n) => !n.startsWith('end to end: batch size 1 only'));
+    return r.kernels.length || r.e2e.length ? r : null;
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -3,6 +3,8 @@
 export interface Series {
   name: string;
   color: string;
+  /** stroke-dasharray of the line (solid when absent) */
+  dash?: string;
   points: Array<[number, number]>;
 }
 
@@ -61,17 +63,21 @@ function panel(p: Panel, x0: number, y0: number, w: number, h: number): string {
   }
   out.push(`<text x="${m.l + pw / 2}" y="${h - 8}" text-anchor="middle" font-size="12">${esc(p.xLabel)}</text>`);
   out.push(`<text transform="translate(14,${m.t + ph / 2}) rotate(-90)" text-anchor="middle" font-size="12">${esc(p.yLabel)}</text>`);
-  p.series.forEach((s, i) => {
+  // legend: one row between the title and the plot, each entry as wide as its name
+  const shown = p.series.filter((s) => s.points.some(([x, y]) => x > 0 && Number.isFinite(y)));
+  const widths = shown.map((s) => 30 + 6.5 * s.name.length);
+  let lx = m.l + pw / 2 - widths.reduce((a, b) => a + b, 0) / 2;
+  shown.forEach((s, i) => {
     const pts = s.points.filter(([x, y]) => x > 0 && Number.isFinite(y)).sort((a, b) => a[0] - b[0]);
-    if (pts.length === 0) return;
-    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map(([x, y]) => `${f(X(x))},${f(Y(y))}`).join(' ')}"/>`);
+    const dash = s.dash ? ` stroke-dasharray="${s.dash}"` : '';
+    out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2"${dash} points="${pts.map(([x, y]) => `${f(X(x))},${f(Y(y))}`).join(' ')}"/>`);
     for (const [x, y] of pts) {
       out.push(`<circle cx="${f(X(x))}" cy="${f(Y(y))}" r="3.5" fill="${s.color}"><title>${esc(s.name)}: ${x} → ${y.toFixed(2)}</title></circle>`);
     }
-    // legend: one row between the title and the plot
-    const lx = m.l + pw / 2 - (p.series.length * 90) / 2 + i * 90, ly = 34;
-    out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2"/>`);
-    out.push(`<text x="${lx + 24}" y="${ly + 4}" font-size="11">${esc(s.name)}</text>`);
+    const ly = 34;
+    out.push(`<line x1="${f(lx)}" x2="${f(lx + 20)}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2"${dash}/>`);
+    out.push(`<text x="${f(lx + 24)}" y="${ly + 4}" font-size="11">${esc(s.name)}</text>`);
+    lx += widths[i];
   });
   out.push('</g>');
   return out.join('\n');

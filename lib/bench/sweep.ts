@@ -1,17 +1,24 @@
 /**
  * End-to-end part of the microbenchmark suite (lib/bench/suite.ts): prefill tok/s against prompt length and decode
- * tok/s against context length on one loaded model, plus "batch" = N independent sequences run one after another
- * through lib/bench/e2e.ts (the engine steps one sequence at a time; there is no batched forward yet, so the
- * aggregate rate of N sequences is the single-sequence rate, and the suite says so).
+ * tok/s against context length on one loaded model (batch 1), then decode tok/s against batch size: B sequences at a
+ * context of about `batchContext` each forward one token concurrently, which the scheduler (lib/model/scheduler.ts,
+ * continuous batching) merges into one native step of B tokens.
  *
  * Decode: after a fresh prefill of c tokens, one untimed step, then `steps` timed steps (each a forward of 1 token,
  * greedy argmax outside the timed region); the median step is reported. Decode GB/s counts the weights streamed per
  * token (all but the embedding table) plus the KV cache read by attention at that context.
+ *
+ * Batch: max(batchSizes) sequences are prefilled together (prompts of batchContext tokens, distinct per sequence; the
+ * aggregate prefill rate of that is reported too), then for each size B the first B of them run 1 untimed and
+ * `batchSteps` timed steps of one token each (fixed ids: the values do not change the work). Reported: the median
+ * wall time of a step (submit to the last logits), aggregate tok/s = B / that, the engine's own step time from
+ * model.onStep, and the sequences each step really held (a check that the B forwards did share one step).
  */
 import { addon } from '../native/binding';
 import { loadModel, Model } from '../model/model';
 import { ffnWidth } from '../model/config';
-import { benchE2e, E2eResult } from './e2e';
+import type { StepStats } from '../model/scheduler';
+import { clientPrompt } from './concurrency';
 import { median, nowMs } from './timing';
 
 export interface E2ePoint {
@@ -35,10 +42,41 @@ export interface E2eRun {
   peakGflops: number | null;
   kvBytesPerElem: number;
   points: E2ePoint[];
-  batch: {
-    batchSize: 1; sequences: number; prompt: number; decode: number; note: string;
-    aggregatePrefillTokPerS: number; aggregateDecodeTokPerS: number; perSequence: E2eResult[];
-  } | null;
+  batch: BatchAxis | null;
+}
+
+export interface BatchPoint {
+  batchSize: number;
+  steps: number;
+  /** median wall ms of a step: the B forwards submitted together until the last one resolved */
+  msPerStep: number;
+  /** aggregate decode tok/s = B / msPerStep */
+  tokPerS: number;
+  /** per sequence: 1 / msPerStep */
+  perSequenceTokPerS: number;
+  /** median native step time from model.onStep (the wall figure less the scheduling around it) */
+  engineMsPerStep: number;
+  /** mean sequences per step as the scheduler ran them (B when the forwards shared each step) */
+  meanSequencesPerStep: number;
+  /** mean context of the B sequences during the timed steps */
+  context: number;
+  samples: number[];
+  /** weights once + the B sequences' KV read, per step */
+  bytesPerStep: number;
+  gbs: number;
+  ofReadBandwidth: number | null;
+  gflops: number;
+  ofPeak: number | null;
+  /** aggregate tok/s over the batch-1 point's */
+  speedup: number;
+}
+
+export interface BatchAxis {
+  context: number;
+  sequences: number;
+  /** the max(batchSizes) prompts of `context` tokens prefilled together */
+  prefill: { tokens: number; ms: number; tokPerS: number };
+  points: BatchPoint[];
 }
 
 export interface SweepOptions {
@@ -49,9 +87,11 @@ export interface SweepOptions {
   threads: number;
   contexts: number[];
   decodeSteps: number;
-  batchSequences: number;
-  batchPrompt: number;
-  batchDecode: number;
+  /** decode against batch size (empty: skipped) */
+  batchSizes: number[];
+  /** prompt length of each batched sequence */
+  batchContext: number;
+  batchSteps: number;
   peakGflops: number | null;
   log: (s: string) => void;
 }
@@ -64,6 +104,13 @@ function argmax(logits: Float32Array): number {
   let best = 0;
   for (let v = 1; v < 151643; v++) if (logits[v] > logits[best]) best = v;
   return best;
+}
+
+/** The FLOPs of one decoded token at context `ctx`: every linear (lm_head once) plus attention over ctx keys. */
+export function decodeFlops(model: Model, ctx: number): number {
+  const c = model.config;
+  const H = c.hidden_size, F = ffnWidth(c), L = c.num_hidden_layers;
+  return 2 * L * (3 * H * H + H * H + 3 * F * H) + 4 * ctx * H * L + 2 * H * c.vocab_size;
 }
 
 /** The FLOPs of a prefill of T tokens, as lib/bench/e2e.ts counts them. */
@@ -128,22 +175,9 @@ export async function runSweep(o: SweepOptions): Promise<E2eRun> {
       }
     }
 
-    let batch: E2eRun['batch'] = null;
-    if (o.batchSequences > 0) {
-      const per: E2eResult[] = [];
-      for (let i = 0; i < o.batchSequences; i++) {
-        per.push(await benchE2e(model, { prompt: o.batchPrompt, decode: o.batchDecode, threads: o.threads, measureBandwidth: false }));
-      }
-      const pTok = per.reduce((n, r) => n + r.prefill.tokens, 0), pMs = per.reduce((n, r) => n + r.prefill.ms, 0);
-      const dTok = per.reduce((n, r) => n + r.decode.steps, 0), dMs = per.reduce((n, r) => n + r.decode.msPerToken * r.decode.steps, 0);
-      batch = {
-        batchSize: 1, sequences: o.batchSequences, prompt: o.batchPrompt, decode: o.batchDecode, perSequence: per,
-        aggregatePrefillTokPerS: (pTok / pMs) * 1e3, aggregateDecodeTokPerS: (dTok / dMs) * 1e3,
-        note: 'batch size 1 only: the engine runs one sequence per forward step, so these N independent sequences ran one after another (lib/bench/e2e.ts each)',
-      };
-      o.log(`  [${o.mode}] batch 1 x ${o.batchSequences} sequences in turn (prompt ${o.batchPrompt}, decode ${o.batchDecode}): ` +
-        `prefill ${batch.aggregatePrefillTokPerS.toFixed(1)} tok/s, decode ${batch.aggregateDecodeTokPerS.toFixed(2)} tok/s aggregate`);
-    }
+    const batch = o.batchSizes.length
+      ? await batchAxis(model, o, { streamed, kvBytes, readGBs })
+      : null;
     return {
       mode: o.mode, device: o.device, dtype: o.dtype, loadMs, readGBs, peakGflops: o.peakGflops, kvBytesPerElem: kvBytes,
       model: { dir: model.dir, weightBytes: model.weightBytes.total, streamedBytesPerToken: streamed, layers: L, hidden: H, ffn: ffnWidth(c), vocab: c.vocab_size },
@@ -151,5 +185,64 @@ export async function runSweep(o: SweepOptions): Promise<E2eRun> {
     };
   } finally {
     await model.dispose();
+  }
+}
+
+async function batchAxis(
+  model: Model, o: SweepOptions, k: { streamed: number; kvBytes: number; readGBs: number | null },
+): Promise<BatchAxis> {
+  const c = model.config;
+  const H = c.hidden_size, L = c.num_hidden_layers;
+  const sizes = [...new Set(o.batchSizes)].sort((a, b) => a - b);
+  const n = sizes[sizes.length - 1];
+  const seqs = Array.from({ length: n }, () => model.createSequence());
+  try {
+    let t = nowMs();
+    await Promise.all(seqs.map((s, i) => s.forward(clientPrompt(o.batchContext, i))));
+    const pms = nowMs() - t;
+    const prefill = { tokens: n * o.batchContext, ms: pms, tokPerS: ((n * o.batchContext) / pms) * 1e3 };
+    o.log(`  [${o.mode}] batch: ${n} prompts of ${o.batchContext} tokens prefilled together in ${(pms / 1e3).toFixed(1)} s = ` +
+      `${prefill.tokPerS.toFixed(1)} tok/s`);
+    const points: BatchPoint[] = [];
+    for (const B of sizes) {
+      const group = seqs.slice(0, B);
+      const steps: StepStats[] = [];
+      const off = model.onStep((s) => steps.push(s));
+      const samples: number[] = [];
+      let ctxSum = 0;
+      try {
+        for (let i = 0; i <= o.batchSteps; i++) {
+          if (i > 0) ctxSum += group.reduce((m, s) => m + s.length, 0) / B;
+          t = nowMs();
+          await Promise.all(group.map((s, j) => s.forward([(o.batchContext * 31 + i * 7 + j) % 151643])));
+          if (i > 0) samples.push(nowMs() - t); // step 0 is untimed (it may grow the KV cache)
+        }
+      } finally {
+        off();
+      }
+      const timed = steps.slice(-o.batchSteps);
+      const dms = median(samples);
+      const ctx = ctxSum / o.batchSteps;
+      const bytes = k.streamed + B * L * 2 * (ctx + 1) * H * k.kvBytes;
+      const flops = B * decodeFlops(model, ctx);
+      const tokPerS = (B / dms) * 1e3;
+      const p: BatchPoint = {
+        batchSize: B, steps: samples.length, msPerStep: dms, tokPerS, perSequenceTokPerS: 1e3 / dms,
+        engineMsPerStep: median(timed.map((s) => s.seconds * 1e3)),
+        meanSequencesPerStep: steps.length ? steps.reduce((m, s) => m + s.sequences, 0) / steps.length : 0,
+        context: ctx, samples, bytesPerStep: bytes, gbs: bytes / dms / 1e6, ofReadBandwidth: k.readGBs ? bytes / dms / 1e6 / k.readGBs : null,
+        gflops: flops / dms / 1e6, ofPeak: o.peakGflops ? flops / dms / 1e6 / o.peakGflops : null,
+        speedup: points.length ? tokPerS / points[0].tokPerS : 1,
+      };
+      points.push(p);
+      o.log(`  [${o.mode}] batch ${String(B).padStart(2)} at context ~${ctx.toFixed(0)}: ${dms.toFixed(1)} ms/step ` +
+        `(engine ${p.engineMsPerStep.toFixed(1)}, ${p.meanSequencesPerStep.toFixed(1)} seq/step) = ${tokPerS.toFixed(1)} tok/s aggregate ` +
+        `(x${p.speedup.toFixed(2)} vs batch ${points[0].batchSize}), ${p.gflops.toFixed(0)} GFLOP/s` +
+        `${p.ofPeak !== null ? ` (${(p.ofPeak * 100).toFixed(0)} % peak)` : ''}, ${p.gbs.toFixed(1)} GB/s` +
+        `${p.ofReadBandwidth !== null ? ` (${(p.ofReadBandwidth * 100).toFixed(0)} % BW)` : ''}`);
+    }
+    return { context: o.batchContext, sequences: n, prefill, points };
+  } finally {
+    for (const s of seqs) s.dispose();
   }
 }

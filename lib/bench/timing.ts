@@ -181,3 +181,12 @@ export class LoadMeter {
     return Math.min(1, Math.max(0, (busy - selfTicks) / total));
   }
 }
+
+/** The q-quantile (0..1) of the samples, linear between order statistics (NaN when empty). */
+export function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const pos = (s.length - 1) * Math.min(1, Math.max(0, q));
+  const lo = Math.floor(pos), hi = Math.ceil(pos);
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+}
