@@ -31,6 +31,13 @@ step "qwen-node benchmark, 7b bf16 on CUDA"
 node bin/qwen-node.js bench --model $CK --device cuda --prompt 2048 --decode 64 --json > "$OUT/bench-cuda.json" 2>"$OUT/bench-cuda.err"; tail -3 "$OUT/bench-cuda.err"
 node -e "const r=require('$OUT/bench-cuda.json');console.log('prefill 2048:',r.prefill.ms.toFixed(1),'ms;','decode bs1:',r.decode.tokPerS.toFixed(1),'tok/s,',r.decode.gbs.toFixed(0),'GB/s')" || true
 
+step "continuous batching on CUDA, 7b bf16: clients 1/16/64, 200-token prompts, 64 new tokens (goal: batch 64 >= 7000 tok/s)"
+timeout 150 node -e "
+require('./dist/bench/concurrency.js').runConcurrency({ dir: '$CK', device: 'cuda', dtype: 'bf16', mode: 'cuda-bf16', threads: 16,
+  levels: [1, 16, 64], promptTokens: 200, newTokens: 64, log: (s) => console.error(s) })
+  .then((r) => require('fs').writeFileSync('$OUT/concurrency-cuda.json', JSON.stringify(r, null, 1)))
+  .catch((e) => { console.error('concurrency failed:', e.message); process.exit(1); });" 2>&1 | tail -12
+
 step "HF transformers baseline on the same card"
 timeout 120 python3 .device/hf_baseline.py 2>&1 | tail -8 | tee "$OUT/hf.log"
 
