@@ -239,7 +239,7 @@ export class Scheduler {
     st.queued = true;
     // Back to the queue in arrival order among the other preempted ones, ahead of every new sequence.
     let at = 0;
-    while (at < this.waiting.length && this.waiting[at].history.length === 0 && this.waiting[at].replay.length > 0 && this.waiting[at].arrival < st.arrival) at++;
+    while (at < this.waiting.length && this.waiting[at].replay.length > 0 && this.waiting[at].arrival < st.arrival) at++;
     this.waiting.splice(at, 0, st);
     this.counters.preemptions++;
     return freed;
@@ -297,9 +297,10 @@ export class Scheduler {
 
     // Admission, FIFO: blocks for the whole prompt + one generated token, beyond what admitted prompts still need.
     let owed = 0;
+    const takes = new Map(plan.map((p) => [p.st, p.take]));
     for (const s of this.states) {
       if (!s.admitted) continue;
-      const planned = plan.find((p) => p.st === s)?.take ?? 0; // blocks for these are taken from `free` already
+      const planned = takes.get(s) ?? 0; // blocks for these are taken from `free` already
       owed += Math.max(0, blocksFor(s.native.length + s.remaining, B) - blocksFor(s.native.length + planned, B));
     }
     while (this.waiting.length > 0 && plan.length < maxBatchSequences && tokens > 0) {
