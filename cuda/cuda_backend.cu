@@ -451,7 +451,10 @@ std::shared_ptr<KVPool> CudaBackend::new_kv_pool(const ModelConfig& cfg, int max
   return std::make_shared<CudaKVPool>(cfg.n_layers, cfg.hidden, act_, max_blocks);
 }
 
-void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaBackend::synchronize() {
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  prof_.collect();
+}
 
 // ------------------------------------------------------------------------------------------------ ops
 namespace {
@@ -465,6 +468,7 @@ size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
 }  // namespace
 
 void CudaBackend::embedding(const Weight& wte, const int32_t* ids, int T, Buf h) {
+  ProfScope prof(prof_, stream_, [&] { return std::string("embedding"); });
   if (T <= 0) return;
   check_weight(wte, act_, "embedding");
   const int32_t* ids_dev = ids_.stage(ids, T, stream_, "token ids");
@@ -472,6 +476,7 @@ void CudaBackend::embedding(const Weight& wte, const int32_t* ids, int T, Buf h)
 }
 
 void CudaBackend::rmsnorm(const Buf x, const Weight& g, float eps, int T, int H, Buf y) {
+  ProfScope prof(prof_, stream_, [&] { return "rmsnorm T=" + std::to_string(T); });
   check_weight(g, act_, "rmsnorm");
   if (g.rows * g.cols != H) throw std::invalid_argument("rmsnorm: gain has " + std::to_string(g.rows * g.cols) +
                                                         " elements, H = " + std::to_string(H));
@@ -479,6 +484,9 @@ void CudaBackend::rmsnorm(const Buf x, const Weight& g, float eps, int T, int H,
 }
 
 void CudaBackend::linear(const Buf x, const Weight& W, const Weight* b, int T, Buf y) {
+  ProfScope prof(prof_, stream_, [&] {
+    return "linear N=" + std::to_string(W.rows) + " K=" + std::to_string(W.cols) + " T=" + std::to_string(T);
+  });
   check_weight(W, act_, "linear");
   if (b) {
     check_weight(*b, act_, "linear bias");
@@ -505,6 +513,7 @@ void CudaBackend::linear(const Buf x, const Weight& W, const Weight* b, int T, B
 // Problems that only some ops care about (a slice without rotary parameters, or without a big enough CUDA cache) are
 // recorded and thrown by those ops, so rope-only or kv-only steps (the op tests) work.
 void CudaBackend::begin_step(const SeqSlice* s, int n) {
+  ProfScope prof(prof_, stream_, [&] { return "begin_step n=" + std::to_string(n); });
   step_valid_ = false;
   if (n < 0 || (n > 0 && !s)) throw std::invalid_argument("begin_step: bad slice array");
   rope_error_.clear();
@@ -684,6 +693,7 @@ void CudaBackend::check_kv(const char* op, int n_heads, int head_dim, int layer)
 }
 
 void CudaBackend::rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim) {
+  ProfScope prof(prof_, stream_, [&] { return std::string("rope"); });
   ensure_step(s, n);
   if (step_.rows <= 0) return;
   if (!rope_error_.empty()) throw std::invalid_argument("rope: " + rope_error_);
@@ -694,6 +704,7 @@ void CudaBackend::rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_
 }
 
 void CudaBackend::kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer) {
+  ProfScope prof(prof_, stream_, [&] { return std::string("kv_store"); });
   ensure_step(s, n);
   if (step_.rows <= 0) return;
   check_kv("kv_store", n_heads, head_dim, layer);
@@ -702,6 +713,10 @@ void CudaBackend::kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads,
 
 void CudaBackend::attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer,
                             Buf out) {
+  ProfScope prof(prof_, stream_, [&] {
+    const AttnArgs a{act_, qkv, out, step_, n_heads, head_dim, layer};
+    return std::string("attention ") + (step_valid_ ? attention_path(a) : "") + " rows=" + std::to_string(step_.rows);
+  });
   ensure_step(s, n);
   if (step_.rows <= 0) return;
   check_kv("attention", n_heads, head_dim, layer);
@@ -719,17 +734,20 @@ void CudaBackend::attention(const Buf qkv, const SeqSlice* s, int n, int n_heads
 }
 
 void CudaBackend::swiglu(const Buf a, const Buf g, int T, int F, Buf out) {
+  ProfScope prof(prof_, stream_, [&] { return std::string("swiglu"); });
   if (T <= 0 || F <= 0) return;
   cu::swiglu(act_, a, g, size_t(T) * size_t(F), out, stream_);
 }
 
 void CudaBackend::add(Buf h, const Buf x, int T, int H) {
+  ProfScope prof(prof_, stream_, [&] { return std::string("add"); });
   if (T <= 0 || H <= 0) return;
   cu::add(act_, h, x, size_t(T) * size_t(H), stream_);
 }
 
 void CudaBackend::final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,
                                float eps, float* logits) {
+  ProfScope prof(prof_, stream_, [&] { return "final_logits R=" + std::to_string(R); });
   static_assert(sizeof(int) == sizeof(int32_t), "rows are staged as int32");
   if (R <= 0) return;
   check_weight(ln_f, act_, "final_logits ln_f");

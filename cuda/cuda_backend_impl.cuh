@@ -10,6 +10,7 @@
 
 #include "core/backend.h"
 #include "cublas_dyn.h"
+#include "profile.cuh"
 #include "step.cuh"
 
 namespace qwen::cu {
@@ -195,6 +196,7 @@ class CudaBackend final : public Backend {
   int step_max_rot_ = 0;
   int step_kv_layers_ = 0, step_kv_hidden_ = 0;  // of the slices' pool(s)
   std::vector<char> step_host_;                  // scratch for building the upload
+  OpProfiler prof_;                              // QWEN_CUDA_PROFILE=1 (profile.cuh)
 };
 
 }  // namespace qwen::cu

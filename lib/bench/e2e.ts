@@ -33,9 +33,11 @@ export async function benchE2e(
   if (readGBs !== null) log(`read bandwidth (${opts.threads} threads, 1 GiB, best of 2): ${readGBs.toFixed(1)} GB/s`);
 
   const prompt = Array.from({ length: opts.prompt }, (_, i) => (i * 7919 + 13) % 151643);
-  // Warm-up step so the first timed forward does not pay for lazy allocations.
+  // Warm-up with the whole prompt, then a few decode steps, so the timed forwards do not pay for lazy allocations (KV
+  // blocks, workspaces sized by the longest step, cuBLAS's first calls), which the disposed sequence leaves for reuse.
   const warm = model.createSequence();
-  await warm.forward(prompt.slice(0, 8));
+  await warm.forward(prompt);
+  for (let i = 0; i < 3; i++) await warm.forward([prompt[i]]);
   warm.dispose();
 
   const seq = model.createSequence();
