@@ -304,7 +304,8 @@ static Path choose(const LinearArgs& a) {
   const int vec = 16 / int(dtype_size(a.act));
   if (a.T <= kGemvMaxT)
     return (a.K % vec == 0 && aligned16(a.x) && aligned16(a.W)) ? Path::Gemv : Path::GemvScalar;
-  if (a.cublas && a.T >= kCublasMinT && cublas::api().ok) return Path::Cublas;
+  if (a.cublas && a.T >= kCublasMinT && a.N >= kCublasMinNK && a.K >= kCublasMinNK && cublas::api().ok)
+    return Path::Cublas;
   if (a.act != DType::F32 && a.K % 8 == 0 && aligned16(a.x) && aligned16(a.W)) return Path::Wmma;
   return Path::Fma;
 }

@@ -55,6 +55,8 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
     [37, 64, 100], [100, 129, 27], [600, 40, 30],
     // K % 32 == 0 and N % 16 == 0: the AMX tiles in dtype 'bf16' (partial 16-row / 16-token tiles included)
     [9, 64, 48], [37, 96, 32], [100, 128, 16], [600, 64, 80],
+    // T >= 64 with N, K >= 256: cuBLAS on CUDA (cuda/linear.cuh)
+    [70, 320, 264],
   ];
   describe.each(dtypes)('linear %s', (dt) => {
     test.each(linearShapes)('T=%i K=%i N=%i (with and without bias)', (T, K, N) => {
