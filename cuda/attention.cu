@@ -1,4 +1,4 @@
-// attention: two kernel families over a batched step (see attention.cuh and step.cuh for the paged KV layout).
+// attention: three kernel families over a batched step (see attention.cuh and step.cuh for the paged KV layout).
 //
 // split (decode and short chunks; everything for fp32 / odd head_dim): grid (chunks of 256 keys, heads, rows), 128
 // threads; ONE launch for all the rows it is given, whatever their sequences and lengths. The block maps its row to
@@ -11,23 +11,28 @@
 // O = sum_c e^(m_c - M) o_c / sum_c e^(m_c - M) l_c. Reads K and V once per (row, head): memory bound, ~40-60 % of
 // HBM bandwidth expected (scalar 2-byte loads); vectorised loads and a head group per block are follow-ups.
 //
-// flash (prefill / long chunks, bf16/fp16, head_dim 64 or 128): ONE launch over the step's (slice, 64-query tile)
-// list (built by begin_step, heaviest tiles first) x heads, 4 warps, each warp owns 16 query rows. Per tile of 32
+// flash2 (default for prefill / long chunks, bf16/fp16, head_dim 64 or 128): FlashAttention-2 style mma.sync kernel
+// in flash_mma.cuh: Q fragments and the fp32 O accumulators in registers, 64-key tiles (two KV blocks) through a
+// 2-stage cp.async ring, P reused from the S accumulators, online softmax with exp2. One launch over the step's
+// (slice, 64-query tile) list x heads.
+//
+// flash / WMMA (fallback, QWEN_ATTN_FLASH=wmma): same work split, 4 warps, each warp owns 16 query rows. Per tile of 32
 // keys -- exactly KV block kv0/32 of the slice, so a tile is one dense [32][H] slab of one block -- the block loads
 // K and V [32][d] into shared (zero rows past the slice's last key: the block's unused rows are never read); each
 // warp computes S = Q K^T [16 x 32] with WMMA (fp32 accumulate) into its shared S tile; lane pair (2r, 2r+1) owns row
 // r: scale, causal mask, online softmax (running max m, running sum l, in fp32), writes P in the activation type and
 // rescales its row of the fp32 O tile in shared by e^(m_old - m_new); then O += P V with WMMA (O kept in shared,
-// loaded / stored per tile). Key tiles past the tile's last query are skipped. Shared memory ~81 KB at d = 128
-// (2 blocks / SM on H100). Expected ~100-200 TFLOP/s (no K/V double buffering, O round-trips through shared memory);
-// an mma.sync version with O in registers and cp.async pipelining is the follow-up.
+// loaded / stored per tile). Key tiles past the tile's last query are skipped. Shared memory ~81 KB at d = 128.
+// Measured on an H100: 36-42 TFLOP/s at T = 2048 / chunks of 512 (the O round trips through shared memory).
 #include <mma.h>
 
 #include <cstdlib>
 #include <cstring>
 
 #include "attention.cuh"
+#include "attention_split.cuh"
 #include "common.cuh"
+#include "flash_mma.cuh"
 
 namespace qwen::cu {
 
@@ -159,6 +164,32 @@ static size_t split_bytes_per_row(int n_heads, int hd, int nchunks) {
   return nchunks <= 1 ? 0 : size_t(n_heads) * size_t(nchunks) * size_t(hd + 2) * sizeof(float);
 }
 
+// The split-kernel launch: the 16-byte-load kernel (attention_split.cuh) for bf16/fp16 at head_dim 64 / 128 with an
+// aligned qkv, unless QWEN_ATTN_SPLIT=scalar (read per call, for A/B checks); the scalar kernel otherwise.
+static bool split_scalar_env() {
+  const char* e = std::getenv("QWEN_ATTN_SPLIT");
+  return e && std::strcmp(e, "scalar") == 0;
+}
+template <typename T>
+static void split_chunks(const AttnArgs& a, dim3 grid, const T* qkv, const int32_t* rowlist, int r0, float scale,
+                         int nchunks, float* ws_o, float* ws_ml, T* out, cudaStream_t stream) {
+  if constexpr (sizeof(T) == 2) {
+    if ((a.head_dim == 128 || a.head_dim == 64) && aligned16(qkv) && !split_scalar_env()) {
+      if (a.head_dim == 128)
+        attn_split_vec_kernel<T, 128><<<grid, 128, 0, stream>>>(qkv, a.step, rowlist, r0, a.n_heads, a.layer, scale,
+                                                                nchunks, ws_o, ws_ml, out);
+      else
+        attn_split_vec_kernel<T, 64><<<grid, 128, 0, stream>>>(qkv, a.step, rowlist, r0, a.n_heads, a.layer, scale,
+                                                               nchunks, ws_o, ws_ml, out);
+      CUDA_CHECK_LAUNCH("attn_split_vec_kernel");
+      return;
+    }
+  }
+  attn_split_kernel<T><<<grid, kSplitThreads, 0, stream>>>(qkv, a.step, rowlist, r0, a.n_heads, a.head_dim, a.layer,
+                                                           scale, nchunks, ws_o, ws_ml, out);
+  CUDA_CHECK_LAUNCH("attn_split_kernel");
+}
+
 // Split attention over `count` rows: rowlist[0..count) or, with rowlist == nullptr, rows 0..count-1.
 template <typename T>
 static void launch_split(const AttnArgs& a, const int32_t* rowlist, int count, int nchunks, float* ws,
@@ -170,9 +201,7 @@ static void launch_split(const AttnArgs& a, const int32_t* rowlist, int count, i
   if (nchunks == 1) {  // every row fits one chunk: direct, no workspace, no combine
     for (int r0 = 0; r0 < count; r0 += kMaxGridYZ) {
       const int g = count - r0 < kMaxGridYZ ? count - r0 : kMaxGridYZ;
-      attn_split_kernel<T><<<dim3(1, a.n_heads, g), kSplitThreads, 0, stream>>>(
-          qkv, a.step, rowlist, r0, a.n_heads, a.head_dim, a.layer, scale, 1, nullptr, nullptr, out);
-      CUDA_CHECK_LAUNCH("attn_split_kernel");
+      split_chunks<T>(a, dim3(1, a.n_heads, g), qkv, rowlist, r0, scale, 1, nullptr, nullptr, out, stream);
     }
     return;
   }
@@ -188,9 +217,7 @@ static void launch_split(const AttnArgs& a, const int32_t* rowlist, int count, i
   for (int r0 = 0; r0 < count; r0 += int(group)) {
     const int g = count - r0 < int(group) ? count - r0 : int(group);
     float* ws_ml = ws_o + size_t(g) * a.n_heads * nchunks * a.head_dim;
-    attn_split_kernel<T><<<dim3(nchunks, a.n_heads, g), kSplitThreads, 0, stream>>>(
-        qkv, a.step, rowlist, r0, a.n_heads, a.head_dim, a.layer, scale, nchunks, ws_o, ws_ml, out);
-    CUDA_CHECK_LAUNCH("attn_split_kernel");
+    split_chunks<T>(a, dim3(nchunks, a.n_heads, g), qkv, rowlist, r0, scale, nchunks, ws_o, ws_ml, out, stream);
     attn_combine_kernel<T><<<dim3(a.n_heads, g), kSplitThreads, nchunks * sizeof(float), stream>>>(
         ws_o, ws_ml, a.step, rowlist, r0, a.n_heads, a.head_dim, nchunks, out);
     CUDA_CHECK_LAUNCH("attn_combine_kernel");
@@ -368,21 +395,41 @@ static void launch_flash(const AttnArgs& a, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH("attn_flash_kernel");
 }
 
+template <typename T, int HD>
+static void launch_flash2(const AttnArgs& a, cudaStream_t stream) {
+  using C = fa2::Cfg<T, HD>;
+  CUDA_CHECK(cudaFuncSetAttribute(fa2::attn_fa2_kernel<T, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  int(C::kSmem)));
+  const int64_t blocks = int64_t(a.step.n_tiles) * a.n_heads;  // tile-major: heaviest tiles first over all heads
+  if (blocks > int64_t(0x7fffffff)) throw std::invalid_argument("attention: too many flash tiles");
+  fa2::attn_fa2_kernel<T, HD><<<unsigned(blocks), C::THREADS, C::kSmem, stream>>>(
+      static_cast<const T*>(a.qkv), a.step, a.n_heads, a.layer, 1.4426950408889634f / sqrtf(float(HD)),
+      static_cast<T*>(a.out));
+  CUDA_CHECK_LAUNCH("attn_fa2_kernel");
+}
+
 // ------------------------------------------------------------------------------------------------ entry
-static bool flash_env_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("QWEN_ATTN_FLASH");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return on;
+// QWEN_ATTN_FLASH: unset / anything else -> flash2, "wmma" -> the WMMA flash kernel, "0" -> split only. Read on
+// every call (a getenv per layer is noise) so that a test can switch paths with setenv.
+enum class FlashMode { Off, Wmma, Mma };
+static FlashMode flash_env_mode() {
+  const char* e = std::getenv("QWEN_ATTN_FLASH");
+  if (e && std::strcmp(e, "0") == 0) return FlashMode::Off;
+  if (e && std::strcmp(e, "wmma") == 0) return FlashMode::Wmma;
+  return FlashMode::Mma;
 }
 
 // Flash for the long slices of this call? K/V tiles are 16-byte aligned by construction (block bases 256-byte
-// aligned, H * 2 bytes a multiple of 128 for head_dim 64 / 128); qkv rows are when the buffer is.
-static bool use_flash(const AttnArgs& a) {
-  return a.act != DType::F32 && (a.head_dim == 64 || a.head_dim == 128) && a.step.n_tiles > 0 && aligned16(a.qkv) &&
-         flash_env_enabled();
+// aligned, H * 2 bytes a multiple of 128 for head_dim 64 / 128); qkv rows are when the buffer is. flash2 also stores
+// 4-byte pairs of out: an out buffer that is not 16-byte aligned falls back to the WMMA kernel.
+static FlashMode flash_mode(const AttnArgs& a) {
+  if (a.act == DType::F32 || !(a.head_dim == 64 || a.head_dim == 128) || a.step.n_tiles <= 0 || !aligned16(a.qkv))
+    return FlashMode::Off;
+  const FlashMode m = flash_env_mode();
+  if (m == FlashMode::Mma && !aligned16(a.out)) return FlashMode::Wmma;
+  return m;
 }
+static bool use_flash(const AttnArgs& a) { return flash_mode(a) != FlashMode::Off; }
 
 // The split part of the call: (row list or nullptr = all rows, row count, chunk count).
 struct SplitPart {
@@ -395,8 +442,12 @@ static SplitPart split_part(const AttnArgs& a) {
 }
 
 const char* attention_path(const AttnArgs& a) {
-  if (!use_flash(a)) return "split";
-  return a.step.n_small > 0 ? "flash+split" : "flash";
+  switch (flash_mode(a)) {
+    case FlashMode::Off: return "split";
+    case FlashMode::Wmma: return a.step.n_small > 0 ? "wmma+split" : "wmma";
+    case FlashMode::Mma: break;
+  }
+  return a.step.n_small > 0 ? "flash2+split" : "flash2";
 }
 
 size_t attention_workspace_bytes(const AttnArgs& a) {
@@ -416,12 +467,17 @@ void attention(const AttnArgs& a, void* ws, size_t ws_bytes, cudaStream_t stream
     throw std::invalid_argument("attention: head_dim must be in 1.." + std::to_string(kMaxHd) + " (got " +
                                 std::to_string(a.head_dim) + ")");
   if (a.n_heads > kMaxGridYZ) throw std::invalid_argument("attention: too many heads");
-  const bool flash = use_flash(a);
+  const FlashMode fm = flash_mode(a);
   const SplitPart sp = split_part(a);
   dispatch_act(a.act, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, float>) {
-      if (flash) {
+      if (fm == FlashMode::Mma) {
+        if (a.head_dim == 128)
+          launch_flash2<T, 128>(a, stream);
+        else
+          launch_flash2<T, 64>(a, stream);
+      } else if (fm == FlashMode::Wmma) {
         if (a.head_dim == 128)
           launch_flash<T, 128>(a, stream);
         else

@@ -461,6 +461,7 @@ static void run_step_check(Backend& be, DType dt, const std::string& name, int n
   cu::AttnArgs a;
   a.act = dt;
   a.qkv = qb.p;
+  a.out = ob.p;
   a.step = static_cast<cu::CudaBackend&>(be).step_view();
   a.n_heads = nh;
   a.head_dim = hd;
@@ -531,6 +532,25 @@ static void test_attention(Backend& be, DType dt) {
                                 {23, 259, 10000.0, 64}, {2, 511, 10000.0, 0}};
   run_step_check(be, dt, "mixed odd head_dim", 5, 80, odd, true, true, 503);
   run_step_check(be, dt, "mixed tiny heads", 1, 32, odd, true, true, 504);
+
+  // flash tile edges (default path = flash2 for bf16/fp16): T around the 16-row warp / 64-query tile / 64-key tile
+  // edges, pos0 = 0 (prefill) and pos0 > 0 not a multiple of 32 (chunked prefill), both head dims
+  for (int hd : {64, 128})
+    for (int T : {17, 63, 64, 65, 100, 512})
+      for (int P : {0, 45})
+        run_step_check(be, dt, "flash T=" + std::to_string(T) + " P=" + std::to_string(P), 2, hd,
+                       {{T, P, 10000.0, 0}}, false, true, 600 + T + P + hd);
+  for (int hd : {64, 128}) run_step_check(be, dt, "flash T=512 P=1000", 2, hd, {{512, 1000, 10000.0, 0}}, false,
+                                          true, 611 + hd);
+  // several flash slices of different lengths (and a few split rows) in one step, with rope; then the same step
+  // through the WMMA fallback (QWEN_ATTN_FLASH=wmma is read on every call)
+  const std::vector<Seq> fl = {{63, 0, 10000.0, 0},  {1, 50, 10000.0, 0},   {65, 45, 12000.0, 0},
+                               {17, 200, 10000.0, 0}, {100, 0, 10000.0, 64}, {64, 64, 10000.0, 0},
+                               {5, 7, 10000.0, 0},    {512, 33, 11000.0, 0}};
+  for (int hd : {64, 128}) run_step_check(be, dt, "flash slices", 3, hd, fl, true, true, 620 + hd);
+  setenv("QWEN_ATTN_FLASH", "wmma", 1);
+  for (int hd : {64, 128}) run_step_check(be, dt, "flash slices (QWEN_ATTN_FLASH=wmma)", 3, hd, fl, true, true, 630 + hd);
+  unsetenv("QWEN_ATTN_FLASH");
 }
 
 // A pool larger than the device: acquire throws "CUDA out of memory ... KV cache", takes nothing, and the backend and
@@ -630,6 +650,90 @@ static double time_it(Backend& be, int reps, const std::function<void()>& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
 }
 
+// One layer of attention over the step `seqs` (cache contents are whatever the blocks hold, which does not change the
+// time); `shared` (optional) holds the caches instead, so that later chunks of one sequence can reuse them. Returns
+// seconds per call and the path attention() took.
+static double time_attention(Backend& be, int nh, int hd, const std::vector<Seq>& seqs, std::string* path,
+                             PagedCaches* shared = nullptr) {
+  const int H = nh * hd;
+  std::unique_ptr<PagedCaches> own;
+  if (!shared) {
+    own = std::make_unique<PagedCaches>(be, 1, nh, hd, seqs);
+    shared = own.get();
+  }
+  std::vector<RopeParams> rp(seqs.size());
+  const std::vector<SeqSlice> sl = slices_for(seqs, rp, shared);
+  const int n = int(sl.size()), rows = sl.back().row0 + sl.back().T;
+  DB qkv(be, size_t(rows) * 3 * H), out(be, size_t(rows) * H);
+  be.begin_step(sl.data(), n);
+  cu::AttnArgs a;
+  a.act = be.act_dtype();
+  a.qkv = qkv.p;
+  a.out = out.p;
+  a.step = static_cast<cu::CudaBackend&>(be).step_view();
+  a.n_heads = nh;
+  a.head_dim = hd;
+  if (path) *path = cu::attention_path(a);
+  return time_it(be, 10, [&] { be.attention(qkv.p, sl.data(), n, nh, hd, 0, out.p); });
+}
+
+// Attention at the Qwen-7B shape (32 heads x 128): decode batches (split), and prefill / chunks on the default flash
+// path (flash2) next to the WMMA fallback (QWEN_ATTN_FLASH=wmma). "prefill T=2048 as 4 x 512" is the engine's way
+// (kStepTokens = 512): chunks at pos0 0, 512, 1024, 1536 of one cache, timed one by one and summed.
+static void perf_attention(Backend& be, DType dt) {
+  const int nh = 32, hd = 128, H = nh * hd;
+  const size_t es = dtype_size(dt);
+  auto decodes = [](int n, int P) {
+    std::vector<Seq> v;
+    for (int i = 0; i < n; ++i) v.push_back({1, P, 10000.0, 0});
+    return v;
+  };
+  auto report = [&](const std::string& what, const std::string& path, double s, const std::vector<Seq>& seqs) {
+    double pairs = 0, keys = 0;
+    for (const Seq& q : seqs) {
+      pairs += double(q.T) * q.P + double(q.T) * (q.T + 1) / 2;
+      keys += q.P + q.T;
+    }
+    std::printf("PERF attention %-40s [%-12s] %8.1f us  %6.0f GB/s (K+V once)  %6.1f TFLOP/s\n", what.c_str(),
+                path.c_str(), s * 1e6, 2.0 * keys * H * es / s / 1e9, 4.0 * pairs * hd * nh / s / 1e12);
+  };
+  struct A {
+    const char* what;
+    std::vector<Seq> seqs;
+    bool flash;  // also time the WMMA fallback
+  };
+  std::vector<A> cases = {{"decode 1 x P=512", decodes(1, 512), false},
+                          {"decode 1 x P=8192", decodes(1, 8192), false},
+                          {"decode 1 x P=32000", decodes(1, 32000), false},
+                          {"decode 32 x P=2048", decodes(32, 2048), false},
+                          {"decode 64 x P=1024", decodes(64, 1024), false},
+                          {"prefill T=512", {{512, 0, 1e4, 0}}, true},
+                          {"prefill T=2048 (one slice)", {{2048, 0, 1e4, 0}}, true},
+                          {"chunk T=512 P=4096", {{512, 4096, 1e4, 0}}, true}};
+  {
+    std::vector<Seq> m = decodes(32, 2048);
+    m.push_back({512, 0, 1e4, 0});
+    cases.push_back({"mixed 32 decodes P=2048 + prefill T=512", m, true});
+  }
+  for (const A& c : cases)
+    for (int wmma = 0; wmma <= (c.flash ? 1 : 0); ++wmma) {
+      if (wmma) setenv("QWEN_ATTN_FLASH", "wmma", 1);
+      std::string path;
+      const double s = time_attention(be, nh, hd, c.seqs, &path);
+      unsetenv("QWEN_ATTN_FLASH");
+      report(c.what, path, s, c.seqs);
+    }
+  for (int wmma = 0; wmma <= 1; ++wmma) {  // T = 2048 as the engine runs it: 4 steps of 512 on one cache
+    if (wmma) setenv("QWEN_ATTN_FLASH", "wmma", 1);
+    PagedCaches pc(be, 1, nh, hd, {{512, 1536, 1e4, 0}});
+    double s = 0;
+    std::string path;
+    for (int c = 0; c < 4; ++c) s += time_attention(be, nh, hd, {{512, 512 * c, 1e4, 0}}, &path, &pc);
+    unsetenv("QWEN_ATTN_FLASH");
+    report("prefill T=2048 as 4 x 512 (sum)", path, s, {{2048, 0, 1e4, 0}});
+  }
+}
+
 static void perf(Backend& be, DType dt) {
   std::printf("---- perf (%s, cuBLAS %s) ----\n", dt_name(dt),
               static_cast<cu::CudaBackend&>(be).cublas_in_use() ? "on" : "off");
@@ -670,45 +774,10 @@ static void perf(Backend& be, DType dt) {
   }
   std::printf("PERF decode GEMV total (32 x (qkv + o + w1 + w2 + down) + lm_head, T=1): %.2f ms, %.0f GB/s\n",
               total_s * 1e3, total_b / total_s / 1e9);
-  // attention (one layer; cache contents are whatever the blocks hold, which does not change the time)
-  const int nh = 32, hd = 128, H = nh * hd;
-  struct A {
-    const char* what;
-    std::vector<Seq> seqs;
-  };
-  auto decodes = [](int n, int P) {
-    std::vector<Seq> v;
-    for (int i = 0; i < n; ++i) v.push_back({1, P, 10000.0, 0});
-    return v;
-  };
-  std::vector<A> cases = {{"decode 1 x P=512", decodes(1, 512)},     {"decode 1 x P=8192", decodes(1, 8192)},
-                          {"decode 1 x P=32000", decodes(1, 32000)}, {"decode 32 x P=2048", decodes(32, 2048)},
-                          {"decode 64 x P=1024", decodes(64, 1024)},  {"prefill T=512", {{512, 0, 1e4, 0}}},
-                          {"prefill T=2048", {{2048, 0, 1e4, 0}}},    {"chunk T=512 P=4096", {{512, 4096, 1e4, 0}}}};
-  {
-    std::vector<Seq> m = decodes(32, 2048);
-    m.push_back({512, 0, 1e4, 0});
-    cases.push_back({"mixed 32 decodes P=2048 + prefill T=512", m});
-  }
-  for (const A& c : cases) {
-    PagedCaches pc(be, 1, nh, hd, c.seqs);
-    std::vector<RopeParams> rp(c.seqs.size());
-    const std::vector<SeqSlice> sl = slices_for(c.seqs, rp, &pc);
-    const int n = int(sl.size()), rows = sl.back().row0 + sl.back().T;
-    DB qkv(be, size_t(rows) * 3 * H), out(be, size_t(rows) * H);
-    be.begin_step(sl.data(), n);
-    double pairs = 0, keys = 0;
-    for (const Seq& q : c.seqs) {
-      pairs += double(q.T) * q.P + double(q.T) * (q.T + 1) / 2;
-      keys += q.P + q.T;
-    }
-    const double s = time_it(be, 10, [&] { be.attention(qkv.p, sl.data(), n, nh, hd, 0, out.p); });
-    std::printf("PERF attention %-42s %8.1f us  %6.0f GB/s (K+V once)  %6.1f TFLOP/s\n", c.what, s * 1e6,
-                2.0 * keys * H * es / s / 1e9, 4.0 * pairs * hd * nh / s / 1e12);
-  }
+  perf_attention(be, dt);
   {  // the step upload itself
-    std::vector<Seq> m = decodes(64, 4000);
-    PagedCaches pc(be, 1, nh, hd, m);
+    const std::vector<Seq> m(64, Seq{1, 4000, 10000.0, 0});
+    PagedCaches pc(be, 1, 32, 128, m);
     std::vector<RopeParams> rp(m.size());
     const std::vector<SeqSlice> sl = slices_for(m, rp, &pc);
     const double s = time_it(be, 50, [&] { be.begin_step(sl.data(), int(sl.size())); });
