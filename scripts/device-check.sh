@@ -5,10 +5,10 @@
 #   device run: source .device/on-device.sh && bash scripts/device-check.sh      (timeout ~480 s)
 # Every part has its own time limit, so a hang in one still leaves the others' answers. The 7b checkpoint is written
 # to /dev/shm by a background job from the start (CPU work that overlaps the GPU tests).
-# QWEN_CHECK_PARTS (default "ops e2e jest bench profile conc memcheck hf") picks parts. Logs go to $OUT (8 files at most).
+# QWEN_CHECK_PARTS (default "ops diag e2e jest bench profile conc memcheck hf") picks parts. Logs go to $OUT (8 files at most).
 set -uo pipefail
 OUT=${OUT:-/tmp/qwen-out}; mkdir -p "$OUT"
-PARTS=" ${QWEN_CHECK_PARTS:-ops e2e jest bench profile conc memcheck hf} "
+PARTS=" ${QWEN_CHECK_PARTS:-ops diag e2e jest bench profile conc memcheck hf} "
 has() { [[ "$PARTS" == *" $1 "* ]]; }
 t_start=$(date +%s)
 step() { echo; echo "=== $1 ($(( $(date +%s) - t_start )) s)"; }
@@ -16,7 +16,7 @@ CK=/dev/shm/qwen7b
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if has bench || has conc || has profile; then
-  (node bin/qwen-node.js make-random --preset 7b --dtype bf16 --seed 1 --out $CK > "$OUT/make7b.log" 2>&1; echo "exit $?" >> "$OUT/make7b.log") &
+  (node bin/qwen-node.js make-random --preset 7b --dtype bf16 --seed 1 --out $CK > /tmp/make7b.log 2>&1; echo "exit $?" >> /tmp/make7b.log) &
   MK=$!
 fi
 
@@ -28,6 +28,9 @@ if has ops && [ -x build/op_check ]; then
   timeout 60 build/op_check --perf > "$OUT/op_check.log" 2>&1; echo "op_check exit $?"
   grep -E "^(FAIL|====|cuda_info)|passed," "$OUT/op_check.log" | head -40
   grep -E "^PERF" "$OUT/op_check.log"
+  echo "-- again with the scalar split-attention kernel (QWEN_ATTN_SPLIT=scalar):"
+  QWEN_ATTN_SPLIT=scalar timeout 60 build/op_check --perf > /tmp/op_check_scalar.log 2>&1; echo "op_check exit $?"
+  grep -E "^FAIL|passed,|^PERF attention" /tmp/op_check_scalar.log | head -30
 fi
 
 JEST="node node_modules/jest/bin/jest.js --runInBand"
@@ -35,15 +38,21 @@ failures() {  # jest --json file -> counts and the failures
   node -e "const r=require('$1');console.log('tests:',r.numPassedTests,'passed,',r.numFailedTests,'failed');for(const s of r.testResults){if(s.message&&!s.assertionResults.length)console.log('SUITE',s.message.slice(0,800));for(const t of s.assertionResults)if(t.status==='failed')console.log('FAIL',t.fullName,'\\n',(t.failureMessages[0]||'').slice(0,500))}" || echo "no jest result in $1"
 }
 
+if has diag; then
+  step "diag: 40 / 300 / 513 / 600-token prompts on the tiny checkpoint, one CUDA model at a time"
+  timeout 45 node scripts/device-diag600.js > "$OUT/diag.log" 2>&1; echo "diag exit $?"
+  grep -v "step:" "$OUT/diag.log" | head -20; echo "last lines:"; tail -3 "$OUT/diag.log" | cut -c1-200
+fi
+
 if has e2e; then
-  step "jest: CUDA end to end vs CPU (test/cuda.test.ts)"
-  timeout 100 $JEST test/cuda.test.ts --verbose --json --outputFile=/tmp/jest-e2e.json > "$OUT/jest-e2e.log" 2>&1; echo "jest exit $?"
+  step "jest: CUDA end to end vs CPU (test/cuda.test.ts; QWEN_E2E_FILTER picks tests)"
+  timeout 100 $JEST test/cuda.test.ts -t "${QWEN_E2E_FILTER:-.}" --verbose --json --outputFile=/tmp/jest-e2e.json > "$OUT/jest-e2e.log" 2>&1; echo "jest exit $?"
   failures /tmp/jest-e2e.json; grep -h "max rel err" "$OUT/jest-e2e.log" || tail -15 "$OUT/jest-e2e.log"
 fi
 
 if has jest; then
   step "jest: every op on CUDA bf16/fp16/fp32 vs float64 references (test/ops.test.ts, CUDA blocks only)"
-  timeout 120 $JEST test/ops.test.ts -t '^cuda' --json --outputFile=/tmp/jest-ops.json > "$OUT/jest-ops.log" 2>&1; echo "jest exit $?"
+  timeout 120 $JEST test/ops.test.ts -t "${QWEN_OPS_FILTER:-^cuda}" --json --outputFile=/tmp/jest-ops.json > "$OUT/jest-ops.log" 2>&1; echo "jest exit $?"
   failures /tmp/jest-ops.json
   echo "-- the linear tests again without cuBLAS (own GEMMs for T >= 64):"
   QWEN_CUBLAS=0 timeout 60 $JEST test/ops.test.ts -t '^cuda.*linear' --json --outputFile=/tmp/jest-nocublas.json > /dev/null 2>&1
@@ -52,7 +61,7 @@ fi
 
 if has bench || has conc || has profile; then
   step "waiting for the 7b checkpoint"
-  wait $MK; tail -2 "$OUT/make7b.log"; du -sh $CK
+  wait $MK; tail -2 /tmp/make7b.log; du -sh $CK
 fi
 
 if has bench; then
