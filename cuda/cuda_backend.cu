@@ -52,6 +52,7 @@
 #include "convert.cuh"
 #include "embedding.cuh"
 #include "final_logits.cuh"
+#include "pick.cuh"
 #include "kv_store.cuh"
 #include "linear.cuh"
 #include "rmsnorm.cuh"
@@ -64,6 +65,7 @@ namespace cu {
 namespace {
 constexpr size_t kStageBytes = size_t(16) << 20;  // per staging buffer
 constexpr int kLogitsRowChunk = 64;               // final_logits rows per lm_head call (scratch R x V fp32)
+constexpr int kPickRowChunk = 256;                // final_pick rows per lm_head call + pick launch (155 MB at Qwen's V)
 
 std::string describe_count_error(cudaError_t e) {
   if (e == cudaErrorInsufficientDriver)
@@ -124,6 +126,28 @@ void* DeviceScratch::get(size_t bytes, cudaStream_t stream, const char* what) {
 
 void DeviceScratch::release() {
   if (p_) cudaFree(p_);
+  p_ = nullptr;
+  bytes_ = 0;
+}
+
+void* PinnedHost::get(size_t bytes) {
+  if (bytes <= bytes_) return p_;
+  release();
+  if (cudaHostAlloc(&p_, bytes, cudaHostAllocDefault) == cudaSuccess) {
+    pinned_ = true;
+  } else {
+    cudaGetLastError();
+    p_ = std::malloc(bytes);
+    if (!p_) throw std::bad_alloc();
+    pinned_ = false;
+  }
+  bytes_ = bytes;
+  return p_;
+}
+
+void PinnedHost::release() {
+  if (!p_) return;
+  if (pinned_) cudaFreeHost(p_); else std::free(p_);
   p_ = nullptr;
   bytes_ = 0;
 }
@@ -348,6 +372,9 @@ void CudaBackend::release_all() noexcept {
   logits_.release();
   ids_.release();
   rows_.release();
+  pick_stage_.release();
+  pick_out_.release();
+  pick_host_.release();
   step_stage_.release();
   step_valid_ = false;
   for (auto& s : stage_) {
@@ -759,6 +786,7 @@ void CudaBackend::final_logits(const Buf h, const int* rows, int R, int H, const
   const int rc = std::min(R, kLogitsRowChunk);
   void* xn = xn_.get(size_t(rc) * H * esize_, stream_, "final-logits normalised rows");
   float* lg = static_cast<float*>(logits_.get(size_t(rc) * V * sizeof(float), stream_, "final logits"));
+  void* host = logits_host_.get(size_t(rc) * V * sizeof(float));
   for (int r0 = 0; r0 < R; r0 += rc) {
     const int n = std::min(rc, R - r0);
     FinalLogitsArgs a;
@@ -775,10 +803,96 @@ void CudaBackend::final_logits(const Buf h, const int* rows, int R, int H, const
     a.logits = lg;
     a.cublas = cublas_;
     cu::final_logits(a, stream_);
-    CUDA_CHECK(cudaMemcpyAsync(logits + size_t(r0) * V, lg, size_t(n) * V * sizeof(float), cudaMemcpyDeviceToHost,
-                               stream_));
+    CUDA_CHECK(cudaMemcpyAsync(host, lg, size_t(n) * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(logits + size_t(r0) * V, host, size_t(n) * V * sizeof(float));
   }
+}
+
+// final_pick: the final_logits GEMM into the device logits scratch, then ONE pick launch per kPickRowChunk rows (all
+// rows of a step up to 256); the upload (rows, per-row specs, penalty entries) is one staged copy and the results one
+// copy of R x sizeof(DevPickOut) back, instead of R x V x 4 bytes of logits.
+const char* CudaBackend::stage_pick(const int* rows, int R, int V, const PickSpec* specs, size_t* o_rows,
+                                    size_t* o_specs, size_t* o_entries) {
+  for (int r = 0; r < R; ++r)
+    if (specs[r].n_ids > 0 && (!specs[r].ids || !specs[r].counts))
+      throw std::invalid_argument("final_pick: row " + std::to_string(r) + " has n_ids but no ids / counts");
+  const PickLayout l = pick_layout(specs, R, V, rows != nullptr);
+  char* host = pick_stage_.host(l.bytes, stream_);
+  pick_fill(host, l, rows, specs, R, V);
+  pick_stage_.upload(l.bytes, nullptr, 0, stream_);
+  *o_rows = l.o_rows;
+  *o_specs = l.o_specs;
+  *o_entries = l.o_entries;
+  return pick_stage_.device();
+}
+
+void CudaBackend::finish_pick(const void* dev_out, int R, const PickSpec* specs, PickResult* out) {
+  const size_t bytes = size_t(R) * sizeof(DevPickOut);
+  void* host = pick_host_.get(std::max<size_t>(bytes, 64 * sizeof(DevPickOut)));  // every earlier copy was waited for
+  CUDA_CHECK(cudaMemcpyAsync(host, dev_out, bytes, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  pick_results(static_cast<const DevPickOut*>(host), specs, R, out);
+}
+
+void CudaBackend::final_pick(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,
+                             float eps, const PickSpec* specs, PickResult* out) {
+  ProfScope prof(prof_, stream_, [&] { return "final_pick R=" + std::to_string(R); });
+  static_assert(sizeof(int) == sizeof(int32_t), "rows are staged as int32");
+  if (R <= 0) return;
+  check_weight(ln_f, act_, "final_pick ln_f");
+  check_weight(lm_head, act_, "final_pick lm_head");
+  if (ln_f.rows * ln_f.cols != H || lm_head.cols != H)
+    throw std::invalid_argument("final_pick: ln_f / lm_head do not match H = " + std::to_string(H));
+  const int V = int(lm_head.rows);
+  size_t o_rows = 0, o_specs = 0, o_entries = 0;
+  const char* dv = stage_pick(rows, R, V, specs, &o_rows, &o_specs, &o_entries);
+  const int32_t* rows_dev = reinterpret_cast<const int32_t*>(dv + o_rows);
+  const DevPickRow* specs_dev = reinterpret_cast<const DevPickRow*>(dv + o_specs);
+  const DevPickEntry* entries_dev = reinterpret_cast<const DevPickEntry*>(dv + o_entries);
+  const int rc = std::min(R, kPickRowChunk);
+  void* xn = xn_.get(size_t(rc) * H * esize_, stream_, "final-logits normalised rows");
+  float* lg = static_cast<float*>(logits_.get(size_t(rc) * V * sizeof(float), stream_, "final logits"));
+  auto* dout = static_cast<DevPickOut*>(pick_out_.get(size_t(R) * sizeof(DevPickOut), stream_, "final_pick results"));
+  for (int r0 = 0; r0 < R; r0 += rc) {
+    const int n = std::min(rc, R - r0);
+    FinalLogitsArgs a;
+    a.act = act_;
+    a.h = h;
+    a.rows = rows_dev + r0;
+    a.R = n;
+    a.H = H;
+    a.V = V;
+    a.ln_f = ln_f.data;
+    a.lm_head = lm_head.data;
+    a.eps = eps;
+    a.xn = xn;
+    a.logits = lg;
+    a.cublas = cublas_;
+    cu::final_logits(a, stream_);
+    cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
+  }
+  finish_pick(dout, R, specs, out);
+}
+
+void CudaBackend::pick_logits(const float* logits, int R, int V, const PickSpec* specs, PickResult* out) {
+  ProfScope prof(prof_, stream_, [&] { return "pick_logits R=" + std::to_string(R); });
+  if (R <= 0) return;
+  if (V <= 0) throw std::invalid_argument("pick_logits: V must be >= 1");
+  size_t o_rows = 0, o_specs = 0, o_entries = 0;
+  const char* dv = stage_pick(nullptr, R, V, specs, &o_rows, &o_specs, &o_entries);
+  const DevPickRow* specs_dev = reinterpret_cast<const DevPickRow*>(dv + o_specs);
+  const DevPickEntry* entries_dev = reinterpret_cast<const DevPickEntry*>(dv + o_entries);
+  const int rc = std::min(R, kPickRowChunk);
+  float* lg = static_cast<float*>(logits_.get(size_t(rc) * V * sizeof(float), stream_, "final logits"));
+  auto* dout = static_cast<DevPickOut*>(pick_out_.get(size_t(R) * sizeof(DevPickOut), stream_, "final_pick results"));
+  for (int r0 = 0; r0 < R; r0 += rc) {
+    const int n = std::min(rc, R - r0);
+    CUDA_CHECK(cudaMemcpyAsync(lg, logits + size_t(r0) * V, size_t(n) * V * sizeof(float), cudaMemcpyHostToDevice,
+                               stream_));
+    cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
+  }
+  finish_pick(dout, R, specs, out);
 }
 
 }  // namespace cu

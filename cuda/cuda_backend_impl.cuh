@@ -34,6 +34,22 @@ class DeviceScratch {
   size_t bytes_ = 0;
 };
 
+// A pinned host buffer that only grows (plain malloc when pinning fails): device -> host copies into pageable memory
+// ran at ~1.2 GB/s on the H100 machine (final logits of 64 rows: 33 ms), into pinned memory at PCIe speed.
+class PinnedHost {
+ public:
+  PinnedHost() = default;
+  PinnedHost(const PinnedHost&) = delete;
+  PinnedHost& operator=(const PinnedHost&) = delete;
+  ~PinnedHost() { release(); }
+  void* get(size_t bytes);  // caller makes sure no queued copy uses the old buffer
+  void release();
+ private:
+  void* p_ = nullptr;
+  bool pinned_ = false;
+  size_t bytes_ = 0;
+};
+
 // Host int32 arrays copied to the device through a pinned buffer; an event guards the pinned buffer's reuse.
 class IntStager {
  public:
@@ -149,6 +165,9 @@ class CudaBackend final : public Backend {
   void add(Buf h, const Buf x, int T, int H) override;
   void final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head, float eps,
                     float* logits) override;
+  void final_pick(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head, float eps,
+                  const PickSpec* specs, PickResult* out) override;
+  void pick_logits(const float* logits, int R, int V, const PickSpec* specs, PickResult* out) override;
 
   // Not part of Backend: for diagnostics / tests.
   bool cublas_in_use() const { return cublas_ != nullptr; }
@@ -164,6 +183,11 @@ class CudaBackend final : public Backend {
   // begin_step, or with other slices, still gets the right tables).
   void ensure_step(const SeqSlice* s, int n);
   void check_kv(const char* op, int n_heads, int head_dim, int layer) const;
+  // final_pick / pick_logits: the one staged upload of a call (rows | DevPickRow[R] | penalty entries), returning its
+  // device base; then the results DevPickOut[R] (device) -> pinned host -> out (one copy, one synchronize).
+  const char* stage_pick(const int* rows, int R, int V, const PickSpec* specs, size_t* o_rows, size_t* o_specs,
+                         size_t* o_entries);
+  void finish_pick(const void* dev_out, int R, const PickSpec* specs, PickResult* out);
 
   int device_ = 0;
   DType act_ = DType::BF16;
@@ -180,7 +204,11 @@ class CudaBackend final : public Backend {
   DeviceScratch attn_ws_;   // split-attention partials
   DeviceScratch xn_;        // final_logits: normalised rows [RC, H]
   DeviceScratch logits_;    // final_logits: fp32 logits [RC, V]
+  PinnedHost logits_host_;  // final_logits: the same rows on the host, copied on into the caller's array
   IntStager ids_, rows_;
+  StepStager pick_stage_;           // final_pick / pick_logits: one upload per call (pick.cuh PickLayout)
+  DeviceScratch pick_out_;          // DevPickOut[R] on the device
+  PinnedHost pick_host_;            // DevPickOut[R] on the host
   // The current step (begin_step): what it was built from, the uploaded view, and what the ops must refuse.
   struct StepKey {
     int row0, T, pos0;

@@ -2,6 +2,7 @@
  * Interfaces shared between the layers, so the tokenizer, the sampling loop and the engine can be built and tested
  * apart. The concrete classes: Tokenizer (lib/tokenizer), Sequence / Model (lib/model/model.ts).
  */
+import type { NativePickRequest } from './native/types';
 
 /** What the generation loop needs from a tokenizer. */
 export interface TokenizerLike {
@@ -16,11 +17,23 @@ export interface StreamDecoder {
   flush(): string;
 }
 
+/** A next id picked greedily by the backend: what Sampler.sample reports for the same logits. */
+export interface PickResult {
+  id: number;
+  logprob?: number;
+  topLogprobs?: Array<{ id: number; logprob: number }>;
+}
+
 /** What the generation loop needs from a model sequence (one KV cache). */
 export interface SequenceLike {
   /** Append ids to the sequence; resolves to the logits of the last position (length vocab_size). */
   /** An abort before the forward's step starts may reject it with E_ABORTED. */
   forward(ids: ArrayLike<number>, options?: { signal?: AbortSignal }): Promise<Float32Array>;
+  /**
+   * Optional: append ids and pick the next id greedily inside the backend (Sampler.pickRequest() builds `pick`), so
+   * only the id and the logprobs asked for come back. generate() uses it for greedy decoding when present.
+   */
+  forwardPick?(ids: ArrayLike<number>, pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult>;
   readonly length: number;
   dispose(): void;
 }

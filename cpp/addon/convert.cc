@@ -1,5 +1,8 @@
 #include "addon/convert.h"
 
+#include <cmath>
+#include <cstdint>
+
 namespace qwen {
 
 ModelConfig config_from_js(const Napi::Object& o) {
@@ -27,6 +30,73 @@ BackendOptions backend_from_js(const Napi::Object& o) {
   b.threads = t.IsNumber() ? t.As<Napi::Number>().Int32Value() : 0;
   b.cpu_isa = str(o, "cpuIsa", "");
   return b;
+}
+
+// pick: { repetitionPenalty, presencePenalty, frequencyPenalty, ids: Int32Array, counts: Int32Array, vocabLimit,
+//         topLogprobs? } -> PickHold. ids distinct in [0, V); counts >= 0 (0 = prompt-only id); topLogprobs 0..20.
+std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V) {
+  Napi::Env env = o.Env();
+  auto p = std::make_unique<PickHold>();
+  auto i32 = [&](const char* key) {
+    Napi::Value v = need(o, key);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(env, std::string("pick.") + key + " must be an Int32Array");
+    Napi::Int32Array a = v.As<Napi::Int32Array>();
+    return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+  };
+  p->ids = i32("ids");
+  p->counts = i32("counts");
+  if (p->ids.size() != p->counts.size()) throw Napi::RangeError::New(env, "pick.ids and pick.counts differ in length");
+  std::vector<uint64_t> seen((size_t(V) + 63) / 64, 0);  // O(ids + V / 64): this runs per sequence per step
+  for (int32_t id : p->ids) {
+    if (id < 0 || id >= V) throw Napi::RangeError::New(env, "pick.ids must be in [0, vocab)");
+    uint64_t& w = seen[size_t(id) >> 6];
+    const uint64_t bit = uint64_t(1) << (id & 63);
+    if (w & bit) throw Napi::RangeError::New(env, "pick.ids must be distinct");
+    w |= bit;
+  }
+  for (int32_t c : p->counts)
+    if (c < 0) throw Napi::RangeError::New(env, "pick.counts must be >= 0");
+  PickSpec& s = p->spec;
+  s.ids = p->ids.data();
+  s.counts = p->counts.data();
+  s.n_ids = int(p->ids.size());
+  s.repetition = num(o, "repetitionPenalty");
+  s.presence = num(o, "presencePenalty");
+  s.frequency = num(o, "frequencyPenalty");
+  const double limit = num(o, "vocabLimit");
+  if (!(limit >= 1 && limit <= V && limit == std::floor(limit)))
+    throw Napi::RangeError::New(env, "pick.vocabLimit must be an integer in [1, vocab]");
+  s.vocab_limit = int(limit);
+  if (!(s.repetition > 0) || !std::isfinite(s.repetition) || !std::isfinite(s.presence) || !std::isfinite(s.frequency))
+    throw Napi::RangeError::New(env, "pick penalties must be finite (repetitionPenalty > 0)");
+  Napi::Value top = o.Get("topLogprobs");
+  if (!top.IsUndefined()) {
+    const double t = top.IsNumber() ? top.As<Napi::Number>().DoubleValue() : -1;
+    if (!(t >= 0 && t <= kMaxPickTop && t == std::floor(t)))
+      throw Napi::RangeError::New(env, "pick.topLogprobs must be an integer in [0, 20]");
+    s.top_n = int(t);
+  }
+  return p;
+}
+
+Napi::Object pick_to_js(Napi::Env env, const PickResult& p, const PickSpec& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", p.id);
+  if (p.id >= 0 && s.top_n >= 0) {
+    o.Set("logprob", p.logprob);
+    if (s.top_n > 0) {
+      Napi::Array top = Napi::Array::New(env, size_t(p.n_top));
+      for (int t = 0; t < p.n_top; ++t) {
+        Napi::Object e = Napi::Object::New(env);
+        e.Set("id", p.top_ids[t]);
+        e.Set("logprob", p.top_logprobs[t]);
+        top.Set(uint32_t(t), e);
+      }
+      o.Set("top", top);
+    }
+  }
+  return o;
 }
 
 }  // namespace qwen

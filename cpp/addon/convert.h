@@ -3,7 +3,9 @@
 #pragma once
 #include <napi.h>
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/engine.h"
@@ -39,6 +41,16 @@ inline DType dtype_of(Napi::Env env, double code) {
 }
 
 ModelConfig config_from_js(const Napi::Object& o);
+
+// A greedy pick request copied out of JS (spec points into ids / counts), and a PickResult as { id, logprob?, top? }
+// (logprob when spec.top_n >= 0, top: [{ id, logprob }] when spec.top_n > 0; only id, -1, for a row without a usable
+// logit).
+struct PickHold {
+  std::vector<int32_t> ids, counts;
+  PickSpec spec;
+};
+std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V);
+Napi::Object pick_to_js(Napi::Env env, const PickResult& p, const PickSpec& s);
 BackendOptions backend_from_js(const Napi::Object& o);
 
 }  // namespace qwen

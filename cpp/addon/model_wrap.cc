@@ -3,9 +3,12 @@
 // while a step is in flight frees the memory as soon as that step ends.
 #include <napi.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "addon/convert.h"
 #include "addon/wraps.h"
@@ -93,34 +96,52 @@ class LoadWorker : public Napi::AsyncProgressQueueWorker<double> {
 };
 
 // One batched step. Holds shared_ptrs to the engine and every sequence, so a dispose() from JS during the step frees
-// them when it ends.
+// them when it ends. Resolves to { logits: Float32Array of the logits rows, picks: [{ id, logprob?, top? }] } (picks
+// in item order, one per item with a pick; id -1: the row had no usable logit).
 class StepWorker : public Napi::AsyncWorker {
  public:
   StepWorker(Napi::Env env, std::shared_ptr<Engine> e, std::vector<std::shared_ptr<Sequence>> seqs,
-             std::vector<std::vector<int32_t>> ids, std::vector<StepItem> items)
+             std::vector<std::vector<int32_t>> ids, std::vector<StepItem> items,
+             std::vector<std::unique_ptr<PickHold>> picks)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), engine_(std::move(e)),
-        seqs_(std::move(seqs)), ids_(std::move(ids)), items_(std::move(items)) {
-    size_t rows = 0;
+        seqs_(std::move(seqs)), ids_(std::move(ids)), items_(std::move(items)), holds_(std::move(picks)) {
+    size_t rows = 0, npick = 0;
     for (size_t i = 0; i < items_.size(); ++i) {
       items_[i].seq = seqs_[i].get();
       items_[i].ids = ids_[i].data();
+      items_[i].pick = holds_[i] ? &holds_[i]->spec : nullptr;
       rows += size_t(Engine::logit_rows(items_[i]));
+      npick += size_t(Engine::pick_rows(items_[i]));
     }
     Napi::Float32Array out = Napi::Float32Array::New(env, rows * size_t(engine_->config().vocab));  // filled by Execute
     data_ = out.Data();
     out_ = Napi::Persistent(out);
+    picks_.resize(npick);
   }
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
-      engine_->step(items_.data(), int(items_.size()), data_);
+      engine_->step(items_.data(), int(items_.size()), data_, picks_.data());
     } catch (const KVFullError& e) {
       SetError(std::string("E_KV_FULL: ") + e.what());
     } catch (const std::exception& e) {
       SetError(e.what());
     }
   }
-  void OnOK() override { deferred_.Resolve(out_.Value()); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object res = Napi::Object::New(env);
+    res.Set("logits", out_.Value());
+    Napi::Array picks = Napi::Array::New(env, picks_.size());
+    size_t k = 0;
+    for (size_t i = 0; i < items_.size(); ++i) {
+      if (!Engine::pick_rows(items_[i])) continue;
+      picks.Set(uint32_t(k), pick_to_js(env, picks_[k], *items_[i].pick));
+      ++k;
+    }
+    res.Set("picks", picks);
+    deferred_.Resolve(res);
+  }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
@@ -129,6 +150,8 @@ class StepWorker : public Napi::AsyncWorker {
   std::vector<std::shared_ptr<Sequence>> seqs_;
   std::vector<std::vector<int32_t>> ids_;
   std::vector<StepItem> items_;
+  std::vector<std::unique_ptr<PickHold>> holds_;  // [items]: null where the item has no pick
+  std::vector<PickResult> picks_;
   Napi::Reference<Napi::Float32Array> out_;
   float* data_ = nullptr;
 };
@@ -202,7 +225,8 @@ Napi::Value NativeModel::CreateSequence(const Napi::CallbackInfo& info) {
   return obj;
 }
 
-// step([{ seq, ids: Int32Array, logits: 0 | 1 | 2, promptLength }]) -> Promise<Float32Array> of the rows asked for.
+// step([{ seq, ids: Int32Array, logits: 0 | 1 | 2, promptLength, pick? }]) -> Promise<{ logits, picks }>: the logits
+// rows asked for (items without a pick) and the greedy picks (items with one; they need logits 1).
 Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!engine) throw Napi::Error::New(env, "model is not loaded or was disposed");
@@ -211,6 +235,7 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   std::vector<std::shared_ptr<Sequence>> seqs;
   std::vector<std::vector<int32_t>> ids;
   std::vector<StepItem> items;
+  std::vector<std::unique_ptr<PickHold>> picks;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value v = arr.Get(i);
     if (!v.IsObject()) throw Napi::TypeError::New(env, "step: items must be objects");
@@ -230,11 +255,19 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
     it.prompt_length = int(num(o, "promptLength"));
     if (it.T < 1 || it.logits < 0 || it.logits > 2 || it.prompt_length < 0)
       throw Napi::RangeError::New(env, "step: an item needs >= 1 id, logits 0..2 and promptLength >= 0");
+    Napi::Value pv = o.Get("pick");
+    if (!pv.IsUndefined() && !pv.IsNull()) {
+      if (!pv.IsObject()) throw Napi::TypeError::New(env, "step: item.pick must be an object");
+      if (it.logits != 1) throw Napi::RangeError::New(env, "step: an item with a pick needs logits 1");
+      picks.push_back(pick_from_js(pv.As<Napi::Object>(), engine->config().vocab));
+    } else {
+      picks.push_back(nullptr);
+    }
     seqs.push_back(s->seq);
     ids.emplace_back(a.Data(), a.Data() + a.ElementLength());
     items.push_back(it);
   }
-  auto* w = new StepWorker(env, engine, std::move(seqs), std::move(ids), std::move(items));
+  auto* w = new StepWorker(env, engine, std::move(seqs), std::move(ids), std::move(items), std::move(picks));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

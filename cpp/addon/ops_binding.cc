@@ -22,6 +22,8 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
                         InstanceMethod("linear", &NativeOps::Linear), InstanceMethod("rope", &NativeOps::Rope),
                         InstanceMethod("attention", &NativeOps::Attention), InstanceMethod("swiglu", &NativeOps::Swiglu),
                         InstanceMethod("add", &NativeOps::Add), InstanceMethod("finalLogits", &NativeOps::FinalLogits),
+                        InstanceMethod("finalPick", &NativeOps::FinalPick),
+                        InstanceMethod("pickLogits", &NativeOps::PickLogits),
                         InstanceMethod("timeLinear", &NativeOps::TimeLinear)});
   }
   explicit NativeOps(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeOps>(info) {
@@ -250,6 +252,54 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
       Napi::Float32Array out = Napi::Float32Array::New(info.Env(), rows.ElementLength() * size_t(V));
       be_->final_logits(h.p, rows.Data(), int(rows.ElementLength()), H, lnf.w, head.w, float(D(info, 9)), out.Data());
       return out;
+    });
+  }
+
+  // Pick requests (an array of the step items' `pick` objects) -> holders, one per row.
+  static std::vector<std::unique_ptr<PickHold>> picks_of(const Napi::Value& v, size_t R, int V) {
+    if (!v.IsArray() || v.As<Napi::Array>().Length() != R)
+      throw Napi::TypeError::New(v.Env(), "picks must be an array with one request per row");
+    Napi::Array a = v.As<Napi::Array>();
+    std::vector<std::unique_ptr<PickHold>> h;
+    for (uint32_t r = 0; r < R; ++r) h.push_back(pick_from_js(a.Get(r).As<Napi::Object>(), V));
+    return h;
+  }
+  static Napi::Array picks_to_js(Napi::Env env, const std::vector<PickResult>& res,
+                                 const std::vector<std::unique_ptr<PickHold>>& h) {
+    Napi::Array out = Napi::Array::New(env, res.size());
+    for (size_t r = 0; r < res.size(); ++r) out.Set(uint32_t(r), pick_to_js(env, res[r], h[r]->spec));
+    return out;
+  }
+  // finalPick(h[T,H], T, H, rows: Int32Array, lnfBytes, lnfDtype, headBytes, headDtype, V, eps, picks[R])
+  //   -> [{ id, logprob?, top? }] per row: final_logits' rows, penalized and picked inside the backend
+  Napi::Value FinalPick(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      int H = I(info, 2), V = I(info, 8);
+      Napi::Int32Array rows = info[3].As<Napi::Int32Array>();
+      const size_t R = rows.ElementLength();
+      auto holds = picks_of(info[10], R, V);
+      std::vector<PickSpec> specs;
+      for (auto& p : holds) specs.push_back(p->spec);
+      DBuf h(be_.get(), FA(info, 0));
+      DWeight lnf(be_.get(), info[4], D(info, 5), 1, H), head(be_.get(), info[6], D(info, 7), V, H);
+      std::vector<PickResult> res(R);
+      be_->final_pick(h.p, rows.Data(), int(R), H, lnf.w, head.w, float(D(info, 9)), specs.data(), res.data());
+      return picks_to_js(info.Env(), res, holds);
+    });
+  }
+  // pickLogits(logits[R,V], R, V, picks[R]) -> [{ id, logprob?, top? }] per row: the backend's pick on given logits
+  Napi::Value PickLogits(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      const int R = I(info, 1), V = I(info, 2);
+      Napi::Float32Array logits = FA(info, 0);
+      if (R < 0 || V < 1 || logits.ElementLength() != size_t(R) * size_t(V))
+        throw Napi::RangeError::New(info.Env(), "pickLogits: logits must hold R x V values");
+      auto holds = picks_of(info[3], size_t(R), V);
+      std::vector<PickSpec> specs;
+      for (auto& p : holds) specs.push_back(p->spec);
+      std::vector<PickResult> res(static_cast<size_t>(R));
+      be_->pick_logits(logits.Data(), R, V, specs.data(), res.data());
+      return picks_to_js(info.Env(), res, holds);
     });
   }
 

@@ -62,6 +62,39 @@ struct SeqSlice {
   KVCache* kv = nullptr;             // paged cache with blocks reserved for >= pos0 + T positions
 };
 
+// ---- greedy pick (final_pick / pick_logits) ----
+constexpr int kMaxPickTop = 20;  // top-n logprobs per row at most (OpenAI's top_logprobs limit)
+
+// The per-row request of a greedy pick: the penalties exactly as lib/sampling applies them (qwen-reference §6.2),
+//   1. HF repetition penalty over every id of the sequence, prompt included, once per distinct id:
+//        x <- x < 0 ? x * repetition : x / repetition                      (skipped when repetition == 1)
+//   2. OpenAI presence / frequency over the GENERATED ids with their counts c:
+//        x <- x - (frequency * c + presence)     for c > 0                  (skipped when both are 0)
+// each in double and rounded once to fp32 (what the TS sampler's Float32Array stores), then the argmax over ids
+// [0, vocab_limit) (ties -> lowest id; NaN never wins; +Infinity wins; no finite or +Infinity logit -> id -1).
+struct PickSpec {
+  const int32_t* ids = nullptr;     // [n_ids] DISTINCT ids of the sequence (prompt + generated), any order; ids
+                                    //   >= vocab_limit are ignored
+  const int32_t* counts = nullptr;  // [n_ids] how often each was generated: 0 = prompt-only (repetition penalty only)
+  int n_ids = 0;
+  double repetition = 1.0;  // 1 = off
+  double presence = 0.0;    // 0 = off (with frequency 0)
+  double frequency = 0.0;
+  int vocab_limit = 0;      // eligible ids [0, vocab_limit); 0 or > V means all V (the tokenizer's 151851 for Qwen)
+  int top_n = -1;           // -1: no logprobs; 0: the chosen id's logprob; 1..kMaxPickTop: also the top-n list
+};
+
+// Logprobs are those of the softmax at temperature 1 of the penalized logits over the eligible ids (NaN and -Infinity
+// weigh 0; with +Infinity logits present they share all the mass). The top list holds the n most likely ids with a
+// non-zero fp32 weight exp(x - max), ordered (logprob desc, id asc); it may be shorter than top_n.
+struct PickResult {
+  int32_t id = -1;       // the argmax; -1 when the row has no usable logit (all NaN / -Infinity): an error for the caller
+  double logprob = 0.0;  // of id (top_n >= 0)
+  int n_top = 0;
+  int32_t top_ids[kMaxPickTop] = {};
+  double top_logprobs[kMaxPickTop] = {};
+};
+
 using Buf = void*;
 
 class Backend {
@@ -111,6 +144,15 @@ class Backend {
   // logits[R,V] (host fp32) = lm_head( rmsnorm(h[rows[r]], ln_f) ) for the R selected rows of h[T,H].
   virtual void final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,
                             float eps, float* logits) = 0;
+  // Greedy pick (PickSpec / PickResult above): the logits of final_logits for the R selected rows of h[T,H], kept in
+  // the backend, then per row r: specs[r]'s penalties, argmax and (specs[r].top_n >= 0) logprobs -> out[r]. Only
+  // out[R] comes back to the host, not the [R,V] logits. A row with no usable logit gets id -1 (no throw).
+  virtual void final_pick(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,
+                          float eps, const PickSpec* specs, PickResult* out) = 0;
+  // The pick half of final_pick on given host logits[R,V] (fp32): the same code after the lm_head (tests compare
+  // every backend's pick with the TS sampler on chosen logits: ties, NaN, +-Infinity).
+  virtual void pick_logits(const float* logits, int R, int V, const PickSpec* specs,
+                           PickResult* out) = 0;
 };
 
 // Registry: the only place backends are named. Throws std::runtime_error with the reason when unavailable.

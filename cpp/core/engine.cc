@@ -134,7 +134,7 @@ void Engine::ensure_workspace(int T) {
   ws_tokens_ = T;
 }
 
-void Engine::step(const StepItem* items, int n, float* out) {
+void Engine::step(const StepItem* items, int n, float* out, PickResult* picks) {
   std::lock_guard<std::mutex> lock(mu_);
   // Check everything first: a throw below this block must leave every sequence as it was.
   for (int i = 0; i < n; ++i) {
@@ -147,6 +147,8 @@ void Engine::step(const StepItem* items, int n, float* out) {
       if (it.ids[t] < 0 || it.ids[t] >= cfg_.vocab) throw std::runtime_error("token id out of range");
     for (int k = 0; k < i; ++k)
       if (items[k].seq == it.seq) throw std::runtime_error("a sequence appears twice in one step");
+    if (it.pick && (it.logits != 1 || !picks))
+      throw std::runtime_error("a greedy pick needs logits == 1 (the last position) and a result array");
   }
   // KV blocks for every item, all or none.
   for (int i = 0; i < n; ++i) {
@@ -182,12 +184,15 @@ void Engine::step(const StepItem* items, int n, float* out) {
   std::vector<SeqSlice> slices;
   std::vector<Sequence*> seqs;
   std::vector<int32_t> ids(static_cast<size_t>(cap));
-  std::vector<int> rows(static_cast<size_t>(cap));
+  std::vector<int> rows(static_cast<size_t>(cap)), prows;
+  std::vector<PickSpec> specs;
   int item = 0, done = 0;  // next token: items[item].ids[done]
-  size_t out_row = 0;
+  size_t out_row = 0, pick_row = 0;
   while (item < n) {
     slices.clear();
     seqs.clear();
+    prows.clear();
+    specs.clear();
     int T = 0, R = 0;
     while (item < n && T < cap) {
       const StepItem& it = items[item];
@@ -203,19 +208,25 @@ void Engine::step(const StepItem* items, int n, float* out) {
       std::copy(it.ids + done, it.ids + done + take, ids.begin() + T);
       if (it.logits == 2)
         for (int t = 0; t < take; ++t) rows[size_t(R++)] = T + t;
-      else if (it.logits == 1 && done + take == it.T)
+      else if (it.logits == 1 && done + take == it.T && it.pick) {
+        prows.push_back(T + take - 1);
+        specs.push_back(*it.pick);
+      } else if (it.logits == 1 && done + take == it.T)
         rows[size_t(R++)] = T + take - 1;
       T += take;
       done += take;
       if (done == it.T) { ++item; done = 0; }
     }
-    forward_pass(slices.data(), int(slices.size()), ids.data(), T, rows.data(), R, out + out_row * size_t(cfg_.vocab));
+    forward_pass(slices.data(), int(slices.size()), ids.data(), T, rows.data(), R, out + out_row * size_t(cfg_.vocab),
+                 prows.data(), int(prows.size()), specs.data(), picks ? picks + pick_row : nullptr);
     for (size_t k = 0; k < slices.size(); ++k) seqs[k]->length_ += slices[k].T;
     out_row += size_t(R);
+    pick_row += prows.size();
   }
 }
 
-void Engine::forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, const int* rows, int R, float* out) {
+void Engine::forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, const int* rows, int R, float* out,
+                          const int* prows, int P, const PickSpec* specs, PickResult* picks) {
   Backend& be = *backend_;
   const ModelConfig& c = cfg_;
   const int H = c.hidden, F = c.ffn;
@@ -238,6 +249,7 @@ void Engine::forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, c
     be.add(h_, proj_, T, H);                                          // h += proj
   }
   if (R > 0) be.final_logits(h_, rows, R, H, w_.ln_f, w_.lm_head, c.eps, out);  // logits[R,V]
+  if (P > 0) be.final_pick(h_, prows, P, H, w_.ln_f, w_.lm_head, c.eps, specs, picks);  // picks[P]: ids (+ logprobs)
   be.synchronize();
 }
 

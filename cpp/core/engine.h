@@ -59,6 +59,8 @@ struct StepItem {
   int T = 0;              // new tokens (>= 1)
   int logits = 1;         // rows of logits wanted: 0 none, 1 the last new position, 2 every new position
   int prompt_length = 0;  // > 0: a sequence whose alpha is not frozen yet freezes it as for a prompt of this length
+  // With logits == 1: the greedy pick of the last new position (Backend::final_pick) instead of its logits row.
+  const PickSpec* pick = nullptr;
 };
 
 // Thrown when the KV pool cannot hold a step; nothing was changed.
@@ -82,11 +84,15 @@ class Engine {
   std::unique_ptr<Sequence> new_sequence(int prompt_length = 0);
 
   // One batched step: appends items[i].ids to each (distinct) sequence, all of them through every layer together.
-  // out receives, item after item, the logits rows each asked for ([rows][V]). Throws std::runtime_error with no
-  // sequence changed on bad ids, repeated sequences or positions beyond kMaxPositions, KVFullError when the pool
-  // lacks blocks. Steps over kStepTokens tokens run as several passes (causal masking makes that exact).
-  void step(const StepItem* items, int n, float* out);
-  static int logit_rows(const StepItem& it) { return it.logits == 2 ? it.T : it.logits == 1 ? 1 : 0; }
+  // out receives, item after item, the logits rows each asked for ([rows][V]); picks, item after item, the results of
+  // the items with a pick (pick_rows of them). Throws std::runtime_error with no sequence changed on bad ids, repeated
+  // sequences, a pick without logits == 1 or positions beyond kMaxPositions, KVFullError when the pool lacks blocks.
+  // Steps over kStepTokens tokens run as several passes (causal masking makes that exact).
+  void step(const StepItem* items, int n, float* out, PickResult* picks = nullptr);
+  static int logit_rows(const StepItem& it) {
+    return it.pick ? 0 : it.logits == 2 ? it.T : it.logits == 1 ? 1 : 0;
+  }
+  static int pick_rows(const StepItem& it) { return it.pick && it.logits == 1 ? 1 : 0; }
   const KVPool& kv_pool() const { return *kv_pool_; }
 
   // The NTK alpha the reference computes for a prompt of L tokens (qwen-reference.md §4.1).
@@ -96,8 +102,11 @@ class Engine {
  private:
   Engine() = default;
   void ensure_workspace(int T);
-  // One pass: slices s[0..n) cover rows 0..T-1 of ids; logits of the R selected rows go to out ([R][V]).
-  void forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, const int* rows, int R, float* out);
+  // One pass: slices s[0..n) cover rows 0..T-1 of ids; logits of the R selected rows go to out ([R][V]), the greedy
+  // picks of the P rows prows (specs[P]) to picks ([P]).
+  void forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, const int* rows, int R, float* out,
+                    const int* prows = nullptr, int P = 0, const PickSpec* specs = nullptr,
+                    PickResult* picks = nullptr);
 
   std::mutex mu_;  // one forward at a time: the workspace and the backend's scratch are shared
   ModelConfig cfg_;

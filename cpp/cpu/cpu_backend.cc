@@ -15,6 +15,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/linear.h"
+#include "cpu/pick.h"
 #include "cpu/thread_pool.h"
 
 namespace qwen {
@@ -294,6 +295,22 @@ class CpuBackend : public Backend {
     linear(normed.data(), lm_head, nullptr, R, logits);
   }
 
+  // final_logits into a scratch [R,V] kept here, then the pick (cpu/pick.cc): only out[R] leaves the backend.
+  void final_pick(const Buf hb, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head, float eps,
+                  const PickSpec* specs, PickResult* out) override {
+    if (R <= 0) return;
+    const int V = int(lm_head.rows);
+    pick_logits_.resize(size_t(R) * size_t(V));
+    final_logits(hb, rows, R, H, ln_f, lm_head, eps, pick_logits_.data());
+    pick_rows(pool_, pick_logits_.data(), R, V, specs, out);
+  }
+
+  void pick_logits(const float* logits, int R, int V, const PickSpec* specs, PickResult* out) override {
+    if (R <= 0) return;
+    pick_logits_.assign(logits, logits + size_t(R) * size_t(V));
+    pick_rows(pool_, pick_logits_.data(), R, V, specs, out);
+  }
+
  private:
   static float* F(Buf b) { return static_cast<float*>(b); }
   static const float* F(const void* b) { return static_cast<const float*>(b); }
@@ -376,6 +393,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   std::vector<std::vector<float>> scores_, wbuf_;
   std::vector<float> xt_, cs_, row_scale_;
+  std::vector<float> pick_logits_;  // final_pick / pick_logits: the [R,V] logits, penalized in place
   std::vector<std::pair<int, int>> tasks_;
 };
 

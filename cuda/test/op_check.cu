@@ -5,6 +5,7 @@
 // float64 for rope and attention and bit for bit for the cache layout; OOM survival (activations and KV pool);
 // then (with --perf) bandwidth / FLOP/s of the hot kernels. Build: cuda/test/build_op_check.sh. Exit code 1 on any
 // failure. Not part of the addon (cuda/test/ is not globbed by CMakeLists.txt).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -623,6 +624,194 @@ static void test_final_logits(Backend& be, DType dt) {
   }
 }
 
+// ---- final_pick / pick_logits (cuda/pick.cu) against a double-precision host pick with the same penalty rules
+struct PickRef {
+  int id = -1;
+  double gap = 0;  // max - the second largest penalized logit
+  double logprob = 0;
+  std::vector<std::pair<int, double>> top;
+};
+static PickRef ref_pick(const float* row, int V, const PickSpec& s) {
+  std::vector<float> L(row, row + V);
+  const int n = s.vocab_limit > 0 && s.vocab_limit < V ? s.vocab_limit : V;
+  const bool rep = s.repetition != 1.0, oa = s.presence != 0.0 || s.frequency != 0.0;
+  for (int k = 0; k < s.n_ids; ++k) {
+    const int id = s.ids[k];
+    if (id < 0 || id >= n) continue;
+    float x = L[size_t(id)];
+    if (rep) x = x < 0 ? float(double(x) * s.repetition) : float(double(x) / s.repetition);
+    if (oa && s.counts[k] > 0) {
+      const double fc = s.frequency * double(s.counts[k]);
+      x = float(double(x) - (fc + s.presence));
+    }
+    L[size_t(id)] = x;
+  }
+  PickRef r;
+  float m = -INFINITY;
+  for (int i = 0; i < n; ++i)
+    if (L[size_t(i)] > m) m = L[size_t(i)], r.id = i;
+  float m2 = -INFINITY;
+  for (int i = 0; i < n; ++i)
+    if (i != r.id && L[size_t(i)] > m2) m2 = L[size_t(i)];
+  r.gap = double(m) - double(m2);
+  if (r.id < 0 || s.top_n < 0) return r;
+  double z = 0;
+  for (int i = 0; i < n; ++i) {
+    const float x = L[size_t(i)];
+    if (std::isinf(m)) z += x == m ? 1 : 0;
+    else if (x == x) z += std::exp(double(x) - double(m));
+  }
+  r.logprob = -std::log(z);
+  std::vector<int> ids;
+  for (int i = 0; i < n; ++i)
+    if (L[size_t(i)] > -INFINITY) ids.push_back(i);
+  std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) { return L[size_t(a)] > L[size_t(b)]; });
+  for (int i : ids) {
+    if (int(r.top.size()) == s.top_n) break;
+    const float x = L[size_t(i)];
+    if (std::isinf(m) ? x != m : !(float(std::exp(double(x) - double(m))) > 0.f)) break;
+    r.top.push_back({i, std::isinf(m) ? -std::log(z) : double(x) - double(m) - std::log(z)});
+  }
+  return r;
+}
+// expf (4U) and the fp32 x - max (U |x - max| <= 104 U for a non-zero weight) against the double reference.
+static bool same_pick(const PickResult& g, const PickRef& w, const PickSpec& s) {
+  const double tol = 110 * std::ldexp(1.0, -24);
+  if (g.id != w.id) return false;
+  if (w.id < 0 || s.top_n < 0) return true;
+  if (std::fabs(g.logprob - w.logprob) > tol) return false;
+  if (s.top_n == 0) return g.n_top == 0;
+  if (size_t(g.n_top) != w.top.size()) return false;
+  for (int k = 0; k < g.n_top; ++k)
+    if (g.top_ids[k] != w.top[size_t(k)].first || std::fabs(g.top_logprobs[k] - w.top[size_t(k)].second) > tol) return false;
+  return true;
+}
+struct PickCase {
+  std::vector<int32_t> ids, counts;
+  PickSpec spec;
+};
+static PickCase pick_case(int V, int r, std::mt19937& g) {
+  PickCase c;
+  std::uniform_int_distribution<int> id(0, V - 1), cnt(0, 3);
+  for (int k = 0; k < 40 + r; ++k) {
+    const int32_t i = id(g);
+    if (std::find(c.ids.begin(), c.ids.end(), i) == c.ids.end()) {
+      c.ids.push_back(i);
+      c.counts.push_back(cnt(g));
+    }
+  }
+  c.spec.repetition = r % 3 == 0 ? 1.0 : 1.1 + 0.1 * (r % 4);
+  c.spec.presence = r % 2 ? 0.5 : 0.0;
+  c.spec.frequency = r % 5 ? -0.3 : 0.0;
+  c.spec.vocab_limit = V - 85;
+  c.spec.top_n = r % 23 - 2;  // -2 -> -1 (none) .. 20
+  if (c.spec.top_n < -1) c.spec.top_n = -1;
+  return c;
+}
+static void test_final_pick(Backend& be, DType dt) {
+  std::mt19937 g(77);
+  {  // pick_logits: Qwen's V, grid values (ties), NaN / -Infinity, +Infinity, no usable logit, padding ids high
+    const int V = 151936, R = 7;
+    vecf L(size_t(R) * V);
+    std::uniform_int_distribution<int> q(-80, 80);
+    for (auto& x : L) x = float(q(g)) / 8.f;
+    for (int i = 0; i < V; i += 7) L[size_t(V) + i] = NAN;
+    for (int i = 3; i < V; i += 11) L[size_t(V) + i] = -INFINITY;
+    for (int i : {300, 17, 301}) L[size_t(V) + i] = 11.f;           // row 1: 3-way tie at the max
+    for (int i = V - 85; i < V; ++i) L[size_t(2) * V + i] = 1000.f;  // row 2: padding rows highest
+    L[size_t(3) * V + 900] = L[size_t(3) * V + 20] = INFINITY;       // row 3: two +Infinity
+    for (int i = 0; i < V; ++i) L[size_t(4) * V + i] = i < V - 85 ? (i % 2 ? NAN : -INFINITY) : 1.f;  // row 4: none
+    for (int i = 0; i < V; ++i) L[size_t(5) * V + i] = i == 10 ? 200.f : i == 20 ? 150.f : 0.f;        // row 5: spread
+    std::vector<PickCase> cs;
+    std::vector<PickSpec> specs;
+    for (int r = 0; r < R; ++r) cs.push_back(pick_case(V, r + 20, g));
+    for (auto& c : cs) {
+      c.spec.ids = c.ids.data();
+      c.spec.counts = c.counts.data();
+      c.spec.n_ids = int(c.ids.size());
+      specs.push_back(c.spec);
+    }
+    std::vector<PickResult> got(static_cast<size_t>(R));
+    be.pick_logits(L.data(), R, V, specs.data(), got.data());
+    for (int r = 0; r < R; ++r) {
+      const PickRef w = ref_pick(L.data() + size_t(r) * V, V, specs[size_t(r)]);
+      expect(same_pick(got[size_t(r)], w, specs[size_t(r)]),
+             std::string("pick_logits V=151936 row ") + std::to_string(r) + " " + dt_name(dt) + ": id " +
+                 std::to_string(got[size_t(r)].id) + " (want " + std::to_string(w.id) + ")");
+    }
+  }
+  // final_pick against the reference on final_logits' logits: R = 64 is one lm_head call of the same shape in both
+  // ops (identical logits: everything must match); R = 300 crosses final_pick's 256-row chunk, whose GEMM shape
+  // differs from final_logits' 64-row chunks, so ids are compared where the top-2 gap is clear of GEMM rounding.
+  for (const int R : {64, 300}) {
+    const int T = 320, H = 64, V = 1003;
+    vecf h = rnd(size_t(T) * H, 2.f, dt, 60), gw = rnd(H, 1.f, dt, 61), W = rnd(size_t(V) * H, 1.f, dt, 62);
+    DB hb(be, h);
+    DW gd(be, gw, 1, H), Wd(be, W, V, H);
+    std::vector<int> rows(static_cast<size_t>(R));
+    for (int r = 0; r < R; ++r) rows[size_t(r)] = (r * 7) % T;
+    vecf logits(size_t(R) * V);
+    std::vector<PickCase> cs;
+    std::vector<PickSpec> specs;
+    for (int r = 0; r < R; ++r) cs.push_back(pick_case(V, r, g));
+    for (auto& c : cs) {
+      c.spec.ids = c.ids.data();
+      c.spec.counts = c.counts.data();
+      c.spec.n_ids = int(c.ids.size());
+      specs.push_back(c.spec);
+    }
+    std::vector<PickResult> got(static_cast<size_t>(R));
+    be.final_pick(hb.p, rows.data(), R, H, gd.w, Wd.w, 1e-6f, specs.data(), got.data());
+    be.final_logits(hb.p, rows.data(), R, H, gd.w, Wd.w, 1e-6f, logits.data());
+    int bad = 0;
+    for (int r = 0; r < R; ++r) {
+      const PickRef w = ref_pick(logits.data() + size_t(r) * V, V, specs[size_t(r)]);
+      if (R == 64 ? !same_pick(got[size_t(r)], w, specs[size_t(r)]) : (w.gap > 1e-3 && got[size_t(r)].id != w.id)) ++bad;
+    }
+    expect(bad == 0, std::string("final_pick R=") + std::to_string(R) + " V=1003 " + dt_name(dt) + ": " +
+                         std::to_string(bad) + " rows differ from the reference pick of final_logits");
+  }
+}
+
+static double time_it(Backend& be, int reps, const std::function<void()>& f);
+static void perf_pick(Backend& be, DType dt) {
+  const int H = 4096, V = 151936;
+  std::vector<uint16_t> host(size_t(V) * H, 0x3c00);
+  for (size_t i = 0; i < host.size(); i += 97) host[i] = 0x3c10;
+  Weight hw;
+  hw.data = host.data();
+  hw.dtype = dt == DType::F16 ? DType::F16 : DType::BF16;
+  hw.rows = V;
+  hw.cols = H;
+  Weight w = be.upload(hw);
+  vecf gv(H, 1.f);
+  DW gd(be, gv, 1, H);
+  for (int R : {1, 8, 64, 256}) {
+    DB hb(be, rnd(size_t(R) * H, 1.f, dt, 70));
+    std::vector<int> rows(static_cast<size_t>(R));
+    for (int r = 0; r < R; ++r) rows[size_t(r)] = r;
+    vecf logits(size_t(R) * V);
+    std::vector<int32_t> ids(2000), counts(2000, 1);
+    for (int k = 0; k < 2000; ++k) ids[size_t(k)] = k * 71;
+    PickSpec s;
+    s.ids = ids.data();
+    s.counts = counts.data();
+    s.n_ids = 2000;
+    s.repetition = 1.1;
+    s.presence = 0.5;
+    s.vocab_limit = V - 85;
+    std::vector<PickSpec> specs(static_cast<size_t>(R), s);
+    std::vector<PickResult> out(static_cast<size_t>(R));
+    const double tl = time_it(be, 10, [&] { be.final_logits(hb.p, rows.data(), R, H, gd.w, w, 1e-6f, logits.data()); });
+    const double tp = time_it(be, 10, [&] { be.final_pick(hb.p, rows.data(), R, H, gd.w, w, 1e-6f, specs.data(), out.data()); });
+    for (auto& x : specs) x.top_n = 20;
+    const double tt = time_it(be, 10, [&] { be.final_pick(hb.p, rows.data(), R, H, gd.w, w, 1e-6f, specs.data(), out.data()); });
+    std::printf("PERF final_logits R=%3d %8.1f us | final_pick %8.1f us | final_pick top 20 %8.1f us\n", R, tl * 1e6,
+                tp * 1e6, tt * 1e6);
+  }
+  be.release(w);
+}
+
 static void test_errors(Backend& be) {
   bool threw = false;
   std::string msg;
@@ -786,9 +975,11 @@ static void perf(Backend& be, DType dt) {
 }
 
 int main(int argc, char** argv) {
-  bool do_perf = false;
-  for (int i = 1; i < argc; ++i)
+  bool do_perf = false, pick_only = false;  // --pick: only the final_pick checks (and perf_pick with --perf)
+  for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--perf") == 0) do_perf = true;
+    if (std::strcmp(argv[i], "--pick") == 0) pick_only = true;
+  }
   const CudaInfo info = cuda_info();
   std::printf("cuda_info: available=%d devices=%d runtime=%d driver=%d name='%s' cc=%d.%d mem=%zu/%zu cublas=%d "
               "error='%s' cublas_error='%s'\n",
@@ -802,6 +993,11 @@ int main(int argc, char** argv) {
       const DType dt = be->act_dtype();
       auto& cb = static_cast<cu::CudaBackend&>(*be);
       std::printf("==== %s: cuBLAS %s %s\n", dts, cb.cublas_in_use() ? "on" : "off", cb.cublas_note().c_str());
+      if (pick_only) {
+        test_final_pick(*be, dt);
+        if (do_perf && dt == DType::BF16) perf_pick(*be, dt);
+        continue;
+      }
       test_embedding_upload(*be, dt);
       test_rmsnorm(*be, dt);
       test_linear(*be, dt, "default");
@@ -816,8 +1012,10 @@ int main(int argc, char** argv) {
       test_kv_pool_oom(*be, dt);
       test_elementwise(*be, dt);
       test_final_logits(*be, dt);
+      test_final_pick(*be, dt);
       test_errors(*be);
       if (do_perf && dt == DType::BF16) perf(*be, dt);
+      if (do_perf && dt == DType::BF16) perf_pick(*be, dt);
     } catch (const std::exception& e) {
       ++g_fail;
       std::printf("FAIL %s: exception: %s\n", dts, e.what());

@@ -1,6 +1,9 @@
 /**
  * The generation loop, independent of the concrete Model: prefill -> [sample -> stop? -> emit text -> forward] ...
- * One `seq.forward` await per token; the sequence is disposed in a finally whatever happens.
+ * One `seq.forward` await per token; the sequence is disposed in a finally whatever happens. Greedy decoding (doSample
+ * false or temperature 0) on a sequence with `forwardPick` picks inside the backend instead: only the id (and the
+ * logprobs asked for) come back per step, not the logits, and the sampler only records the pick (sampler.accept), so
+ * its penalty history — and hence every later pick — stays what the TS path would have.
  *
  * Ends (finishReason):
  *  - 'stop':   an eos id was sampled (never emitted), the sequence ended with a stop word id sequence (its ids are
@@ -11,7 +14,8 @@
  */
 import { QwenError, badArg } from '../errors';
 import { type TopLogprob, StopWords, createSampler } from '../sampling';
-import type { SequenceLike, StreamDecoder, TokenizerLike } from '../types';
+import type { NativePickRequest } from '../native/types';
+import type { PickResult, SequenceLike, StreamDecoder, TokenizerLike } from '../types';
 import type { ResolvedGenerationConfig } from './config';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -70,13 +74,24 @@ export async function* generateTokens(
     else if (stopWords.matched() > 0) finish = 'stop';
     else {
       const sampler = createSampler(config, promptIds);
-      let logits = await forwardOrAbort(seq, promptIds, signal);
+      const native = sampler.greedy && typeof seq.forwardPick === 'function';
+      // Feeds ids and returns the next pick: the backend's (native) or the sampler's on the returned logits.
+      const next = async (ids: ArrayLike<number>): Promise<PickResult | null> => {
+        if (!native) {
+          const logits = await forwardOrAbort(seq, ids, signal);
+          return logits === null || signal?.aborted ? null : sampler.sample(logits);
+        }
+        const p = await pickOrAbort(seq, ids, sampler.pickRequest()!, signal);
+        if (p === null || signal?.aborted) return null;
+        sampler.accept([p.id]); // what sample() records of its own pick
+        return p;
+      };
+      let r = await next(promptIds);
       for (;;) {
-        if (signal?.aborted || logits === null) {
+        if (signal?.aborted || r === null) {
           finish = 'abort';
           break;
         }
-        const r = sampler.sample(logits);
         sampled++;
         if (eos.has(r.id)) {
           finish = 'stop';
@@ -111,7 +126,7 @@ export async function* generateTokens(
           finish = 'abort';
           break;
         }
-        logits = await forwardOrAbort(seq, [r.id], signal);
+        r = await next([r.id]);
       }
     }
     // Held-back ids are real output unless they were the start of the stop word that ended generation.
@@ -127,6 +142,21 @@ export async function* generateTokens(
 async function forwardOrAbort(seq: SequenceLike, ids: ArrayLike<number>, signal?: AbortSignal): Promise<Float32Array | null> {
   try {
     return await seq.forward(ids, signal ? { signal } : undefined);
+  } catch (e) {
+    if (signal?.aborted && e instanceof QwenError && e.code === 'E_ABORTED') return null;
+    throw e;
+  }
+}
+
+/** seq.forwardPick, or null when the signal fired before the forward ran. */
+async function pickOrAbort(
+  seq: SequenceLike,
+  ids: ArrayLike<number>,
+  pick: NativePickRequest,
+  signal?: AbortSignal,
+): Promise<PickResult | null> {
+  try {
+    return await seq.forwardPick!(ids, pick, signal ? { signal } : undefined);
   } catch (e) {
     if (signal?.aborted && e instanceof QwenError && e.code === 'E_ABORTED') return null;
     throw e;

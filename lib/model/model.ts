@@ -4,8 +4,8 @@
  */
 import { QwenError, abortError, badArg } from '../errors';
 import { addon } from '../native/binding';
-import { DTYPE_CODES, NativeConfig, NativeModel, NativeSequence } from '../native/types';
-import type { SequenceLike } from '../types';
+import { DTYPE_CODES, NativeConfig, NativeModel, NativePick, NativePickRequest, NativeSequence } from '../native/types';
+import type { PickResult, SequenceLike } from '../types';
 import { Checkpoint, openCheckpoint } from './checkpoint';
 import { QwenConfig, ffnWidth, rotaryDims } from './config';
 import { MAX_POSITIONS } from './limits';
@@ -125,6 +125,19 @@ export class Sequence implements SequenceLike {
   /** Append ids; resolves to the logits of every new position (ids.length x vocab_size, row-major). */
   forwardAll(ids: ArrayLike<number>, options?: { signal?: AbortSignal }): Promise<Float32Array> {
     return this.run(ids, true, options?.signal);
+  }
+
+  /**
+   * Append ids; resolves to the next id picked greedily inside the backend (penalties, argmax and the logprobs asked
+   * for, as Sampler.sample would on the same logits; sampling/index.ts Sampler.pickRequest builds `pick`). Only the id
+   * (and logprobs) cross over, not the vocab_size logits. A last position with no usable logit rejects with
+   * E_BACKEND.
+   */
+  async forwardPick(ids: ArrayLike<number>, pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult> {
+    if (!this.native) throw new QwenError('E_DISPOSED', 'this Sequence was disposed');
+    const arr = this.model.checkIds(ids, this.length);
+    const req = this.model.checkPick(pick);
+    return pickResult(await this.model.submitPick(this.state, arr, req, options?.signal), req.vocabLimit);
   }
 
   private run(ids: ArrayLike<number>, all: boolean, signal?: AbortSignal): Promise<Float32Array> {
@@ -298,6 +311,25 @@ export class Model {
   }
 
   /** @internal */
+  submitPick(st: SeqState, ids: Int32Array, pick: NativePickRequest, signal?: AbortSignal): Promise<NativePick> {
+    if (!this.native) return Promise.reject(new QwenError('E_DISPOSED', 'this Model was disposed'));
+    return this.scheduler.submitPick(st, ids, pick, signal);
+  }
+
+  /** @internal The request as the addon takes it: ids and vocabLimit within this model's vocab_size. */
+  checkPick(pick: NativePickRequest): NativePickRequest {
+    if (pick === null || typeof pick !== 'object') throw badArg('pick', 'a pick request (Sampler.pickRequest())', pick);
+    const V = this.config.vocab_size;
+    if (!Number.isInteger(pick.vocabLimit) || pick.vocabLimit < 1) throw badArg('pick.vocabLimit', 'an integer >= 1', pick.vocabLimit);
+    if (pick.vocabLimit <= V) return pick;
+    // A tokenizer limit beyond the model's rows: every row is eligible, as the TS sampler's min(length, limit).
+    const keep = pick.ids.map((id) => +(id < V));
+    const ids = pick.ids.filter((_, i) => keep[i] === 1);
+    const counts = pick.counts.filter((_, i) => keep[i] === 1);
+    return { ...pick, ids, counts, vocabLimit: V };
+  }
+
+  /** @internal */
   forget(s: Sequence): void {
     this.sequences.delete(s);
     this.scheduler.dispose(s.state);
@@ -307,6 +339,15 @@ export class Model {
     if (!this.native) throw new QwenError('E_DISPOSED', 'this Model was disposed');
     return this.native;
   }
+}
+
+/** The addon's pick as the sampler reports one (SampleResult); -1 (no usable logit) is the sampler's E_BACKEND. */
+function pickResult(p: NativePick, n: number): PickResult {
+  if (p.id < 0) throw new QwenError('E_BACKEND', `no usable logit: all ${n} eligible logits are -Infinity or NaN`);
+  const r: PickResult = { id: p.id };
+  if (p.logprob !== undefined) r.logprob = p.logprob;
+  if (p.top !== undefined) r.topLogprobs = p.top;
+  return r;
 }
 
 /** Load a Hugging Face Qwen-7B(-Chat) directory (config.json, generation_config.json, safetensors). */

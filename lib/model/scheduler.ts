@@ -17,7 +17,7 @@
  * Finishing, aborting or disposing a sequence returns its blocks at once.
  */
 import { QwenError, abortError } from '../errors';
-import type { NativeModel, NativeSequence, NativeStepItem } from '../native/types';
+import type { NativeModel, NativePick, NativePickRequest, NativeSequence, NativeStepItem, NativeStepResult } from '../native/types';
 
 export interface SchedulerOptions {
   maxBatchTokens: number;
@@ -53,9 +53,10 @@ export interface SchedulerStats {
 interface Request {
   ids: Int32Array;
   all: boolean; // logits of every position (else of the last)
+  pick: NativePickRequest | null; // the last position's next id picked in the backend instead of its logits
   fed: number; // ids[0, fed) are in the cache
   out: Float32Array | null; // all: [ids.length][V], filled as chunks complete
-  resolve(v: Float32Array): void;
+  resolve(v: Float32Array | NativePick): void;
   reject(e: unknown): void;
   signal?: AbortSignal;
   onAbort?: () => void;
@@ -143,6 +144,21 @@ export class Scheduler {
 
   /** Appends ids to st's sequence; resolves to the logits of the last (or every) new position. */
   submit(st: SeqState, ids: Int32Array, all: boolean, signal?: AbortSignal): Promise<Float32Array> {
+    return this.enqueue(st, ids, all, null, signal) as Promise<Float32Array>;
+  }
+
+  /** Appends ids to st's sequence; resolves to the backend's greedy pick of the next id (no logits cross over). */
+  submitPick(st: SeqState, ids: Int32Array, pick: NativePickRequest, signal?: AbortSignal): Promise<NativePick> {
+    return this.enqueue(st, ids, false, pick, signal) as Promise<NativePick>;
+  }
+
+  private enqueue(
+    st: SeqState,
+    ids: Int32Array,
+    all: boolean,
+    pick: NativePickRequest | null,
+    signal?: AbortSignal,
+  ): Promise<Float32Array | NativePick> {
     if (st.disposed) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
     if (signal?.aborted) return Promise.reject(abortError('forward', signal));
     const kv = this.native.kvStats();
@@ -162,8 +178,9 @@ export class Scheduler {
         new QwenError('E_QUEUE_FULL', `${this.waiting.length} sequences are waiting already (options.maxQueue = ${this.opts.maxQueue})`),
       );
     }
-    return new Promise<Float32Array>((resolve, reject) => {
-      const req: Request = { ids, all, fed: 0, out: all ? new Float32Array(ids.length * this.opts.vocab) : null, resolve, reject, signal };
+    return new Promise<Float32Array | NativePick>((resolve, reject) => {
+      const out = all ? new Float32Array(ids.length * this.opts.vocab) : null;
+      const req: Request = { ids, all, pick, fed: 0, out, resolve, reject, signal };
       if (signal) {
         req.onAbort = () => this.abort(st, req);
         signal.addEventListener('abort', req.onAbort, { once: true });
@@ -214,10 +231,11 @@ export class Scheduler {
     this.waiting = this.waiting.filter((s) => s !== st);
   }
 
-  private settle(req: Request, value: { logits: Float32Array } | { error: Error }): void {
+  private settle(req: Request, value: { logits: Float32Array } | { pick: NativePick } | { error: Error }): void {
     if (req.signal && req.onAbort) req.signal.removeEventListener('abort', req.onAbort);
     // Not `instanceof Float32Array`: the addon's arrays come from the main realm, tests run in a vm context.
     if ('logits' in value) req.resolve(value.logits);
+    else if ('pick' in value) req.resolve(value.pick);
     else req.reject(value.error);
   }
 
@@ -343,12 +361,14 @@ export class Scheduler {
       }
       const r = st.requests[0];
       const done = r.fed + p.take === r.ids.length;
-      items.push({
+      const item: NativeStepItem = {
         seq: st.native,
         ids: r.ids.subarray(r.fed, r.fed + p.take),
         logits: r.all ? 2 : done ? 1 : 0,
         promptLength: st.history.length === 0 && r.fed === 0 ? r.ids.length : 0,
-      });
+      };
+      if (done && r.pick) item.pick = r.pick;
+      items.push(item);
       if (p.take === 1 && st.history.length > 0) decodeTokens++;
       else prefillTokens += p.take;
     }
@@ -360,22 +380,25 @@ export class Scheduler {
     );
   }
 
-  private finish(plan: Planned[], items: NativeStepItem[], out: Float32Array, s: StepStats): void {
+  private finish(plan: Planned[], items: NativeStepItem[], result: NativeStepResult, s: StepStats): void {
     const V = this.opts.vocab;
+    const out = result.logits;
     const answers: Array<() => void> = []; // settled after the bookkeeping, spread over event-loop turns (below)
     let row = 0;
+    let picked = 0;
     for (let i = 0; i < plan.length; i++) {
       const { st, take, fromReplay } = plan[i];
       const item = items[i];
       st.inFlight = false;
-      const rows = item.logits === 2 ? take : item.logits;
+      const rows = item.pick ? 0 : item.logits === 2 ? take : item.logits;
+      const pick = item.pick ? result.picks[picked++] : undefined;
       if (st.disposed) {
         // Disposed during this step: answer the request it was serving if this step completed it.
         const r = st.requests.shift();
         if (r && !fromReplay && r.fed + take === r.ids.length) {
           if (r.all && r.out) r.out.set(out.subarray(row * V, (row + take) * V), r.fed * V);
           const logits = r.out ?? out.subarray(row * V, (row + 1) * V);
-          answers.push(() => this.settle(r, { logits }));
+          answers.push(() => this.settle(r, pick ? { pick } : { logits }));
         } else if (r) this.settle(r, { error: new QwenError('E_DISPOSED', 'this Sequence was disposed') });
         row += rows;
         continue;
@@ -391,7 +414,7 @@ export class Scheduler {
       if (r.fed === r.ids.length) {
         st.requests.shift();
         const logits = r.out ?? out.subarray(row * V, (row + 1) * V); // a view: no copy of 600 KB per sequence
-        answers.push(() => this.settle(r, { logits }));
+        answers.push(() => this.settle(r, pick ? { pick } : { logits }));
       } else if (r.signal?.aborted) {
         st.requests.shift(); // aborted during a prompt chunk: stop feeding it
         this.settle(r, { error: abortError('forward', r.signal) });

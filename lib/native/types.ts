@@ -52,6 +52,33 @@ export interface NativeSequence {
   dispose(): void;
 }
 
+/**
+ * A greedy pick of the next id inside the backend (cpp/core/backend.h PickSpec): the penalties exactly as
+ * lib/sampling applies them, then the argmax over ids < vocabLimit (ties -> lowest id; NaN never wins) and, when
+ * topLogprobs is given, logprobs of the softmax at temperature 1 of the penalized logits.
+ */
+export interface NativePickRequest {
+  repetitionPenalty: number; // HF's, over every id in `ids`; 1 = off
+  presencePenalty: number; // OpenAI's, over the ids with counts > 0; 0 = off
+  frequencyPenalty: number; // OpenAI's: times the count; 0 = off
+  /** DISTINCT ids of the sequence (prompt + generated), each in [0, vocab). */
+  ids: Int32Array;
+  /** Per id: how often it was generated (0 = a prompt-only id: only the repetition penalty applies). */
+  counts: Int32Array;
+  /** Ids >= this (the lm_head padding rows) are never picked. */
+  vocabLimit: number;
+  /** Absent: no logprobs; 0: the chosen id's logprob; 1..20: also that many top alternatives. */
+  topLogprobs?: number;
+}
+
+export interface NativePick {
+  /** The picked id; -1 when the row had no usable logit (all NaN / -Infinity). */
+  id: number;
+  logprob?: number;
+  /** (logprob desc, id asc); only ids of non-zero fp32 probability, so possibly fewer than asked. */
+  top?: Array<{ id: number; logprob: number }>;
+}
+
 /** One sequence's part of a batched step (cpp/core/engine.h StepItem). */
 export interface NativeStepItem {
   seq: NativeSequence;
@@ -60,6 +87,15 @@ export interface NativeStepItem {
   logits: 0 | 1 | 2;
   /** > 0: freeze the NTK alpha as for a prompt of this length (a prompt fed in chunks). */
   promptLength: number;
+  /** With logits 1: pick the last position's next id in the backend instead of returning its logits row. */
+  pick?: NativePickRequest;
+}
+
+/** What a step resolves to: the logits rows of the items without a pick, item after item ([rows][vocab]), and one
+ *  pick per item with a pick, in item order. */
+export interface NativeStepResult {
+  logits: Float32Array;
+  picks: NativePick[];
 }
 
 export interface NativeModel {
@@ -67,9 +103,9 @@ export interface NativeModel {
   cancelLoad(): void;
   /** promptLength > 0 freezes the NTK alpha now, as for a prefill of that many tokens. */
   createSequence(promptLength?: number): NativeSequence;
-  /** One batched step; resolves to the rows asked for, item after item ([rows][vocab]). Rejects with a message
-   *  starting "E_KV_FULL:" when the KV pool lacks blocks (nothing changed). */
-  step(items: NativeStepItem[]): Promise<Float32Array>;
+  /** One batched step; resolves to the logits rows asked for and the picks. Rejects with a message starting
+   *  "E_KV_FULL:" when the KV pool lacks blocks (nothing changed). */
+  step(items: NativeStepItem[]): Promise<NativeStepResult>;
   kvStats(): { blockTokens: number; maxBlocks: number; usedBlocks: number };
   dispose(): void;
 }
@@ -98,6 +134,13 @@ export interface NativeOps {
     h: Float32Array, T: number, H: number, rows: Int32Array, lnf: Uint8Array, lnfDtype: number,
     head: Uint8Array, headDtype: number, V: number, eps: number,
   ): Float32Array;
+  /** finalLogits' rows picked inside the backend: one request and one result per row. */
+  finalPick(
+    h: Float32Array, T: number, H: number, rows: Int32Array, lnf: Uint8Array, lnfDtype: number,
+    head: Uint8Array, headDtype: number, V: number, eps: number, picks: NativePickRequest[],
+  ): NativePick[];
+  /** The backend's pick on given logits [R][V] (the same code as finalPick after the lm_head). */
+  pickLogits(logits: Float32Array, R: number, V: number, picks: NativePickRequest[]): NativePick[];
 }
 
 export interface CpuInfo {

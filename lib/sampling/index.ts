@@ -8,6 +8,7 @@
  * `sample(logits)` CONSUMES the Float32Array the model returns: it is rewritten in place (see candidates.ts).
  */
 import { QwenError } from '../errors';
+import type { NativePickRequest } from '../native/types';
 import { Candidates } from './candidates';
 import { type TopLogprob, draw, logprobsOf } from './pick';
 import { PresenceFrequencyPenalty } from './presenceFrequencyPenalty';
@@ -118,6 +119,46 @@ export class Sampler {
   accept(ids: ArrayLike<number>): void {
     this.penalty.repetition.add(ids);
     this.penalty.openai.add(ids);
+  }
+
+  /**
+   * Greedy decoding inside the backend (Sequence.forwardPick): the request under which the native pick equals what
+   * sample() would return on the same logits — the active penalties with the history as of now, the vocabulary
+   * limit, the logprobs asked for. null when sampling (the draw stays here). Record the picked id with
+   * accept([id]) afterwards, as sample() records its own.
+   */
+  pickRequest(): NativePickRequest | null {
+    if (!this.greedy) return null;
+    const { config } = this;
+    const n = config.tokenizerVocabSize;
+    const rep = this.processors.some((p) => p.name === 'repetitionPenalty');
+    const openai = this.processors.some((p) => p.name === 'presenceFrequencyPenalty');
+    const ids: number[] = [];
+    const counts: number[] = [];
+    if (rep) {
+      // every distinct id of the sequence; the generated ones with their counts
+      for (const id of this.penalty.repetition.distinctIds) {
+        if (id < 0 || id >= n) continue; // never eligible: the TS processors skip them too
+        ids.push(id);
+        counts.push(this.penalty.openai.count(id));
+      }
+    } else if (openai) {
+      for (const [id, c] of this.penalty.openai.entries()) {
+        if (id < 0 || id >= n) continue;
+        ids.push(id);
+        counts.push(c);
+      }
+    }
+    const req: NativePickRequest = {
+      repetitionPenalty: rep ? config.repetitionPenalty : 1,
+      presencePenalty: openai ? (config.presencePenalty ?? 0) : 0,
+      frequencyPenalty: openai ? (config.frequencyPenalty ?? 0) : 0,
+      ids: Int32Array.from(ids),
+      counts: Int32Array.from(counts),
+      vocabLimit: n,
+    };
+    if (config.logprobs !== undefined) req.topLogprobs = config.logprobs;
+    return req;
   }
 
   /** Pick the next id from the last position's logits, which are consumed (rewritten in place). */

@@ -1,0 +1,269 @@
+// pick: penalties, argmax, log-sum-exp and top-n of R logits rows in one launch (pick.cuh describes the passes).
+// One block per row: ~151k fp32 logits = 600 KB per row, read once for the argmax (4 loads in flight per thread) and
+// once more from L2 for the sum when logprobs are asked; a few us per row, all rows of a step in parallel.
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "common.cuh"
+#include "core/pick.h"
+#include "pick.cuh"
+
+namespace qwen::cu {
+
+namespace {
+
+constexpr int kUnroll = 4;
+
+struct Cand {
+  float x;
+  int i;  // INT_MAX: none
+};
+__device__ __forceinline__ bool better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
+__device__ __forceinline__ Cand none() { return Cand{-INFINITY, INT_MAX}; }
+
+// (value desc, id asc) is a strict total order on the candidates (never NaN, ids distinct), so every lane of the
+// butterfly ends with the same winner.
+__device__ __forceinline__ Cand warp_best(Cand c) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float x = __shfl_xor_sync(0xffffffffu, c.x, o);
+    const int i = __shfl_xor_sync(0xffffffffu, c.i, o);
+    if (better(x, i, c.x, c.i)) c = Cand{x, i};
+  }
+  return c;
+}
+// Every thread of the block calls it; all get the winner.
+__device__ __forceinline__ Cand block_best(Cand c, Cand* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  c = warp_best(c);
+  __syncthreads();  // sh may still be read by the previous call
+  if (lane == 0) sh[warp] = c;
+  __syncthreads();
+  return warp_best(lane < nw ? sh[lane] : none());
+}
+__device__ __forceinline__ double block_sum_d(double v, double* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : 0.0;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// grid (R), block kPickThreads.
+__global__ void __launch_bounds__(kPickThreads)
+    pick_kernel(float* logits, int V, const DevPickRow* __restrict__ rows, const DevPickEntry* __restrict__ entries,
+                DevPickOut* __restrict__ out) {
+  __shared__ Cand sh[32];
+  __shared__ double shd[32];
+  const DevPickRow spec = rows[blockIdx.x];
+  float* L = logits + size_t(blockIdx.x) * size_t(V);  // written below: plain (coherent) loads only
+  const int tid = threadIdx.x, nt = blockDim.x;
+
+  // 1. penalties (distinct ids: no two threads touch one logit)
+  for (int k = tid; k < spec.ne; k += nt) {
+    const DevPickEntry e = entries[spec.e0 + k];
+    float x = L[e.id];
+    if (spec.flags & 1)
+      x = x < 0.f ? __double2float_rn(__dmul_rn(double(x), spec.repetition))
+                  : __double2float_rn(__ddiv_rn(double(x), spec.repetition));
+    if (e.openai) x = __double2float_rn(__dsub_rn(double(x), e.delta));
+    L[e.id] = x;
+  }
+  __syncthreads();  // the block's global writes are visible to the whole block after this
+
+  // 2. argmax (+ this thread's best top_n)
+  const int n = spec.n;
+  const int keep = spec.top_n > 1 ? spec.top_n : 1;
+  float tx[kMaxPickTop];
+  int ti[kMaxPickTop];
+  int tl = 0;
+  if (keep == 1) {
+    Cand b = none();
+    for (int base = tid; base < n; base += kUnroll * kPickThreads) {
+      float v[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int i = base + u * kPickThreads;
+        v[u] = i < n ? L[i] : -INFINITY;
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (v[u] > b.x) b = Cand{v[u], base + u * kPickThreads};  // strict: NaN / -Infinity never, ties keep the first
+    }
+    if (b.i != INT_MAX) {
+      tx[0] = b.x;
+      ti[0] = b.i;
+      tl = 1;
+    }
+  } else {
+    for (int base = tid; base < n; base += kUnroll * kPickThreads) {
+      float v[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int i = base + u * kPickThreads;
+        v[u] = i < n ? L[i] : -INFINITY;
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const float x = v[u];
+        if (!(x > -INFINITY)) continue;
+        if (tl == keep && !(x > tx[keep - 1])) continue;  // ids increase along the thread: an equal value ranks after
+        int k = tl < keep ? tl++ : keep - 1;
+        while (k > 0 && x > tx[k - 1]) {
+          tx[k] = tx[k - 1];
+          ti[k] = ti[k - 1];
+          --k;
+        }
+        tx[k] = x;
+        ti[k] = base + u * kPickThreads;
+      }
+    }
+  }
+  const Cand best = block_best(tl ? Cand{tx[0], ti[0]} : none(), sh);
+  DevPickOut* o = out + blockIdx.x;
+  if (best.i == INT_MAX) {  // no usable logit (uniform over the block)
+    if (tid == 0) {
+      o->id = -1;
+      o->max = best.x;
+      o->sum = 0.0;
+      o->n_top = 0;
+    }
+    return;
+  }
+  const float m = best.x;
+
+  // 3. sum of weights
+  double sum = 0.0;
+  if (spec.top_n >= 0) {
+    double s = 0.0;
+    if (m == INFINITY) {
+      for (int i = tid; i < n; i += nt) s += L[i] == INFINITY ? 1.0 : 0.0;
+    } else {
+      for (int base = tid; base < n; base += kUnroll * kPickThreads) {
+        float v[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int i = base + u * kPickThreads;
+          v[u] = i < n ? L[i] : -INFINITY;
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+          if (v[u] == v[u]) s += double(expf(v[u] - m));  // -Infinity weighs 0; NaN is skipped
+      }
+    }
+    sum = block_sum_d(s, shd);
+  }
+
+  // 4. top-n: rounds of a block argmax over the threads' list heads
+  int n_top = 0;
+  if (spec.top_n > 0) {
+    int head = 0;
+    for (int k = 0; k < spec.top_n; ++k) {
+      const Cand c = head < tl ? Cand{tx[head], ti[head]} : none();
+      const Cand w = block_best(c, sh);
+      if (w.i == INT_MAX) break;
+      if (!(m == INFINITY ? w.x == INFINITY : expf(w.x - m) > 0.f)) break;  // weighs 0: so do the rest
+      if (c.i == w.i) ++head;
+      if (tid == 0) {
+        o->top_id[k] = w.i;
+        o->top_x[k] = w.x;
+      }
+      n_top = k + 1;
+    }
+  }
+  if (tid == 0) {
+    o->id = best.i;
+    o->max = m;
+    o->sum = sum;
+    o->n_top = n_top;
+  }
+}
+
+size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
+
+// Does id (eligible) get a penalty entry, and with the presence / frequency amount?
+bool entry_of(const PickSpec& s, int k, int n, bool& openai) {
+  const int32_t id = s.ids[k];
+  if (id < 0 || id >= n) return false;
+  openai = pick_openai_on(s) && s.counts[k] > 0;
+  return pick_repetition_on(s) || openai;
+}
+
+}  // namespace
+
+PickLayout pick_layout(const PickSpec* specs, int R, int V, bool with_rows) {
+  PickLayout l;
+  for (int r = 0; r < R; ++r) {
+    const int n = pick_limit(specs[r], V);
+    for (int k = 0; k < specs[r].n_ids; ++k) {
+      bool oa = false;
+      if (entry_of(specs[r], k, n, oa)) ++l.entries;
+    }
+  }
+  l.o_rows = 0;
+  l.o_specs = align16(with_rows ? size_t(R) * sizeof(int32_t) : 0);
+  l.o_entries = align16(l.o_specs + size_t(R) * sizeof(DevPickRow));
+  l.bytes = align16(l.o_entries + size_t(l.entries) * sizeof(DevPickEntry));
+  return l;
+}
+
+void pick_fill(char* host, const PickLayout& l, const int* rows, const PickSpec* specs, int R, int V) {
+  if (rows && l.o_specs >= size_t(R) * sizeof(int32_t)) std::memcpy(host + l.o_rows, rows, size_t(R) * sizeof(int32_t));
+  auto* dr = reinterpret_cast<DevPickRow*>(host + l.o_specs);
+  auto* de = reinterpret_cast<DevPickEntry*>(host + l.o_entries);
+  int e = 0;
+  for (int r = 0; r < R; ++r) {
+    const PickSpec& s = specs[r];
+    DevPickRow d{};
+    d.repetition = s.repetition;
+    d.flags = pick_repetition_on(s) ? 1 : 0;
+    d.n = pick_limit(s, V);
+    d.top_n = s.top_n < kMaxPickTop ? s.top_n : kMaxPickTop;
+    d.e0 = e;
+    for (int k = 0; k < s.n_ids; ++k) {
+      bool oa = false;
+      if (!entry_of(s, k, d.n, oa)) continue;
+      DevPickEntry x{};
+      x.id = s.ids[k];
+      x.openai = oa ? 1 : 0;
+      x.delta = oa ? pick_openai_delta(s, s.counts[k]) : 0.0;
+      std::memcpy(de + e, &x, sizeof(x));
+      ++e;
+    }
+    d.ne = e - d.e0;
+    std::memcpy(dr + r, &d, sizeof(d));
+  }
+}
+
+void pick(float* logits, int R, int V, const DevPickRow* rows, const DevPickEntry* entries, DevPickOut* out,
+          cudaStream_t stream) {
+  if (R <= 0) return;
+  pick_kernel<<<R, kPickThreads, 0, stream>>>(logits, V, rows, entries, out);
+  CUDA_CHECK_LAUNCH("pick_kernel");
+}
+
+void pick_results(const DevPickOut* dev, const PickSpec* specs, int R, PickResult* out) {
+  for (int r = 0; r < R; ++r) {
+    const DevPickOut& d = dev[r];
+    PickResult& p = out[r];
+    p = PickResult();
+    p.id = d.id;
+    if (d.id < 0 || specs[r].top_n < 0) continue;
+    const double log_z = std::log(d.sum);  // >= log 1: the argmax weighs 1
+    const bool inf = std::isinf(d.max);
+    p.logprob = -log_z;
+    p.n_top = d.n_top < kMaxPickTop ? d.n_top : kMaxPickTop;
+    for (int k = 0; k < p.n_top; ++k) {
+      p.top_ids[k] = d.top_id[k];
+      p.top_logprobs[k] = inf ? -log_z : (double(d.top_x[k]) - double(d.max)) - log_z;
+    }
+  }
+}
+
+}  // namespace qwen::cu
