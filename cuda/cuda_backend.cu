@@ -47,14 +47,16 @@
 
 #include "../cuda/cuda_backend.h"
 #include "add.cuh"
+#include "add_rmsnorm.cuh"
 #include "attention.cuh"
 #include "common.cuh"
 #include "convert.cuh"
 #include "embedding.cuh"
 #include "final_logits.cuh"
-#include "pick.cuh"
 #include "kv_store.cuh"
 #include "linear.cuh"
+#include "mlp_swiglu.cuh"
+#include "pick.cuh"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
 #include "swiglu.cuh"
@@ -770,6 +772,23 @@ void CudaBackend::add(Buf h, const Buf x, int T, int H) {
   ProfScope prof(prof_, stream_, [&] { return std::string("add"); });
   if (T <= 0 || H <= 0) return;
   cu::add(act_, h, x, size_t(T) * size_t(H), stream_);
+}
+
+void CudaBackend::add_rmsnorm(Buf h, const Buf x, const Weight& g, float eps, int T, int H, Buf y) {
+  ProfScope prof(prof_, stream_, [&] { return "add_rmsnorm T=" + std::to_string(T); });
+  check_weight(g, act_, "add_rmsnorm");
+  if (g.rows * g.cols != H) throw std::invalid_argument("add_rmsnorm: gain has " + std::to_string(g.rows * g.cols) +
+                                                        " elements, H = " + std::to_string(H));
+  cu::add_rmsnorm(act_, h, x, g.data, eps, T, H, y, stream_);
+}
+
+void CudaBackend::mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, int T, Buf a, Buf g) {
+  ProfScope prof(prof_, stream_,
+                 [&] { return "mlp_swiglu N=" + std::to_string(w1.rows) + " T=" + std::to_string(T); });
+  check_weight(w1, act_, "mlp_swiglu w1");
+  check_weight(w2, act_, "mlp_swiglu w2");
+  if (w1.rows != w2.rows || w1.cols != w2.cols) throw std::invalid_argument("mlp_swiglu: w1 and w2 shapes differ");
+  cu::mlp_swiglu(act_, x, w1.data, w2.data, T, int(w1.rows), int(w1.cols), a, g, cublas_, stream_);
 }
 
 void CudaBackend::final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,

@@ -163,6 +163,9 @@ class CudaBackend final : public Backend {
   void attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer, Buf out) override;
   void swiglu(const Buf a, const Buf g, int T, int F, Buf out) override;
   void add(Buf h, const Buf x, int T, int H) override;
+  void add_rmsnorm(Buf h, const Buf x, const Weight& g, float eps, int T, int H, Buf y) override;
+  void mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, int T, Buf a, Buf g) override;
+  int max_step_tokens() const override { return 2048; }
   void final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head, float eps,
                     float* logits) override;
   void final_pick(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head, float eps,

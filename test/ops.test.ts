@@ -178,6 +178,36 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
     expectWithin(ops.add(x, g, T, F), sum, (i) => (U + ua) * Math.abs(sum[i]) + uaAbs, 'add');
   });
 
+  test.each([[1, 64], [5, 4096], [3, 100]])('addRmsnorm T=%i H=%i equals add then rmsnorm', (T, H) => {
+    const h = randArray(T * H, 61 + H, 3), x = randArray(T * H, 67 + H, 3);
+    const g = w(randArray(H, 71, 1.5), 'BF16');
+    const got = ops.addRmsnorm(h, x, T, H, g.bytes, g.code, 1e-6);
+    const hs = seen(h), xs = seen(x);
+    const sum = Float64Array.from(hs, (v, i) => v + xs[i]);
+    expectWithin(got.h, sum, (i) => (U + ua) * Math.abs(sum[i]) + uaAbs, `addRmsnorm h T=${T} H=${H}`);
+    // The norm reads the stored (rounded) sum, which was just checked on its own.
+    const r = rmsnormRef(got.h, T, H, g.values, 1e-6);
+    expectWithin(got.y, r.want, (i) => (6 * U + gamma(H) + ua) * r.mag[i] + uaAbs, `addRmsnorm y T=${T} H=${H}`);
+  });
+
+  // T <= 8 with K % 8 == 0 is one fused GEMV on CUDA; T = 9 and odd K take linear, linear, swiglu.
+  test.each([[1, 64, 40], [4, 128, 33], [9, 64, 40], [2, 37, 21]])('mlpSwiglu T=%i K=%i F=%i = w1(x) * silu(w2(x))', (T, K, F) => {
+    const x = randArray(T * K, 73 + K, 2);
+    const w1 = w(randArray(F * K, 79 + F, 0.4), 'BF16'), w2 = w(randArray(F * K, 83 + F, 0.4), 'BF16');
+    const got = ops.mlpSwiglu(x, T, w1.bytes, w2.bytes, w1.code, F, K);
+    const up = linearRef(mmIn(x), T, K, w1.values, F), gate = linearRef(mmIn(x), T, K, w2.values, F);
+    const silu = (z: number) => z / (1 + Math.exp(-z));
+    const want = Float64Array.from(up.want, (a, i) => a * silu(gate.want[i]));
+    // w1(x), w2(x): gamma_{K+2} * sum|terms| plus one rounding each (ua) when stored; SwiGLU (|silu'| <= 1.1) and its
+    // own fp32 math (8U) and rounding (ua).
+    const bound = (i: number) => {
+      const da = gamma(K + 2) * up.mag[i] + ua * Math.abs(up.want[i]);
+      const dg = gamma(K + 2) * gate.mag[i] + ua * Math.abs(gate.want[i]);
+      return Math.abs(silu(gate.want[i])) * da + 1.1 * (Math.abs(up.want[i]) + da) * dg + (8 * U + ua) * Math.abs(want[i]) + uaAbs;
+    };
+    expectWithin(got, want, bound, `mlpSwiglu T=${T} K=${K} F=${F}`);
+  });
+
   test.each(dtypes)('finalLogits (ln_f + lm_head) %s on selected rows', (dt) => {
     const T = 6, H = 40, V = 53;
     const h = randArray(T * H, 41, 3);

@@ -22,6 +22,8 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
                         InstanceMethod("linear", &NativeOps::Linear), InstanceMethod("rope", &NativeOps::Rope),
                         InstanceMethod("attention", &NativeOps::Attention), InstanceMethod("swiglu", &NativeOps::Swiglu),
                         InstanceMethod("add", &NativeOps::Add), InstanceMethod("finalLogits", &NativeOps::FinalLogits),
+                        InstanceMethod("addRmsnorm", &NativeOps::AddRmsnorm),
+                        InstanceMethod("mlpSwiglu", &NativeOps::MlpSwiglu),
                         InstanceMethod("finalPick", &NativeOps::FinalPick),
                         InstanceMethod("pickLogits", &NativeOps::PickLogits),
                         InstanceMethod("timeLinear", &NativeOps::TimeLinear)});
@@ -240,6 +242,29 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
       DBuf h(be_.get(), FA(info, 0)), x(be_.get(), FA(info, 1));
       be_->add(h.p, x.p, I(info, 2), I(info, 3));
       return h.read(info.Env());
+    });
+  }
+  // addRmsnorm(h[T,H], x[T,H], T, H, gBytes, gDtype, eps) -> { h: h + x, y: rmsnorm(h + x) * g }
+  Napi::Value AddRmsnorm(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      int T = I(info, 2), H = I(info, 3);
+      DBuf h(be_.get(), FA(info, 0)), x(be_.get(), FA(info, 1)), y(be_.get(), size_t(T) * H);
+      DWeight g(be_.get(), info[4], D(info, 5), 1, H);
+      be_->add_rmsnorm(h.p, x.p, g.w, float(D(info, 6)), T, H, y.p);
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("h", h.read(info.Env()));
+      o.Set("y", y.read(info.Env()));
+      return o;
+    });
+  }
+  // mlpSwiglu(x[T,K], T, w1Bytes, w2Bytes, dtype, F, K) -> w1(x) * silu(w2(x)) [T,F]
+  Napi::Value MlpSwiglu(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      int T = I(info, 1), F = I(info, 5), K = I(info, 6);
+      DBuf x(be_.get(), FA(info, 0)), a(be_.get(), size_t(T) * F), g(be_.get(), size_t(T) * F);
+      DWeight w1(be_.get(), info[2], D(info, 4), F, K), w2(be_.get(), info[3], D(info, 4), F, K);
+      be_->mlp_swiglu(x.p, w1.w, w2.w, T, a.p, g.p);
+      return a.read(info.Env());
     });
   }
   // finalLogits(h[T,H], T, H, rows: Int32Array, lnfBytes, lnfDtype, headBytes, headDtype, V, eps) -> [R,V]

@@ -141,6 +141,23 @@ class Backend {
   virtual void swiglu(const Buf a, const Buf g, int T, int F, Buf out) = 0;
   // h[T,H] += x[T,H]
   virtual void add(Buf h, const Buf x, int T, int H) = 0;
+
+  // ---- fused ops: each equals the composition in its default body, which a backend may replace by fewer passes
+  // over memory (CUDA: one launch each). The CPU backend keeps the compositions: they are the reference.
+  // h[T,H] += x[T,H]; y[T,H] = rmsnorm(h; g, eps)   (the residual add, then the next RMSNorm of the new h)
+  virtual void add_rmsnorm(Buf h, const Buf x, const Weight& g, float eps, int T, int H, Buf y) {
+    add(h, x, T, H);
+    rmsnorm(h, g, eps, T, H, y);
+  }
+  // a[T,F] = w1(x) * silu(w2(x)) for x[T,K], w1/w2 [F,K]; g[T,F] is scratch (holds w2(x) in the composition)
+  virtual void mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, int T, Buf a, Buf g) {
+    linear(x, w1, nullptr, T, a);
+    linear(x, w2, nullptr, T, g);
+    swiglu(a, g, T, int(w1.rows), a);
+  }
+  // Rows per forward pass (Engine::step packs a step's tokens into passes of at most this many; workspace memory
+  // grows with it). CPU: 512 keeps the activations cache-friendly; CUDA: 2048 (bigger GEMMs run nearer the peak).
+  virtual int max_step_tokens() const { return 512; }
   // logits[R,V] (host fp32) = lm_head( rmsnorm(h[rows[r]], ln_f) ) for the R selected rows of h[T,H].
   virtual void final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,
                             float eps, float* logits) = 0;

@@ -177,9 +177,10 @@ void Engine::step(const StepItem* items, int n, float* out, PickResult* picks) {
   }
   int total = 0;
   for (int i = 0; i < n; ++i) total += items[i].T;
-  const int cap = total < kStepTokens ? total : kStepTokens;
+  const int max_pass = backend_->max_step_tokens();
+  const int cap = total < max_pass ? total : max_pass;
   ensure_workspace(cap);
-  // Passes of up to kStepTokens rows, items packed in order (an item may continue into the next pass). The rows an
+  // Passes of up to max_step_tokens() rows, items packed in order (an item may continue into the next pass). The rows an
   // item wants come out in item order, so each pass writes the next contiguous run of `out`.
   std::vector<SeqSlice> slices;
   std::vector<Sequence*> seqs;
@@ -229,24 +230,26 @@ void Engine::forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, c
                           const int* prows, int P, const PickSpec* specs, PickResult* picks) {
   Backend& be = *backend_;
   const ModelConfig& c = cfg_;
-  const int H = c.hidden, F = c.ffn;
+  const int H = c.hidden;
   be.embedding(w_.wte, ids, T, h_);                                    // h[T,H]
   be.begin_step(s, n);
+  // Each residual add is fused with the RMSNorm that reads its result (add_rmsnorm): ln_2 of the same layer, ln_1 of
+  // the next; the first ln_1 and the last add stand alone. The MLP's w1 / w2 / SwiGLU is one op (mlp_swiglu).
+  be.rmsnorm(h_, w_.layers[0].ln_1, c.eps, T, H, x_);                // x = RMSNorm(h; ln_1 of layer 0)
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    be.rmsnorm(h_, L.ln_1, c.eps, T, H, x_);                          // x = RMSNorm(h; ln_1)
     be.linear(x_, L.c_attn_w, &L.c_attn_b, T, qkv_);                  // qkv[T,3H] = x Wqkv^T + b
     be.rope(qkv_, s, n, c.n_heads, c.head_dim);                       // RoPE q,k per sequence; q *= logn(pos)
     be.kv_store(qkv_, s, n, c.n_heads, c.head_dim, l);                // cache post-RoPE k, v
     be.attention(qkv_, s, n, c.n_heads, c.head_dim, l, att_);         // att[T,H]
     be.linear(att_, L.attn_c_proj, nullptr, T, proj_);                // proj = att Wo^T
-    be.add(h_, proj_, T, H);                                          // h += proj
-    be.rmsnorm(h_, L.ln_2, c.eps, T, H, x_);                          // x = RMSNorm(h; ln_2)
-    be.linear(x_, L.w1, nullptr, T, a_);                              // a[T,F] = w1(x)
-    be.linear(x_, L.w2, nullptr, T, g_);                              // g[T,F] = w2(x)  (gate)
-    be.swiglu(a_, g_, T, F, a_);                                      // a = a * silu(g)
+    be.add_rmsnorm(h_, proj_, L.ln_2, c.eps, T, H, x_);               // h += proj; x = RMSNorm(h; ln_2)
+    be.mlp_swiglu(x_, L.w1, L.w2, T, a_, g_);                         // a[T,F] = w1(x) * silu(w2(x))
     be.linear(a_, L.mlp_c_proj, nullptr, T, proj_);                   // proj = a Wc^T
-    be.add(h_, proj_, T, H);                                          // h += proj
+    if (l + 1 < c.n_layers)
+      be.add_rmsnorm(h_, proj_, w_.layers[size_t(l) + 1].ln_1, c.eps, T, H, x_);  // h += proj; x = RMSNorm(h; ln_1')
+    else
+      be.add(h_, proj_, T, H);                                        // h += proj
   }
   if (R > 0) be.final_logits(h_, rows, R, H, w_.ln_f, w_.lm_head, c.eps, out);  // logits[R,V]
   if (P > 0) be.final_pick(h_, prows, P, H, w_.ln_f, w_.lm_head, c.eps, specs, picks);  // picks[P]: ids (+ logprobs)

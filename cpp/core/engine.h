@@ -87,7 +87,7 @@ class Engine {
   // out receives, item after item, the logits rows each asked for ([rows][V]); picks, item after item, the results of
   // the items with a pick (pick_rows of them). Throws std::runtime_error with no sequence changed on bad ids, repeated
   // sequences, a pick without logits == 1 or positions beyond kMaxPositions, KVFullError when the pool lacks blocks.
-  // Steps over kStepTokens tokens run as several passes (causal masking makes that exact).
+  // Steps over the backend's max_step_tokens() run as several passes (causal masking makes that exact).
   void step(const StepItem* items, int n, float* out, PickResult* picks = nullptr);
   static int logit_rows(const StepItem& it) {
     return it.pick ? 0 : it.logits == 2 ? it.T : it.logits == 1 ? 1 : 0;
@@ -117,7 +117,5 @@ class Engine {
   int ws_tokens_ = 0;
   Buf h_ = nullptr, x_ = nullptr, qkv_ = nullptr, att_ = nullptr, proj_ = nullptr, a_ = nullptr, g_ = nullptr;
 };
-
-constexpr int kStepTokens = 512;  // tokens per forward pass: bounds the workspace
 
 }  // namespace qwen

@@ -601,6 +601,44 @@ static void test_elementwise(Backend& be, DType dt) {
   }
 }
 
+// The fused ops against their float64 compositions: add_rmsnorm (h += x, then rmsnorm of the STORED h) and
+// mlp_swiglu (fused GEMV for T <= 8 with K % 8 == 0, else linear + linear + swiglu).
+static void test_fused(Backend& be, DType dt) {
+  for (auto th : {std::pair{1, 4096}, std::pair{3, 100}, std::pair{9, 4096}}) {
+    const int T = th.first, H = th.second;
+    vecf h = rnd(size_t(T) * H, 3.f, dt, 60), x = rnd(size_t(T) * H, 3.f, dt, 61), g = rnd(H, 1.5f, dt, 62);
+    DB hb(be, h), xb(be, x), yb(be, h.size());
+    DW gw(be, g, 1, H);
+    be.add_rmsnorm(hb.p, xb.p, gw.w, 1e-6f, T, H, yb.p);
+    vecd sum(h.size());
+    vecf hs(h.size());
+    for (size_t i = 0; i < h.size(); ++i) {
+      sum[i] = double(h[i]) + x[i];
+      hs[i] = quant(float(sum[i]), dt);  // the stored residual the norm reads
+    }
+    std::vector<int> rows(static_cast<size_t>(T), 0);
+    for (int t = 0; t < T; ++t) rows[size_t(t)] = t;
+    const std::string sh = " T=" + std::to_string(T) + " H=" + std::to_string(H);
+    check("add_rmsnorm h" + sh, dt, hb.get(), sum);
+    check("add_rmsnorm y" + sh, dt, yb.get(), ref_rmsnorm_rows(hs, g, rows, H, 1e-6f));
+  }
+  struct M {
+    int T, K, F;
+  };
+  for (const M m : {M{1, 4096, 11008}, M{4, 256, 300}, M{8, 64, 33}, M{9, 256, 300}, M{2, 37, 21}}) {
+    vecf x = rnd(size_t(m.T) * m.K, 1.f, dt, 63), w1 = rnd(size_t(m.F) * m.K, 0.1f, dt, 64),
+         w2 = rnd(size_t(m.F) * m.K, 0.1f, dt, 65);
+    DB xb(be, x), ab(be, size_t(m.T) * m.F), gb(be, size_t(m.T) * m.F);
+    DW w1w(be, w1, m.F, m.K), w2w(be, w2, m.F, m.K);
+    be.mlp_swiglu(xb.p, w1w.w, w2w.w, m.T, ab.p, gb.p);
+    const vecd up = ref_linear(x, w1, nullptr, m.T, m.F, m.K), gate = ref_linear(x, w2, nullptr, m.T, m.F, m.K);
+    vecd ref(up.size());
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] = up[i] * gate[i] / (1.0 + std::exp(-gate[i]));
+    check("mlp_swiglu T=" + std::to_string(m.T) + " K=" + std::to_string(m.K) + " F=" + std::to_string(m.F), dt,
+          ab.get(), ref);
+  }
+}
+
 static void test_final_logits(Backend& be, DType dt) {
   struct S {
     int T, H, V;
@@ -1011,6 +1049,7 @@ int main(int argc, char** argv) {
       test_attention(*be, dt);
       test_kv_pool_oom(*be, dt);
       test_elementwise(*be, dt);
+      test_fused(*be, dt);
       test_final_logits(*be, dt);
       test_final_pick(*be, dt);
       test_errors(*be);

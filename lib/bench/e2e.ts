@@ -42,18 +42,22 @@ export async function benchE2e(
 
   const seq = model.createSequence();
   let t0 = process.hrtime.bigint();
-  let logits = await seq.forward(prompt);
+  const logits = await seq.forward(prompt);
   const prefillMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const T = opts.prompt;
   const flops = 2 * T * L * (3 * H * H + H * H + 3 * F * H) + 2 * T * T * H * L + 2 * H * c.vocab_size;
   log(`prefill ${T} tokens: ${prefillMs.toFixed(0)} ms, ${(T / prefillMs * 1e3).toFixed(1)} tok/s, ${(flops / prefillMs / 1e6).toFixed(1)} GFLOP/s`);
 
+  // Greedy decode as generate() runs it: the argmax is picked inside the backend (Sequence.forwardPick), so a step
+  // returns one id, not vocab_size logits.
+  let best = 0;
+  for (let v = 1; v < c.vocab_size; v++) if (logits[v] > logits[best]) best = v;
+  const pick = {
+    repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, ids: new Int32Array(0), counts: new Int32Array(0),
+    vocabLimit: c.vocab_size,
+  };
   t0 = process.hrtime.bigint();
-  for (let i = 0; i < opts.decode; i++) {
-    let best = 0;
-    for (let v = 1; v < 151643; v++) if (logits[v] > logits[best]) best = v;
-    logits = await seq.forward([best]);
-  }
+  for (let i = 0; i < opts.decode; i++) best = (await seq.forwardPick([best], pick)).id;
   const decodeMs = Number(process.hrtime.bigint() - t0) / 1e6 / opts.decode;
   seq.dispose();
   const bytes = streamedBytes(model);

@@ -130,6 +130,10 @@ export interface NativeOps {
   attention(qkv: Float32Array, slices: Int32Array, past: Float32Array, nHeads: number, headDim: number): Float32Array;
   swiglu(a: Float32Array, g: Float32Array, T: number, F: number): Float32Array;
   add(h: Float32Array, x: Float32Array, T: number, H: number): Float32Array;
+  /** Fused residual add + RMSNorm: h + x and rmsnorm(h + x) * g. */
+  addRmsnorm(h: Float32Array, x: Float32Array, T: number, H: number, g: Uint8Array, dtype: number, eps: number): { h: Float32Array; y: Float32Array };
+  /** Fused MLP input half: w1(x) * silu(w2(x)), w1 and w2 [F,K] of one dtype. */
+  mlpSwiglu(x: Float32Array, T: number, w1: Uint8Array, w2: Uint8Array, dtype: number, F: number, K: number): Float32Array;
   finalLogits(
     h: Float32Array, T: number, H: number, rows: Int32Array, lnf: Uint8Array, lnfDtype: number,
     head: Uint8Array, headDtype: number, V: number, eps: number,
