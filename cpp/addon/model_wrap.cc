@@ -281,6 +281,7 @@ Napi::Value NativeModel::KvStats(const Napi::CallbackInfo& info) {
   o.Set("blockTokens", kKvBlockTokens);
   o.Set("maxBlocks", engine->kv_pool().max_blocks());
   o.Set("usedBlocks", engine->kv_pool().used());
+  o.Set("madeBlocks", engine->kv_pool().made());
   return o;
 }
 

@@ -15,6 +15,7 @@ bool KVPool::acquire(int n, std::vector<int32_t>& out) {
       } else {
         materialize(made_);  // may throw: ids taken so far go back below
         out.push_back(made_++);
+        made_count_.store(made_);
       }
     }
   } catch (...) {

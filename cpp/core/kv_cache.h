@@ -30,6 +30,7 @@ class KVPool {
   int max_blocks() const { return max_; }
   int used() const { return used_.load(); }
   int free_blocks() const { return max_ - used_.load(); }
+  int made() const { return made_count_.load(); }  // blocks given storage so far (memory held)
   // Takes n blocks (all or none) and appends their ids to out; false when fewer than n are free.
   // Throws what materialize throws (e.g. out of memory), having taken nothing.
   bool acquire(int n, std::vector<int32_t>& out);
@@ -44,6 +45,7 @@ class KVPool {
   int made_ = 0;               // ids [0, made_) have storage
   std::vector<int32_t> free_;  // ids with storage, not in use
   std::atomic<int> used_{0};
+  std::atomic<int> made_count_{0};  // made_, readable without the lock
 };
 
 // One sequence's block table.

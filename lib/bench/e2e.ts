@@ -11,6 +11,12 @@ export interface E2eResult {
   model: { dir: string; device: string; weightBytes: number; bytesPerToken: number };
   prefill: { tokens: number; ms: number; tokPerS: number; gflops: number };
   decode: { steps: number; msPerToken: number; tokPerS: number; gbs: number; ofReadBandwidth: number | null };
+  /**
+   * CUDA only: device memory this process holds at the end of the run (free before loading - free now, from
+   * cudaMemGetInfo), split into the weights, the KV blocks given memory (kept for reuse: the cache's high-water mark)
+   * and the rest (CUDA context, cuBLAS, workspaces, staging). Issue #4's goal: rest <= 1 GiB.
+   */
+  gpuMemory: { usedGB: number; weightsGB: number; kvGB: number; otherGB: number } | null;
 }
 
 /** Bytes the decoder reads per token: every weight except the embedding table, of which it gathers one row. */
@@ -20,7 +26,13 @@ function streamedBytes(model: Model): number {
 
 export async function benchE2e(
   model: Model,
-  opts: { prompt: number; decode: number; threads: number; measureBandwidth: boolean; log?: (s: string) => void },
+  opts: {
+    prompt: number; decode: number; threads: number; measureBandwidth: boolean; log?: (s: string) => void;
+    /** cudaInfo().freeMemory taken before the model was loaded (CUDA): enables gpuMemory */
+    cudaFreeBeforeLoad?: number;
+    /** bytes per activation on the device (bf16/fp16 2, fp32 4): weights and KV blocks are held in this type */
+    actBytes?: number;
+  },
 ): Promise<E2eResult> {
   const log = opts.log ?? (() => undefined);
   const c = model.config;
@@ -66,7 +78,19 @@ export async function benchE2e(
     `decode: ${decodeMs.toFixed(1)} ms/token, ${(1e3 / decodeMs).toFixed(2)} tok/s, ${gbs.toFixed(1)} GB/s of weights` +
       (readGBs ? ` (${((gbs / readGBs) * 100).toFixed(0)} % of the measured read bandwidth)` : ''),
   );
+  let gpuMemory: E2eResult['gpuMemory'] = null;
+  if (model.device === 'cuda' && opts.cudaFreeBeforeLoad !== undefined) {
+    const used = opts.cudaFreeBeforeLoad - addon().cudaInfo().freeMemory;
+    const st = model.stats();
+    const act = opts.actBytes ?? 2;
+    const stored = model.weightBytes.dtypes.length === 1 && model.weightBytes.dtypes[0] === 'F32' ? 4 : 2;
+    const weights = (model.weightBytes.total / stored) * act; // uploaded in the activation type
+    const kv = st.kvBlocksAllocated * 2 * L * st.kvBlockTokens * H * act;
+    gpuMemory = { usedGB: used / 1e9, weightsGB: weights / 1e9, kvGB: kv / 1e9, otherGB: (used - weights - kv) / 1e9 };
+    log(`GPU memory held: ${gpuMemory.usedGB.toFixed(2)} GB = weights ${gpuMemory.weightsGB.toFixed(2)} + KV blocks ${gpuMemory.kvGB.toFixed(2)} + other ${gpuMemory.otherGB.toFixed(2)} GB`);
+  }
   return {
+    gpuMemory,
     machine: { cpuIsa: addon().cpuInfo().isa, threads: opts.threads, readGBs },
     model: { dir: model.dir, device: model.device, weightBytes: model.weightBytes.total, bytesPerToken: bytes },
     prefill: { tokens: T, ms: prefillMs, tokPerS: (T / prefillMs) * 1e3, gflops: flops / prefillMs / 1e6 },

@@ -44,6 +44,8 @@ export interface SchedulerStats {
   kvBlockTokens: number;
   kvBlocksTotal: number;
   kvBlocksUsed: number;
+  /** Blocks given memory so far: the pool keeps them for reuse, so this is the cache's memory high-water mark. */
+  kvBlocksAllocated: number;
   steps: number;
   promptTokens: number;
   generatedTokens: number;
@@ -133,6 +135,7 @@ export class Scheduler {
       kvBlockTokens: kv.blockTokens,
       kvBlocksTotal: kv.maxBlocks,
       kvBlocksUsed: kv.usedBlocks,
+      kvBlocksAllocated: kv.madeBlocks,
       ...this.counters,
     };
   }

@@ -106,7 +106,8 @@ export interface NativeModel {
   /** One batched step; resolves to the logits rows asked for and the picks. Rejects with a message starting
    *  "E_KV_FULL:" when the KV pool lacks blocks (nothing changed). */
   step(items: NativeStepItem[]): Promise<NativeStepResult>;
-  kvStats(): { blockTokens: number; maxBlocks: number; usedBlocks: number };
+  /** madeBlocks: blocks given storage so far (kept for reuse: the KV memory held). */
+  kvStats(): { blockTokens: number; maxBlocks: number; usedBlocks: number; madeBlocks: number };
   dispose(): void;
 }
 
