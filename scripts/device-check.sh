@@ -82,7 +82,9 @@ part_conc() {
 }
 part_hf() {
   step "HF transformers baseline on the same card"
-  timeout 80 python3 .device/hf_baseline.py 2>&1 | tail -8
+  local hf=.device/hf_baseline.py
+  [ -f "$hf" ] || hf=../../.device/hf_baseline.py  # run from .devbuild/snap: .device is the checkout's
+  timeout 80 python3 "$hf" 2>&1 | tail -8
 }
 part_memcheck() {
   command -v compute-sanitizer >/dev/null || return 0

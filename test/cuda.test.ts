@@ -51,25 +51,33 @@ maybe('CUDA vs CPU fp32 on a tiny bf16 checkpoint (seq_length 16: NTK and logN e
     expect(eB).toBeLessThan(0.05); // bf16 activations end to end: ~2^-8 per rounding, a few hundred roundings deep
   });
 
+  // Teacher-forced: both sequences are fed the CPU's argmax, so every step compares the same history. Each step's
+  // logits stay within the bf16 bound of the prompt test (0.05 * max|logit|); where the CPU's top-2 margin exceeds
+  // twice that bound, no error within it can reorder the top, so the argmax must agree (a near-tie may not).
+  // On the H100 (2026-11-27) the previous form of this test compared 8 decisive steps, all equal, and failed only its
+  // arbitrary count threshold; this form has not run on a GPU yet.
   test('greedy decoding equals the CPU path where the argmax is not a near-tie', async () => {
     const V = cpu.config.vocab_size;
+    const tol = 0.05;
     const a = cpu.createSequence(), b = cudaBf16.createSequence();
     let la = await a.forward(ids(12, 3)), lb = await b.forward(ids(12, 3));
-    let compared = 0;
-    for (let step = 0; step < 32; step++) {
-      const ia = argmax(la, 0, V), ib = argmax(lb, 0, V);
+    let decisive = 0;
+    for (let step = 0; step < 48; step++) {
+      expect(relErr(lb, la, 0)).toBeLessThan(tol);
+      let mx = 0;
+      for (let i = 0; i < V; i++) mx = Math.max(mx, Math.abs(la[i]));
       const sorted = Float32Array.from(la).sort();
-      const margin = sorted[V - 1] - sorted[V - 2];
-      if (margin > 0.25) {
-        expect(ib).toBe(ia);
-        compared++;
-      } else if (ia !== ib) break; // a near-tie went different ways: the continuations legitimately diverge
+      const ia = argmax(la, 0, V);
+      if (sorted[V - 1] - sorted[V - 2] > 2 * tol * mx) {
+        expect(argmax(lb, 0, V)).toBe(ia);
+        decisive++;
+      }
       la = await a.forward([ia]);
       lb = await b.forward([ia]);
     }
     a.dispose();
     b.dispose();
-    expect(compared).toBeGreaterThan(8);
+    expect(decisive).toBeGreaterThanOrEqual(1); // 2 of 48 with this checkpoint (the CPU's logits decide which)
   });
 });
 
