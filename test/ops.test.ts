@@ -49,14 +49,16 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
     return { ...s, values: seen(s.values) }; // a 16-bit backend converts weights to its own type on upload
   };
 
-  // T below and above the gemv/gemm switch (8) and the 512-token chunk; K and N not multiples of any vector width.
+  // T below and above the CPU's gemv/gemm switch (24; CUDA's is 8) and the 512-token chunk; K and N not multiples of
+  // any vector width.
   const linearShapes: Array<[number, number, number]> = [
     [1, 1, 1], [1, 7, 5], [1, 100, 13], [2, 33, 129], [3, 257, 31], [4, 16, 64], [9, 100, 13], [13, 37, 50],
-    [37, 64, 100], [100, 129, 27], [600, 40, 30],
-    // K % 32 == 0 and N % 16 == 0: the AMX tiles in dtype 'bf16' (partial 16-row / 16-token tiles included)
-    [9, 64, 48], [37, 96, 32], [100, 128, 16], [600, 64, 80],
-    // T >= 64 with N, K >= 256: cuBLAS on CUDA (cuda/linear.cuh)
-    [70, 320, 264],
+    [24, 33, 20], [25, 40, 17], [37, 64, 100], [100, 129, 27], [600, 40, 30],
+    // K % 32 == 0 and N % 16 == 0: the AMX tiles in dtype 'bf16' from 4 tokens (partial 16-row / 16-token tiles
+    // included); 3 tokens stay on the GEMV
+    [3, 64, 32], [4, 64, 48], [9, 64, 48], [37, 96, 32], [100, 128, 16], [600, 64, 80],
+    // T >= 64 with N, K >= 256: cuBLAS on CUDA (cuda/linear.cuh), also at a longer K
+    [70, 320, 264], [64, 1024, 256],
   ];
   describe.each(dtypes)('linear %s', (dt) => {
     test.each(linearShapes)('T=%i K=%i N=%i (with and without bias)', (T, K, N) => {

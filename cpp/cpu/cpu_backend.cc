@@ -34,6 +34,7 @@ class CpuKVPool : public KVPool {
   ~CpuKVPool() override {
     for (float* b : blocks_) std::free(b);
   }
+  size_t storage_bytes() const override { return size_t(made()) * block_floats_ * sizeof(float); }
   // Row 0 of (block, layer, k = 0 | v = 1, head): kKvBlockTokens rows of head_dim floats follow.
   float* rows(int32_t block, int layer, int kv, int h) const {
     return blocks_[size_t(block)] + ((size_t(layer) * 2 + kv) * nh_ + h) * kKvBlockTokens * hd_;
@@ -315,11 +316,22 @@ class CpuBackend : public Backend {
   static float* F(Buf b) { return static_cast<float*>(b); }
   static const float* F(const void* b) { return static_cast<const float*>(b); }
 
+  // Path thresholds, measured with NativeOps.timeLinear on a 2-vCPU Sapphire Rapids (AVX-512 + AMX), 2 threads, bf16
+  // weights 11008 x 4096 (90 MB, beyond the caches) and 2048 x 2048, ms per call:
+  //   fp32 activations, T =        4     8     9    12    16    24    32
+  //     GEMV (a weight pass per 4 tokens)  2.22  4.62  5.82  6.78  9.12  13.4  17.2
+  //     GEMM (one pass, packed x^T)       10.9  10.7  10.5  10.8  11.0  14.6  15.0     -> GEMV up to 24 tokens
+  //   bf16 matmul, T =             1     2     4     8
+  //     GEMV                        2.14  1.93  2.66  4.81
+  //     AMX                         2.39  2.26  2.31  2.35                             -> AMX from 4 tokens
+  // (The GEMV threshold was 8 and AMX's 9: batches of 9-16 fp32 decoders cost 2x those of 8, and 4-8 bf16 ones 2x.)
+  static constexpr int kGemvMaxT = 24, kAmxMinT = 4;
+
   void run_linear(const LinearJob& jin) {
     LinearJob j = jin;
     if (bf16_) {
       // dtype 'bf16': matmul inputs rounded to bf16 (as the reference's bf16 activations), fp32 accumulation.
-      if (amx_ && j.wdt == DType::BF16 && j.T > 8 && j.K % 32 == 0 && j.N % 16 == 0) return run_linear_amx(j);
+      if (amx_ && j.wdt == DType::BF16 && j.T >= kAmxMinT && j.K % 32 == 0 && j.N % 16 == 0) return run_linear_amx(j);
       xr_.resize(size_t(j.T) * j.K);
       for (size_t i = 0; i < xr_.size(); ++i) xr_[i] = bf16_to_f32(f32_to_bf16(j.x[i]));
       j.x = xr_.data();
@@ -331,7 +343,7 @@ class CpuBackend : public Backend {
       pool_.parallel_for(tasks, [&](int task, int) { auto r = rows(task); linear_gemv_scalar(j, r.first, r.second); });
       return;
     }
-    if (j.T <= 8) {  // decode and short chunks: weights stream once, straight from the mapping
+    if (j.T <= kGemvMaxT) {  // decode, small batches, short chunks: weights stream from the mapping, 4 tokens a pass
       pool_.parallel_for(tasks, [&](int task, int) {
         auto r = rows(task);
         if (isa_ == Isa::Avx512) linear_gemv_avx512(j, r.first, r.second);
