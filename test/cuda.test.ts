@@ -25,8 +25,9 @@ maybe('CUDA vs CPU fp32 on a tiny bf16 checkpoint (seq_length 16: NTK and logN e
   let cpu: Model, cpuBf16: Model, cudaBf16: Model, cudaF32: Model;
   beforeAll(async () => {
     dir = await tinyCheckpoint('bf16', { seq_length: 16 });
-    cpu = await loadModel(dir, { device: 'cpu' });
-    cpuBf16 = await loadModel(dir, { device: 'cpu', dtype: 'bf16' });
+    // 4 threads each: two CPU models next to CUDA work on a GPU host oversubscribed its cores at the default count
+    cpu = await loadModel(dir, { device: 'cpu', threads: 4 });
+    cpuBf16 = await loadModel(dir, { device: 'cpu', dtype: 'bf16', threads: 4 });
     cudaBf16 = await loadModel(dir, { device: 'cuda', dtype: 'bf16' });
     cudaF32 = await loadModel(dir, { device: 'cuda', dtype: 'fp32' });
   });
@@ -77,7 +78,7 @@ maybe('CUDA vs CPU fp32 on a tiny bf16 checkpoint (seq_length 16: NTK and logN e
     }
     a.dispose();
     b.dispose();
-    expect(decisive).toBeGreaterThanOrEqual(1); // 2 of 48 with this checkpoint (the CPU's logits decide which)
+    expect(decisive).toBeGreaterThanOrEqual(3); // 5 of 48 with this checkpoint and prompt (the CPU's logits decide)
   });
 });
 

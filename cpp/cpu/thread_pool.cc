@@ -1,6 +1,7 @@
 #include "cpu/thread_pool.h"
 
 #include <chrono>
+#include <thread>
 
 namespace qwen {
 
@@ -33,10 +34,13 @@ void ThreadPool::worker_main(int thread) {
   for (;;) {
     // Spin a little: the next parallel region of a decode step usually starts within microseconds.
     uint64_t g = generation_.load(std::memory_order_acquire);
+    // Every 1024 pauses the thread yields, so that on an oversubscribed machine (several models or other processes)
+    // a spinning worker hands its core to the workers and callers that have work.
     for (int spin = 0; g == seen && spin < 20000; ++spin) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif
+      if ((spin & 1023) == 1023) std::this_thread::yield();
       g = generation_.load(std::memory_order_acquire);
     }
     if (g == seen) {
@@ -71,11 +75,15 @@ void ThreadPool::parallel_for(int n, const std::function<void(int, int)>& fn) {
   }
   cv_.notify_all();
   run_tasks(0);
-  // Wait for every task, then for every worker to leave the job, so fn_ can go out of scope safely.
-  while (done_.load(std::memory_order_acquire) < n || active_.load(std::memory_order_acquire) > 0) {
+  // Wait for every task, then for every worker to leave the job, so fn_ can go out of scope safely. A worker that has
+  // not been scheduled yet holds the caller here: after 1024 pauses the caller yields its core every round, else an
+  // oversubscribed machine (two 16-thread models and CUDA threads on 16 cores) could turn each parallel region into a
+  // scheduler time slice (suspected from a jest timeout on the 16-core GPU host; not reproduced on 2 cores).
+  for (int spin = 0; done_.load(std::memory_order_acquire) < n || active_.load(std::memory_order_acquire) > 0; ++spin) {
 #if defined(__x86_64__)
     __builtin_ia32_pause();
 #endif
+    if (spin >= 1024) std::this_thread::yield();
   }
 }
 
