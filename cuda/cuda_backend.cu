@@ -11,33 +11,20 @@
 // attention and the (slice, q-tile) list for flash attention (layout in begin_step below); rope, kv_store and
 // attention are then one launch each (attention: flash + split + combine at most) for ALL sequences of the step.
 //
-// NOTHING HERE HAS RUN ON A GPU YET (written and compiled on a machine without one). Expected figures on an H100
-// (3.35 TB/s HBM3 nominal, ~2.96 TB/s measured copy, ~990 dense bf16 TFLOP/s nominal, ~743 measured via cuBLAS):
-//   op            kernel                          bound    expectation / what is not optimised
-//   embedding     embedding_kernel                memory   row copies, ~us; irrelevant
-//   rmsnorm       rmsnorm_kernel                  launch   block per row, 2 passes over the row; ~3 us at T=1
-//   linear T<=8   gemv_vec_kernel<NT>             HBM      warp per row, 4 x 16 B __ldcs in flight per lane:
-//                                                          target >= 85 % of copy bandwidth (>= 2.5 TB/s), i.e.
-//                                                          ~5 ms of GEMV per decoded token for Qwen-7B bf16
-//   linear T>=64  cublasGemmEx (dlopen)           tensor   ~700+ TFLOP/s at prefill shapes (cuBLAS)
-//   linear other  gemm_wmma_kernel                tensor   WMMA 64x128x32 tiles, cp.async double buffer: ~30-50 %
-//                                                          of peak; 9 <= T < 64 is weight-bandwidth bound anyway
-//                 gemm_fma_kernel                 FMA      fp32 / odd shapes only (tests), ~10-20 TFLOP/s
-//   begin_step    (host) + 1-2 cudaMemcpyAsync    PCIe     ~10-40 KB per step for a batch of decodes: a few us
-//   rope          rope_kernel                     launch   block per row (any slice), cos/sin in double in shared
-//   kv_store      kv_store_kernel                 memory   2 row copies per row into the paged blocks
-//   attention     attn_split_kernel (+combine)    memory   rows of slices with T <= 16 (decode), all sequences in
-//                                                          one launch: scalar 2-byte K/V loads, 256 keys per block;
-//                                                          guess 40-60 % of HBM bandwidth on long caches
-//                 attn_flash_kernel (T > 16)      tensor   one launch over (slice, 64-query tile) x heads: WMMA, O
-//                                                          tile in shared, no K/V pipelining; guess 100-200 TFLOP/s
-//                                                          (torch SDPA does ~400 at 2048 tokens)
-//   swiglu, add   elementwise                     memory   scalar loads, grid-stride
-//   final_logits  rmsnorm rows + GEMV/GEMM fp32   HBM      lm_head 1.24 GB per decoded token
-// Not done yet (follow-ups, each would be a NEW op of this backend, backend.h unchanged): CUDA graphs for the
-// decode step (~35 launches per layer -> launch gaps of ~0.1-0.2 ms per token), fused rope + kv_store, fused
-// residual add + rmsnorm, swiglu fused into the w1/w2 GEMV (one pass over x for both), an mma.sync flash-attention
-// with O in registers and cp.async K/V pipelining, vectorised split-attention loads.
+// Checked on an H100 80GB HBM3 (2026-11-27): op_check 651/651, memcheck clean. Per-op figures measured there
+// (op_check --perf and a QWEN_CUDA_PROFILE=1 decode step of the 7b preset at ~2,100 keys; README "GPU"):
+//   op             kernel                           bound    measured
+//   linear T<=8    gemv_vec_kernel<NT>              HBM      2.6-3.1 TB/s at T=1 (op_check); 2.1-2.7 TB/s in a step
+//   linear T>=64   cublasGemmEx (dlopen)            tensor   790-890 TFLOP/s at T=2048; 1.9-2.5 TB/s at T=64
+//   linear other   gemm_wmma_kernel                 tensor   slow at 9-63 rows (grid N/128): see QWEN_CUBLAS_MIN_T
+//   mlp_swiglu     mlp_swiglu_gemv_kernel (T<=8)    HBM      66 us for w1 + w2 (180 MB, 2.7 TB/s) incl. SwiGLU
+//   add_rmsnorm    add_rmsnorm_vec_kernel           launch   6 us per decode row
+//   rope, kv_store rope_kernel, kv_store_kernel     launch   8 us, 6 us per decode row
+//   attention      attn_split_vec_kernel (+combine) HBM      31 us per layer at 2,100 keys; 2.2-2.9 TB/s of K+V
+//                  flash2 (flash_mma.cuh, T > 16)   tensor   146 us per layer at T=2048 (235 TFLOP/s)
+//   final_pick     final-logits GEMV + pick_kernel  HBM      0.44 ms per decode row (lm_head 1.24 GB)
+// Follow-ups: CUDA graphs for decode steps, rope + kv_store in one launch, a better 9-63-row path, device-side
+// sampling beyond greedy (cuda/README.md).
 #include "cuda_backend_impl.cuh"
 
 #include <algorithm>
@@ -244,6 +231,7 @@ void CudaKVPool::materialize(int id) {
       nb /= 2;
     }
     slabs_.push_back(p);
+    slab_bytes_ += size_t(nb) * stride_;
     slab_ = static_cast<char*>(p);
     slab_first_ = id;
     slab_n_ = nb;
@@ -372,6 +360,7 @@ void CudaBackend::release_all() noexcept {
   attn_ws_.release();
   xn_.release();
   logits_.release();
+  logits_host_.release();
   ids_.release();
   rows_.release();
   pick_stage_.release();
@@ -742,11 +731,11 @@ void CudaBackend::kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads,
 
 void CudaBackend::attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer,
                             Buf out) {
+  ensure_step(s, n);
   ProfScope prof(prof_, stream_, [&] {
     const AttnArgs a{act_, qkv, out, step_, n_heads, head_dim, layer};
-    return std::string("attention ") + (step_valid_ ? attention_path(a) : "") + " rows=" + std::to_string(step_.rows);
+    return std::string("attention ") + attention_path(a) + " rows=" + std::to_string(step_.rows);
   });
-  ensure_step(s, n);
   if (step_.rows <= 0) return;
   check_kv("attention", n_heads, head_dim, layer);
   AttnArgs a;

@@ -90,6 +90,7 @@ class CudaKVPool final : public KVPool {
   const uint64_t* host_table() const { return host_table_.data(); }  // [max_blocks] block id -> device address
   uint64_t* device_table() const { return dev_table_; }              // [max_blocks], entries [0, uploaded) valid
   int uploaded = 0;  // owned by the backend thread that runs the steps (begin_step)
+  size_t storage_bytes() const override { return slab_bytes_.load(); }
 
  protected:
   void materialize(int id) override;
@@ -104,6 +105,7 @@ class CudaKVPool final : public KVPool {
   std::vector<uint64_t> host_table_;
   uint64_t* dev_table_ = nullptr;
   std::atomic<int> made_{0};
+  std::atomic<size_t> slab_bytes_{0};
 };
 
 // The per-step upload of begin_step: two pinned host buffers used in turn (each guarded by an event recorded after

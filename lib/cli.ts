@@ -5,7 +5,6 @@ import * as path from 'path';
 import { parseArgs } from 'util';
 import { backends, environment } from './backends';
 import { benchE2e } from './bench/e2e';
-import { addon } from './native/binding';
 import { QwenError } from './errors';
 import { makeRandomCheckpoint, PRESETS } from './model/makeRandom';
 import { loadModel, LoadOptions, Model } from './model/model';
@@ -214,7 +213,6 @@ const commands: Record<string, Handler> = {
     const dir = values.model ?? (await cachedRandom(values.preset as 'small', 'bf16', 1));
     const log = values.json ? () => undefined : (s: string) => console.log(s);
     log(`model ${dir}`);
-    const cudaFreeBeforeLoad = values.device === 'cuda' ? addon().cudaInfo().freeMemory : undefined;
     const model = await loadModel(dir, {
       device: values.device as LoadOptions['device'], dtype: values.dtype as LoadOptions['dtype'], threads, onProgress: progressBar('load'),
     });
@@ -223,7 +221,7 @@ const commands: Record<string, Handler> = {
       log(`device ${model.device} (dtype ${values.dtype}); cpu isa ${b.cpu.isa}, ${threads} threads; weights ${(model.weightBytes.total / 1e9).toFixed(2)} GB ${model.weightBytes.dtypes.join('/')}`);
       const r = await benchE2e(model, {
         prompt: intOpt(values.prompt, 'prompt', 128), decode: intOpt(values.decode, 'decode', 16), threads,
-        measureBandwidth: true, log, cudaFreeBeforeLoad, actBytes: values.dtype === 'fp32' ? 4 : 2,
+        measureBandwidth: true, log, actBytes: values.dtype === 'fp32' ? 4 : 2,
       });
       if (values.json) console.log(JSON.stringify(r, null, 2));
     } finally {

@@ -1,6 +1,7 @@
-// GPU check helper (scripts/device-check.sh, part "diag"): a 600-token prompt (two engine passes: 512 + 88 rows, all
-// logits) on the tiny checkpoint with seq_length 16, one CUDA model at a time, each step logged, so a stall shows
-// which model and step it is in. test/cuda.test.ts runs the same case with four models at once.
+// GPU check helper (scripts/device-check.sh, part "diag"): prompts of 40 to 600 tokens (all logits; 513 crosses the
+// CPU's 512-row pass) on the tiny checkpoint with seq_length 16, one model at a time, each step logged, so a stall
+// shows which model and step it is in. test/cuda.test.ts runs the 600-token case with four models at once, which
+// timed out once on the H100 host (cpp/cpu/thread_pool.cc has the suspected cause).
 const { loadModel } = require('../dist/model/model.js');
 const { makeRandomCheckpoint } = require('../dist/model/makeRandom.js');
 (async () => {

@@ -282,6 +282,7 @@ Napi::Value NativeModel::KvStats(const Napi::CallbackInfo& info) {
   o.Set("maxBlocks", engine->kv_pool().max_blocks());
   o.Set("usedBlocks", engine->kv_pool().used());
   o.Set("madeBlocks", engine->kv_pool().made());
+  o.Set("storageBytes", double(engine->kv_pool().storage_bytes()));
   return o;
 }
 

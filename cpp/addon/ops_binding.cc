@@ -244,10 +244,23 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
       return h.read(info.Env());
     });
   }
+  // Test-binding argument checks: the backends trust their shapes, so the sizes JS passes must match them.
+  static void need_len(const Napi::Float32Array& a, size_t want, const char* what) {
+    if (a.ElementLength() != want)
+      throw std::invalid_argument(std::string(what) + " has " + std::to_string(a.ElementLength()) + " elements, expected " +
+                                  std::to_string(want));
+  }
+  static void need_rows(const Napi::Int32Array& rows, int T) {
+    for (size_t r = 0; r < rows.ElementLength(); ++r)
+      if (rows[r] < 0 || rows[r] >= T) throw std::invalid_argument("rows[" + std::to_string(r) + "] out of [0, T)");
+  }
   // addRmsnorm(h[T,H], x[T,H], T, H, gBytes, gDtype, eps) -> { h: h + x, y: rmsnorm(h + x) * g }
   Napi::Value AddRmsnorm(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       int T = I(info, 2), H = I(info, 3);
+      if (T < 1 || H < 1) throw std::invalid_argument("T and H must be >= 1");
+      need_len(FA(info, 0), size_t(T) * H, "h");
+      need_len(FA(info, 1), size_t(T) * H, "x");
       DBuf h(be_.get(), FA(info, 0)), x(be_.get(), FA(info, 1)), y(be_.get(), size_t(T) * H);
       DWeight g(be_.get(), info[4], D(info, 5), 1, H);
       be_->add_rmsnorm(h.p, x.p, g.w, float(D(info, 6)), T, H, y.p);
@@ -261,6 +274,8 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
   Napi::Value MlpSwiglu(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       int T = I(info, 1), F = I(info, 5), K = I(info, 6);
+      if (T < 1 || F < 1 || K < 1) throw std::invalid_argument("T, F and K must be >= 1");
+      need_len(FA(info, 0), size_t(T) * K, "x");
       DBuf x(be_.get(), FA(info, 0)), a(be_.get(), size_t(T) * F), g(be_.get(), size_t(T) * F);
       DWeight w1(be_.get(), info[2], D(info, 4), F, K), w2(be_.get(), info[3], D(info, 4), F, K);
       be_->mlp_swiglu(x.p, w1.w, w2.w, T, a.p, g.p);
@@ -270,8 +285,10 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
   // finalLogits(h[T,H], T, H, rows: Int32Array, lnfBytes, lnfDtype, headBytes, headDtype, V, eps) -> [R,V]
   Napi::Value FinalLogits(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
-      int H = I(info, 2), V = I(info, 8);
+      int T = I(info, 1), H = I(info, 2), V = I(info, 8);
       Napi::Int32Array rows = info[3].As<Napi::Int32Array>();
+      need_len(FA(info, 0), size_t(T) * H, "h");
+      need_rows(rows, T);
       DBuf h(be_.get(), FA(info, 0));
       DWeight lnf(be_.get(), info[4], D(info, 5), 1, H), head(be_.get(), info[6], D(info, 7), V, H);
       Napi::Float32Array out = Napi::Float32Array::New(info.Env(), rows.ElementLength() * size_t(V));
@@ -286,7 +303,10 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
       throw Napi::TypeError::New(v.Env(), "picks must be an array with one request per row");
     Napi::Array a = v.As<Napi::Array>();
     std::vector<std::unique_ptr<PickHold>> h;
-    for (uint32_t r = 0; r < R; ++r) h.push_back(pick_from_js(a.Get(r).As<Napi::Object>(), V));
+    for (uint32_t r = 0; r < R; ++r) {
+      if (!a.Get(r).IsObject()) throw Napi::TypeError::New(v.Env(), "picks[" + std::to_string(r) + "] must be an object");
+      h.push_back(pick_from_js(a.Get(r).As<Napi::Object>(), V));
+    }
     return h;
   }
   static Napi::Array picks_to_js(Napi::Env env, const std::vector<PickResult>& res,
@@ -299,8 +319,10 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
   //   -> [{ id, logprob?, top? }] per row: final_logits' rows, penalized and picked inside the backend
   Napi::Value FinalPick(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
-      int H = I(info, 2), V = I(info, 8);
+      int T = I(info, 1), H = I(info, 2), V = I(info, 8);
       Napi::Int32Array rows = info[3].As<Napi::Int32Array>();
+      need_len(FA(info, 0), size_t(T) * H, "h");
+      need_rows(rows, T);
       const size_t R = rows.ElementLength();
       auto holds = picks_of(info[10], R, V);
       std::vector<PickSpec> specs;

@@ -39,6 +39,7 @@ std::unique_ptr<Engine> Engine::load(const LoadRequest& req, const std::function
   const ModelConfig& c = req.cfg;
   if (c.hidden != c.n_heads * c.head_dim || c.rotary_dims > c.head_dim || c.rotary_dims > 256 || c.rotary_dims < 2)
     throw std::runtime_error("inconsistent model configuration");
+  if (c.n_layers < 1) throw std::runtime_error("n_layers must be >= 1");
   if (req.tensors.size() != size_t(3 + 8 * c.n_layers))
     throw std::runtime_error("expected " + std::to_string(3 + 8 * c.n_layers) + " tensors");
   std::unique_ptr<Engine> e(new Engine());

@@ -30,7 +30,9 @@ class KVPool {
   int max_blocks() const { return max_; }
   int used() const { return used_.load(); }
   int free_blocks() const { return max_ - used_.load(); }
-  int made() const { return made_count_.load(); }  // blocks given storage so far (memory held)
+  int made() const { return made_count_.load(); }  // blocks given storage so far
+  // Bytes of storage the pool holds (blocks are made in slabs on CUDA, so this can exceed made() blocks' worth).
+  virtual size_t storage_bytes() const = 0;
   // Takes n blocks (all or none) and appends their ids to out; false when fewer than n are free.
   // Throws what materialize throws (e.g. out of memory), having taken nothing.
   bool acquire(int n, std::vector<int32_t>& out);

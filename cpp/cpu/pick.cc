@@ -109,7 +109,7 @@ void pick_rows(ThreadPool& pool, float* logits, int R, int V, const PickSpec* sp
   pool.parallel_for(tasks, [&](int t, int) {
     int r, i0, i1;
     span(t, r, i0, i1);
-    scan(logits + size_t(r) * size_t(V), i0, i1, std::max(1, specs[r].top_n), ch[size_t(t)]);
+    scan(logits + size_t(r) * size_t(V), i0, i1, std::min(kMaxPickTop, std::max(1, specs[r].top_n)), ch[size_t(t)]);
   });
   std::vector<float> mx(nr, -kInf);
   for (int r = 0; r < R; ++r) {

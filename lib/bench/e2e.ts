@@ -12,11 +12,11 @@ export interface E2eResult {
   prefill: { tokens: number; ms: number; tokPerS: number; gflops: number };
   decode: { steps: number; msPerToken: number; tokPerS: number; gbs: number; ofReadBandwidth: number | null };
   /**
-   * CUDA only: device memory this process holds at the end of the run (free before loading - free now, from
-   * cudaMemGetInfo), split into the weights, the KV blocks given memory (kept for reuse: the cache's high-water mark)
-   * and the rest (CUDA context, cuBLAS, workspaces, staging). Issue #4's goal: rest <= 1 GiB.
+   * CUDA only, at the end of the run (cudaMemGetInfo): device memory in use (total - free: the CUDA context and
+   * anything else on the card included), split into the weights (held in the activation type), the KV pool's memory
+   * (whole slabs) and the rest (context, cuBLAS, workspaces, staging). Issue #4's goal: rest <= 1 GiB.
    */
-  gpuMemory: { usedGB: number; weightsGB: number; kvGB: number; otherGB: number } | null;
+  gpuMemory: { inUseGB: number; weightsGB: number; kvGB: number; otherGB: number } | null;
 }
 
 /** Bytes the decoder reads per token: every weight except the embedding table, of which it gathers one row. */
@@ -28,8 +28,6 @@ export async function benchE2e(
   model: Model,
   opts: {
     prompt: number; decode: number; threads: number; measureBandwidth: boolean; log?: (s: string) => void;
-    /** cudaInfo().freeMemory taken before the model was loaded (CUDA): enables gpuMemory */
-    cudaFreeBeforeLoad?: number;
     /** bytes per activation on the device (bf16/fp16 2, fp32 4): weights and KV blocks are held in this type */
     actBytes?: number;
   },
@@ -60,13 +58,14 @@ export async function benchE2e(
   const flops = 2 * T * L * (3 * H * H + H * H + 3 * F * H) + 2 * T * T * H * L + 2 * H * c.vocab_size;
   log(`prefill ${T} tokens: ${prefillMs.toFixed(0)} ms, ${(T / prefillMs * 1e3).toFixed(1)} tok/s, ${(flops / prefillMs / 1e6).toFixed(1)} GFLOP/s`);
 
-  // Greedy decode as generate() runs it: the argmax is picked inside the backend (Sequence.forwardPick), so a step
-  // returns one id, not vocab_size logits.
+  // Greedy decode with the argmax picked inside the backend (Sequence.forwardPick, as generate() does when greedy; no
+  // penalties here), so a step returns one id, not vocab_size logits.
+  const vocab = model.tokenizer.vocabSize; // ids past it are lm_head padding, never produced
   let best = 0;
-  for (let v = 1; v < c.vocab_size; v++) if (logits[v] > logits[best]) best = v;
+  for (let v = 1; v < vocab; v++) if (logits[v] > logits[best]) best = v;
   const pick = {
     repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, ids: new Int32Array(0), counts: new Int32Array(0),
-    vocabLimit: c.vocab_size,
+    vocabLimit: vocab,
   };
   t0 = process.hrtime.bigint();
   for (let i = 0; i < opts.decode; i++) best = (await seq.forwardPick([best], pick)).id;
@@ -79,15 +78,15 @@ export async function benchE2e(
       (readGBs ? ` (${((gbs / readGBs) * 100).toFixed(0)} % of the measured read bandwidth)` : ''),
   );
   let gpuMemory: E2eResult['gpuMemory'] = null;
-  if (model.device === 'cuda' && opts.cudaFreeBeforeLoad !== undefined) {
-    const used = opts.cudaFreeBeforeLoad - addon().cudaInfo().freeMemory;
-    const st = model.stats();
+  if (model.device === 'cuda') {
+    const info = addon().cudaInfo();
+    const inUse = info.totalMemory - info.freeMemory;
     const act = opts.actBytes ?? 2;
     const stored = model.weightBytes.dtypes.length === 1 && model.weightBytes.dtypes[0] === 'F32' ? 4 : 2;
     const weights = (model.weightBytes.total / stored) * act; // uploaded in the activation type
-    const kv = st.kvBlocksAllocated * 2 * L * st.kvBlockTokens * H * act;
-    gpuMemory = { usedGB: used / 1e9, weightsGB: weights / 1e9, kvGB: kv / 1e9, otherGB: (used - weights - kv) / 1e9 };
-    log(`GPU memory held: ${gpuMemory.usedGB.toFixed(2)} GB = weights ${gpuMemory.weightsGB.toFixed(2)} + KV blocks ${gpuMemory.kvGB.toFixed(2)} + other ${gpuMemory.otherGB.toFixed(2)} GB`);
+    const kv = model.stats().kvBytesAllocated;
+    gpuMemory = { inUseGB: inUse / 1e9, weightsGB: weights / 1e9, kvGB: kv / 1e9, otherGB: (inUse - weights - kv) / 1e9 };
+    log(`GPU memory in use: ${gpuMemory.inUseGB.toFixed(2)} GB = weights ${gpuMemory.weightsGB.toFixed(2)} + KV pool ${gpuMemory.kvGB.toFixed(2)} + other ${gpuMemory.otherGB.toFixed(2)} GB (context included)`);
   }
   return {
     gpuMemory,

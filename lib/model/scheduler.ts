@@ -46,6 +46,8 @@ export interface SchedulerStats {
   kvBlocksUsed: number;
   /** Blocks given memory so far: the pool keeps them for reuse, so this is the cache's memory high-water mark. */
   kvBlocksAllocated: number;
+  /** Bytes the KV pool holds (CUDA: whole slabs of blocks). */
+  kvBytesAllocated: number;
   steps: number;
   promptTokens: number;
   generatedTokens: number;
@@ -136,6 +138,7 @@ export class Scheduler {
       kvBlocksTotal: kv.maxBlocks,
       kvBlocksUsed: kv.usedBlocks,
       kvBlocksAllocated: kv.madeBlocks,
+      kvBytesAllocated: kv.storageBytes,
       ...this.counters,
     };
   }

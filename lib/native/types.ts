@@ -106,8 +106,9 @@ export interface NativeModel {
   /** One batched step; resolves to the logits rows asked for and the picks. Rejects with a message starting
    *  "E_KV_FULL:" when the KV pool lacks blocks (nothing changed). */
   step(items: NativeStepItem[]): Promise<NativeStepResult>;
-  /** madeBlocks: blocks given storage so far (kept for reuse: the KV memory held). */
-  kvStats(): { blockTokens: number; maxBlocks: number; usedBlocks: number; madeBlocks: number };
+  /** madeBlocks: blocks given storage so far (kept for reuse); storageBytes: the memory the pool holds for them
+   *  (CUDA allocates slabs of several blocks, so it can exceed madeBlocks' worth). */
+  kvStats(): { blockTokens: number; maxBlocks: number; usedBlocks: number; madeBlocks: number; storageBytes: number };
   dispose(): void;
 }
 
