@@ -4,11 +4,12 @@
 // rmsnorm) by one; each small launch cost ~3-9 us on the H100 profile of a 7b decode step.
 #include "add_rmsnorm.cuh"
 #include "common.cuh"
+#include "rmsnorm_row.cuh"
 
 namespace qwen::cu {
 
 template <typename T, int NV>
-static __global__ void __launch_bounds__(256)
+static __global__ void __launch_bounds__(kRowThreads)
     add_rmsnorm_vec_kernel(T* __restrict__ h, const T* __restrict__ x, const T* __restrict__ g, float eps, int H,
                            T* __restrict__ y) {
   const int r = blockIdx.x;
@@ -21,7 +22,7 @@ static __global__ void __launch_bounds__(256)
   float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < NV; ++k) {
-    const int i = threadIdx.x + k * 256;
+    const int i = threadIdx.x + k * kRowThreads;
     if (i < nv) {
       float a[8], b[8];
       unpack16<T>(h4[i], a);
@@ -41,20 +42,7 @@ static __global__ void __launch_bounds__(256)
   }
   ss = block_sum(ss);
   const float inv = 1.0f / sqrtf(ss / float(H) + eps);
-#pragma unroll
-  for (int k = 0; k < NV; ++k) {
-    const int i = threadIdx.x + k * 256;
-    if (i < nv) {
-      float gf[8];
-      unpack16<T>(g4[i], gf);
-      uint4 o;
-      o.x = pack2<T>(v[k][0] * inv * gf[0], v[k][1] * inv * gf[1]);
-      o.y = pack2<T>(v[k][2] * inv * gf[2], v[k][3] * inv * gf[3]);
-      o.z = pack2<T>(v[k][4] * inv * gf[4], v[k][5] * inv * gf[5]);
-      o.w = pack2<T>(v[k][6] * inv * gf[6], v[k][7] * inv * gf[7]);
-      y4[i] = o;
-    }
-  }
+  rms_scale_store<T, NV>(v, inv, g4, y4, nv);
 }
 
 // Any H / dtype: grid (R), block 256. Pass 1 writes the rounded sum and reduces; pass 2 re-reads it.
@@ -86,11 +74,10 @@ void add_rmsnorm(DType act, void* h, const void* x, const void* g, float eps, in
     const T* gg = static_cast<const T*>(g);
     T* yy = static_cast<T*>(y);
     if constexpr (sizeof(T) == 2) {
-      if (H % 8 == 0 && H <= 256 * 8 * 4 && aligned16(h) && aligned16(x) && aligned16(g) && aligned16(y)) {
-        const int nv = ceil_div(H / 8, 256);
-        if (nv == 1) add_rmsnorm_vec_kernel<T, 1><<<R, 256, 0, stream>>>(hh, xx, gg, eps, H, yy);
-        else if (nv == 2) add_rmsnorm_vec_kernel<T, 2><<<R, 256, 0, stream>>>(hh, xx, gg, eps, H, yy);
-        else add_rmsnorm_vec_kernel<T, 4><<<R, 256, 0, stream>>>(hh, xx, gg, eps, H, yy);
+      if (row_fits(H) && aligned16(h) && aligned16(x) && aligned16(g) && aligned16(y)) {
+        dispatch_row_nv(H, [&](auto nv) {
+          add_rmsnorm_vec_kernel<T, decltype(nv)::value><<<R, kRowThreads, 0, stream>>>(hh, xx, gg, eps, H, yy);
+        });
         CUDA_CHECK_LAUNCH("add_rmsnorm_vec_kernel");
         return;
       }

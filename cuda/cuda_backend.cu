@@ -780,16 +780,40 @@ void CudaBackend::mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, in
   cu::mlp_swiglu(act_, x, w1.data, w2.data, T, int(w1.rows), int(w1.cols), a, g, cublas_, stream_);
 }
 
+// final_logits / final_pick: the weights must be the backend's and match H; returns V.
+int CudaBackend::check_head(const char* op, int H, const Weight& ln_f, const Weight& lm_head) const {
+  check_weight(ln_f, act_, (std::string(op) + " ln_f").c_str());
+  check_weight(lm_head, act_, (std::string(op) + " lm_head").c_str());
+  if (ln_f.rows * ln_f.cols != H || lm_head.cols != H)
+    throw std::invalid_argument(std::string(op) + ": ln_f / lm_head do not match H = " + std::to_string(H));
+  return int(lm_head.rows);
+}
+
+// fp32 logits [n, V] of the n staged rows rows_dev[0, n) of h into lg (rmsnorm into xn, then the lm_head linear).
+void CudaBackend::head_rows(const Buf h, const int32_t* rows_dev, int n, int H, int V, const Weight& ln_f,
+                            const Weight& lm_head, float eps, void* xn, float* lg) {
+  FinalLogitsArgs a;
+  a.act = act_;
+  a.h = h;
+  a.rows = rows_dev;
+  a.R = n;
+  a.H = H;
+  a.V = V;
+  a.ln_f = ln_f.data;
+  a.lm_head = lm_head.data;
+  a.eps = eps;
+  a.xn = xn;
+  a.logits = lg;
+  a.cublas = cublas_;
+  cu::final_logits(a, stream_);
+}
+
 void CudaBackend::final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,
                                float eps, float* logits) {
   ProfScope prof(prof_, stream_, [&] { return "final_logits R=" + std::to_string(R); });
   static_assert(sizeof(int) == sizeof(int32_t), "rows are staged as int32");
   if (R <= 0) return;
-  check_weight(ln_f, act_, "final_logits ln_f");
-  check_weight(lm_head, act_, "final_logits lm_head");
-  if (ln_f.rows * ln_f.cols != H || lm_head.cols != H)
-    throw std::invalid_argument("final_logits: ln_f / lm_head do not match H = " + std::to_string(H));
-  const int V = int(lm_head.rows);
+  const int V = check_head("final_logits", H, ln_f, lm_head);
   const int32_t* rows_dev = rows_.stage(reinterpret_cast<const int32_t*>(rows), R, stream_, "logit rows");
   const int rc = std::min(R, kLogitsRowChunk);
   void* xn = xn_.get(size_t(rc) * H * esize_, stream_, "final-logits normalised rows");
@@ -797,20 +821,7 @@ void CudaBackend::final_logits(const Buf h, const int* rows, int R, int H, const
   void* host = logits_host_.get(size_t(rc) * V * sizeof(float));
   for (int r0 = 0; r0 < R; r0 += rc) {
     const int n = std::min(rc, R - r0);
-    FinalLogitsArgs a;
-    a.act = act_;
-    a.h = h;
-    a.rows = rows_dev + r0;
-    a.R = n;
-    a.H = H;
-    a.V = V;
-    a.ln_f = ln_f.data;
-    a.lm_head = lm_head.data;
-    a.eps = eps;
-    a.xn = xn;
-    a.logits = lg;
-    a.cublas = cublas_;
-    cu::final_logits(a, stream_);
+    head_rows(h, rows_dev + r0, n, H, V, ln_f, lm_head, eps, xn, lg);
     CUDA_CHECK(cudaMemcpyAsync(host, lg, size_t(n) * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(logits + size_t(r0) * V, host, size_t(n) * V * sizeof(float));
@@ -848,11 +859,7 @@ void CudaBackend::final_pick(const Buf h, const int* rows, int R, int H, const W
   ProfScope prof(prof_, stream_, [&] { return "final_pick R=" + std::to_string(R); });
   static_assert(sizeof(int) == sizeof(int32_t), "rows are staged as int32");
   if (R <= 0) return;
-  check_weight(ln_f, act_, "final_pick ln_f");
-  check_weight(lm_head, act_, "final_pick lm_head");
-  if (ln_f.rows * ln_f.cols != H || lm_head.cols != H)
-    throw std::invalid_argument("final_pick: ln_f / lm_head do not match H = " + std::to_string(H));
-  const int V = int(lm_head.rows);
+  const int V = check_head("final_pick", H, ln_f, lm_head);
   size_t o_rows = 0, o_specs = 0, o_entries = 0;
   const char* dv = stage_pick(rows, R, V, specs, &o_rows, &o_specs, &o_entries);
   const int32_t* rows_dev = reinterpret_cast<const int32_t*>(dv + o_rows);
@@ -864,20 +871,7 @@ void CudaBackend::final_pick(const Buf h, const int* rows, int R, int H, const W
   auto* dout = static_cast<DevPickOut*>(pick_out_.get(size_t(R) * sizeof(DevPickOut), stream_, "final_pick results"));
   for (int r0 = 0; r0 < R; r0 += rc) {
     const int n = std::min(rc, R - r0);
-    FinalLogitsArgs a;
-    a.act = act_;
-    a.h = h;
-    a.rows = rows_dev + r0;
-    a.R = n;
-    a.H = H;
-    a.V = V;
-    a.ln_f = ln_f.data;
-    a.lm_head = lm_head.data;
-    a.eps = eps;
-    a.xn = xn;
-    a.logits = lg;
-    a.cublas = cublas_;
-    cu::final_logits(a, stream_);
+    head_rows(h, rows_dev + r0, n, H, V, ln_f, lm_head, eps, xn, lg);
     cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
   }
   finish_pick(dout, R, specs, out);

@@ -188,6 +188,9 @@ class CudaBackend final : public Backend {
   // begin_step, or with other slices, still gets the right tables).
   void ensure_step(const SeqSlice* s, int n);
   void check_kv(const char* op, int n_heads, int head_dim, int layer) const;
+  int check_head(const char* op, int H, const Weight& ln_f, const Weight& lm_head) const;
+  void head_rows(const Buf h, const int32_t* rows_dev, int n, int H, int V, const Weight& ln_f, const Weight& lm_head,
+                 float eps, void* xn, float* lg);
   // final_pick / pick_logits: the one staged upload of a call (rows | DevPickRow[R] | penalty entries), returning its
   // device base; then the results DevPickOut[R] (device) -> pinned host -> out (one copy, one synchronize).
   const char* stage_pick(const int* rows, int R, int V, const PickSpec* specs, size_t* o_rows, size_t* o_specs,

@@ -21,6 +21,14 @@ struct Cand {
 };
 __device__ __forceinline__ bool better(float a, int ia, float b, int ib) { return a > b || (a == b && ia < ib); }
 __device__ __forceinline__ Cand none() { return Cand{-INFINITY, INT_MAX}; }
+// The kUnroll logits this thread reads at `base` (stride kPickThreads), -Infinity past n: all loads issued first.
+__device__ __forceinline__ void load_unrolled(const float* __restrict__ L, int base, int n, float (&v)[kUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int i = base + u * kPickThreads;
+    v[u] = i < n ? L[i] : -INFINITY;
+  }
+}
 
 // (value desc, id asc) is a strict total order on the candidates (never NaN, ids distinct), so every lane of the
 // butterfly ends with the same winner.
@@ -87,11 +95,7 @@ __global__ void __launch_bounds__(kPickThreads)
     Cand b = none();
     for (int base = tid; base < n; base += kUnroll * kPickThreads) {
       float v[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int i = base + u * kPickThreads;
-        v[u] = i < n ? L[i] : -INFINITY;
-      }
+      load_unrolled(L, base, n, v);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
         if (v[u] > b.x) b = Cand{v[u], base + u * kPickThreads};  // strict: NaN / -Infinity never, ties keep the first
@@ -104,11 +108,7 @@ __global__ void __launch_bounds__(kPickThreads)
   } else {
     for (int base = tid; base < n; base += kUnroll * kPickThreads) {
       float v[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int i = base + u * kPickThreads;
-        v[u] = i < n ? L[i] : -INFINITY;
-      }
+      load_unrolled(L, base, n, v);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const float x = v[u];
@@ -147,11 +147,7 @@ __global__ void __launch_bounds__(kPickThreads)
     } else {
       for (int base = tid; base < n; base += kUnroll * kPickThreads) {
         float v[kUnroll];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int i = base + u * kPickThreads;
-          v[u] = i < n ? L[i] : -INFINITY;
-        }
+        load_unrolled(L, base, n, v);
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
           if (v[u] == v[u]) s += double(expf(v[u] - m));  // -Infinity weighs 0; NaN is skipped

@@ -1,6 +1,7 @@
 // rmsnorm: one block per row, fp32 block reduction of the squares, then the scaled row. 16-bit rows of H <= 8192
 // (Qwen: 4096) stay in registers between the two (rmsnorm_vec_kernel); others re-read the row from L1/L2.
 #include "common.cuh"
+#include "rmsnorm_row.cuh"
 #include "rmsnorm.cuh"
 
 namespace qwen::cu {
@@ -28,7 +29,7 @@ static __global__ void rmsnorm_kernel(const T* x, const T* __restrict__ g, const
 // registers (NV uint4 per thread), reduced, scaled and written. One decode row of H = 4096 took 8.9 us per call with
 // the two-pass kernel on an H100 (profile of a 7b decode step), a latency-bound chain of strided 2-byte loads.
 template <typename T, int NV>
-static __global__ void __launch_bounds__(256)
+static __global__ void __launch_bounds__(kRowThreads)
     rmsnorm_vec_kernel(const T* x, const T* __restrict__ g, const int* __restrict__ rows, float eps, int H, T* y) {
   const int r = blockIdx.x;
   const int src = rows ? rows[r] : r;
@@ -40,7 +41,7 @@ static __global__ void __launch_bounds__(256)
   float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < NV; ++k) {
-    const int i = threadIdx.x + k * 256;
+    const int i = threadIdx.x + k * kRowThreads;
     if (i < nv) {
       unpack16<T>(xr[i], v[k]);
 #pragma unroll
@@ -49,31 +50,17 @@ static __global__ void __launch_bounds__(256)
   }
   ss = block_sum(ss);  // contains __syncthreads: in-place (y == x) is safe, every read happened above
   const float inv = 1.0f / sqrtf(ss / float(H) + eps);
-#pragma unroll
-  for (int k = 0; k < NV; ++k) {
-    const int i = threadIdx.x + k * 256;
-    if (i < nv) {
-      float gf[8];
-      unpack16<T>(g4[i], gf);
-      uint4 o;
-      o.x = pack2<T>(v[k][0] * inv * gf[0], v[k][1] * inv * gf[1]);
-      o.y = pack2<T>(v[k][2] * inv * gf[2], v[k][3] * inv * gf[3]);
-      o.z = pack2<T>(v[k][4] * inv * gf[4], v[k][5] * inv * gf[5]);
-      o.w = pack2<T>(v[k][6] * inv * gf[6], v[k][7] * inv * gf[7]);
-      yr[i] = o;
-    }
-  }
+  rms_scale_store<T, NV>(v, inv, g4, yr, nv);
 }
 
 template <typename T>
 static void launch_rmsnorm(const T* x, const T* g, float eps, int R, int H, const int* rows, T* y,
                            cudaStream_t stream) {
   if constexpr (sizeof(T) == 2) {
-    if (H % 8 == 0 && H <= 256 * 8 * 4 && aligned16(x) && aligned16(g) && aligned16(y)) {
-      const int nv = ceil_div(H / 8, 256);  // uint4 per thread
-      if (nv == 1) rmsnorm_vec_kernel<T, 1><<<R, 256, 0, stream>>>(x, g, rows, eps, H, y);
-      else if (nv == 2) rmsnorm_vec_kernel<T, 2><<<R, 256, 0, stream>>>(x, g, rows, eps, H, y);
-      else rmsnorm_vec_kernel<T, 4><<<R, 256, 0, stream>>>(x, g, rows, eps, H, y);
+    if (row_fits(H) && aligned16(x) && aligned16(g) && aligned16(y)) {
+      dispatch_row_nv(H, [&](auto nv) {
+        rmsnorm_vec_kernel<T, decltype(nv)::value><<<R, kRowThreads, 0, stream>>>(x, g, rows, eps, H, y);
+      });
       CUDA_CHECK_LAUNCH("rmsnorm_vec_kernel");
       return;
     }
