@@ -534,6 +534,11 @@ void CudaBackend::begin_step(const SeqSlice* s, int n) {
   ProfScope prof(prof_, stream_, [&] { return "begin_step n=" + std::to_string(n); });
   step_valid_ = false;
   if (n < 0 || (n > 0 && !s)) throw std::invalid_argument("begin_step: bad slice array");
+  if (prof_.on()) {
+    int rows = 0;
+    for (int i = 0; i < n; ++i) rows += s[i].T;
+    prof_.step_class("rows=" + std::to_string(rows));
+  }
   rope_error_.clear();
   kv_error_.clear();
   step_max_rot_ = 0;

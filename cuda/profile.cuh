@@ -1,7 +1,10 @@
 // Per-op GPU time of the CUDA backend, for finding where a step's time goes: QWEN_CUDA_PROFILE=1 brackets every
 // backend op with two cudaEvents on the backend's stream; the events are read at each synchronize() (the end of a
 // step) and summed per (op, shape) key. The table goes to stderr when the backend dies, next to the host wall time of
-// the steps, so "GPU busy" and "launch / host gaps" can be told apart. Off (the default), an op pays one branch.
+// the steps, so "GPU busy" and "launch / host gaps" can be told apart. Steps are also grouped by class (begin_step
+// names it by its row count): per class, host wall time, GPU span (first op's start to last op's end) and the sum of
+// op times: span - ops = gaps between kernels (launch-bound), wall - span = host work before / after the GPU ran.
+// Off (the default), an op pays one branch.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -49,9 +52,14 @@ class OpProfiler {
   void end(int i, cudaStream_t s) {
     if (i >= 0) cudaEventRecord(pool_[size_t(i)].second, s);
   }
+  // The class of the current step (e.g. "rows=1"), set once per step by begin_step.
+  void step_class(std::string c) {
+    if (on_) class_ = std::move(c);
+  }
   // After a stream synchronize: fold the recorded pairs into the table.
   void collect() {
     if (!on_ || !in_step_) return;
+    double step_ops = 0;
     for (size_t i = 0; i < used_; ++i) {
       float ms = 0.f;
       if (cudaEventElapsedTime(&ms, pool_[i].first, pool_[i].second) != cudaSuccess) ms = 0.f, cudaGetLastError();
@@ -59,8 +67,16 @@ class OpProfiler {
       r.calls += 1;
       r.ms += ms;
       gpu_ms_ += ms;
+      step_ops += ms;
     }
-    wall_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wall0_).count();
+    const double wall = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - wall0_).count();
+    wall_ms_ += wall;
+    float span = 0.f;
+    if (used_ > 0 && cudaEventElapsedTime(&span, pool_[0].first, pool_[used_ - 1].second) != cudaSuccess)
+      span = 0.f, cudaGetLastError();
+    StepRow& sr = steps_by_class_[class_.empty() ? std::string("(no begin_step)") : class_];
+    sr.steps += 1, sr.wall += wall, sr.span += span, sr.ops += step_ops;
+    class_.clear();
     ++steps_;
     used_ = 0;
     open_.clear();
@@ -72,11 +88,18 @@ class OpProfiler {
     long calls = 0;
     double ms = 0;
   };
+  struct StepRow {
+    long steps = 0;
+    double wall = 0, span = 0, ops = 0;
+  };
   void report() const {
     std::vector<std::pair<std::string, Row>> rows(table_.begin(), table_.end());
     std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
     std::fprintf(stderr, "[qwen cuda profile] %ld syncs, host wall %.1f ms, GPU op time %.1f ms (%.0f %%)\n", steps_,
                  wall_ms_, gpu_ms_, wall_ms_ > 0 ? 100.0 * gpu_ms_ / wall_ms_ : 0.0);
+    for (const auto& [k, r] : steps_by_class_)
+      std::fprintf(stderr, "[qwen cuda profile] steps %-16s %6ld: per step host wall %9.3f ms, GPU span %9.3f ms, op sum %9.3f ms\n",
+                   k.c_str(), r.steps, r.wall / double(r.steps), r.span / double(r.steps), r.ops / double(r.steps));
     for (const auto& [k, r] : rows)
       std::fprintf(stderr, "[qwen cuda profile] %-44s %8ld calls %10.2f ms %9.1f us/call %5.1f %%\n", k.c_str(), r.calls,
                    r.ms, 1e3 * r.ms / double(r.calls), gpu_ms_ > 0 ? 100.0 * r.ms / gpu_ms_ : 0.0);
@@ -86,6 +109,8 @@ class OpProfiler {
   size_t used_ = 0;
   std::vector<std::string> open_;
   std::map<std::string, Row> table_;
+  std::map<std::string, StepRow> steps_by_class_;
+  std::string class_;
   std::chrono::steady_clock::time_point wall0_;
   double wall_ms_ = 0, gpu_ms_ = 0;
   long steps_ = 0;

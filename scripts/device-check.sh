@@ -12,7 +12,10 @@
 #   jest      test/ops.test.ts on the CUDA backends (QWEN_OPS_FILTER, default '^cuda')
 #   pick      test/pick.test.ts on CUDA: native greedy pick == the TS sampler
 #   bench     qwen-node bench, 7b bf16: prefill 2048, 64 greedy decode steps
-#   profile   the same with QWEN_CUDA_PROFILE=1 (GPU time per op), then 64 concurrent clients
+#   sweep     decode with the greedy pick in the backend: batch 1 at HF's contexts (prompt 32, 128 steps) and at
+#             2048, then batch 1 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
+#   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): prefill 2048 + 16 decode steps at batch 1,
+#             then batch 64 at context 200, then 64 concurrent clients
 #   conc      continuous batching: 1 / 16 / 64 clients, 200-token prompts, 64 new tokens
 #   hf        ../shared/device/hf_baseline.py (HF transformers, eager) on the same card
 #   memcheck  compute-sanitizer memcheck over op_check
@@ -32,6 +35,14 @@ conc() {  # conc LEVELS TIMEOUT
     levels: [$1], promptTokens: 200, newTokens: 64, log: (s) => console.error(s) })
     .then((r) => require('fs').writeFileSync('$OUT/concurrency-cuda.json', JSON.stringify(r, null, 1)))
     .catch((e) => { console.error('concurrency failed:', e.stack); process.exit(1); });" 2>&1 | tail -14
+}
+sweep() {  # sweep CONTEXTS DECODE_STEPS BATCH_SIZES TIMEOUT OUTFILE
+  timeout "$4" node -e "
+  require('./dist/bench/sweep.js').runSweep({ dir: '$CK', device: 'cuda', dtype: 'bf16', mode: 'cuda-bf16', threads: 16,
+    contexts: [$1], decodeSteps: $2, batchSizes: [$3], batchContext: 200, batchSteps: 32, pick: true, peakGflops: null,
+    log: (s) => console.error(s) })
+    .then((r) => require('fs').writeFileSync('$OUT/$5', JSON.stringify(r, null, 1)))
+    .catch((e) => { console.error('sweep failed:', e.stack); process.exit(1); });" 2>&1
 }
 MK=
 need_7b() { [ -n "$MK" ] && { step "waiting for the 7b checkpoint"; wait "$MK"; tail -1 /tmp/make7b.log; MK=; }; }
@@ -69,11 +80,17 @@ part_bench() {
   echo "bench exit $?"; tail -3 /tmp/bench-err.log
   node -e "const r=require('$OUT/bench-cuda.json');console.log('prefill 2048:',r.prefill.ms.toFixed(1),'ms;','decode bs1:',r.decode.tokPerS.toFixed(1),'tok/s,',r.decode.gbs.toFixed(0),'GB/s')" || true
 }
+part_sweep() {
+  need_7b
+  step "decode, greedy pick in the backend: batch 1 at contexts 32 (HF's) and 2048, batch 1/16/64 at ~200 (goal >= 7000 tok/s)"
+  sweep "32, 2048" 128 "1, 16, 64" 90 sweep-cuda.json | grep -v "^\s*$" | tail -8
+}
 part_profile() {
   need_7b
-  step "per-op GPU time (QWEN_CUDA_PROFILE=1): prefill 2048 + 64 decode steps at batch 1, then 64 clients"
-  QWEN_CUDA_PROFILE=1 timeout 40 node bin/qwen-node.js bench --model $CK --device cuda --prompt 2048 --decode 64 2>&1 | grep -E "prefill|decode|profile" | head -20
-  QWEN_CUDA_PROFILE=1 conc 64 40 | head -16
+  step "per-op and per-step GPU time (QWEN_CUDA_PROFILE=1): prefill 2048 + 16 decode steps, then batch 64 at ~200"
+  QWEN_CUDA_PROFILE=1 sweep "2048" 16 "64" 60 profile-sweep.json > "$OUT/profile.log"
+  grep -E "steps rows=(1|64|2048) " "$OUT/profile.log"; grep -E "profile\]" "$OUT/profile.log" | grep -vE "steps rows" | head -45
+  QWEN_CUDA_PROFILE=1 conc 64 40 | grep -E "steps rows|tok/s" | head -12
 }
 part_conc() {
   need_7b

@@ -92,6 +92,11 @@ export interface SweepOptions {
   /** prompt length of each batched sequence */
   batchContext: number;
   batchSteps: number;
+  /**
+   * Decode steps pick the greedy id inside the backend (Sequence.forwardPick, as generate() does when greedy) instead of
+   * returning vocab_size logits per sequence: what a greedy user gets, and what HF's generate() times. Default false.
+   */
+  pick?: boolean;
   peakGflops: number | null;
   log: (s: string) => void;
 }
@@ -120,6 +125,14 @@ export function prefillFlops(model: Model, T: number): number {
   return 2 * T * L * (3 * H * H + H * H + 3 * F * H) + 2 * T * T * H * L + 2 * H * c.vocab_size;
 }
 
+/** forwardPick's spec for plain greedy decoding (no penalties; ids past the tokenizer's vocabulary never picked). */
+function greedySpec(model: Model) {
+  return {
+    repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, ids: new Int32Array(0), counts: new Int32Array(0),
+    vocabLimit: model.tokenizer.vocabSize,
+  };
+}
+
 export async function runSweep(o: SweepOptions): Promise<E2eRun> {
   const t0 = nowMs();
   const model = await loadModel(o.dir, { device: o.device, dtype: o.dtype, threads: o.threads });
@@ -146,11 +159,14 @@ export async function runSweep(o: SweepOptions): Promise<E2eRun> {
         const pms = nowMs() - t;
         const flops = prefillFlops(model, ctx);
         const samples: number[] = [];
+        const spec = greedySpec(model);
+        let next = argmax(logits);
         for (let i = 0; i <= o.decodeSteps; i++) {
-          const next = argmax(logits);
           t = nowMs();
-          logits = await seq.forward([next]);
+          if (o.pick) next = (await seq.forwardPick([next], spec)).id;
+          else logits = await seq.forward([next]);
           if (i > 0) samples.push(nowMs() - t); // step 0 is untimed (it may grow the KV cache)
+          if (!o.pick) next = argmax(logits);
         }
         const dms = median(samples);
         const bytes = streamed + L * 2 * (ctx + 1 + o.decodeSteps / 2) * H * kvBytes;
@@ -196,6 +212,7 @@ async function batchAxis(
   const sizes = [...new Set(o.batchSizes)].sort((a, b) => a - b);
   const n = sizes[sizes.length - 1];
   const seqs = Array.from({ length: n }, () => model.createSequence());
+  const spec = greedySpec(model);
   try {
     let t = nowMs();
     await Promise.all(seqs.map((s, i) => s.forward(clientPrompt(o.batchContext, i))));
@@ -214,7 +231,9 @@ async function batchAxis(
         for (let i = 0; i <= o.batchSteps; i++) {
           if (i > 0) ctxSum += group.reduce((m, s) => m + s.length, 0) / B;
           t = nowMs();
-          await Promise.all(group.map((s, j) => s.forward([(o.batchContext * 31 + i * 7 + j) % 151643])));
+          const id = (j: number) => (o.batchContext * 31 + i * 7 + j) % 151643;
+          if (o.pick) await Promise.all(group.map((s, j) => s.forwardPick([id(j)], spec)));
+          else await Promise.all(group.map((s, j) => s.forward([id(j)])));
           if (i > 0) samples.push(nowMs() - t); // step 0 is untimed (it may grow the KV cache)
         }
       } finally {
