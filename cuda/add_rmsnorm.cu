@@ -20,6 +20,8 @@ static __global__ void __launch_bounds__(kRowThreads)
   const int nv = H / 8;
   float v[NV][8];
   float ss = 0.f;
+  pdl_wait();  // h and x come from earlier kernels (common.cuh: the PDL contract)
+  pdl_launch_dependents();
 #pragma unroll
   for (int k = 0; k < NV; ++k) {
     const int i = threadIdx.x + k * kRowThreads;
@@ -76,7 +78,8 @@ void add_rmsnorm(DType act, void* h, const void* x, const void* g, float eps, in
     if constexpr (sizeof(T) == 2) {
       if (row_fits(H) && aligned16(h) && aligned16(x) && aligned16(g) && aligned16(y)) {
         dispatch_row_nv(H, [&](auto nv) {
-          add_rmsnorm_vec_kernel<T, decltype(nv)::value><<<R, kRowThreads, 0, stream>>>(hh, xx, gg, eps, H, yy);
+          launch_pdl(add_rmsnorm_vec_kernel<T, decltype(nv)::value>, dim3(R), dim3(kRowThreads), 0, stream, hh, xx, gg,
+                     eps, H, yy);
         });
         CUDA_CHECK_LAUNCH("add_rmsnorm_vec_kernel");
         return;

@@ -134,6 +134,8 @@ static __global__ void __launch_bounds__(kSplitThreads)
                         T* __restrict__ out) {
   extern __shared__ float wts[];  // [nc] e^(m_c - M)
   __shared__ float inv_l;
+  pdl_wait();  // the split kernel's workspace (common.cuh: the PDL contract)
+  pdl_launch_dependents();
   const int h = blockIdx.x, z = blockIdx.y;
   const int row = split_row(rowlist, r0, z);
   const int si = v.row_slice[row];
@@ -178,12 +180,11 @@ static void split_chunks(const AttnArgs& a, dim3 grid, const T* qkv, const int32
   if constexpr (sizeof(T) == 2) {
     if ((a.head_dim == 128 || a.head_dim == 64) && aligned16(qkv) && !split_scalar_env()) {
       if (a.head_dim == 128)
-        attn_split_vec_kernel<T, 128><<<grid, 128, 0, stream>>>(qkv, a.step, rowlist, r0, a.n_heads, a.layer, scale,
-                                                                nchunks, ws_o, ws_ml, out);
+        launch_pdl(attn_split_vec_kernel<T, 128>, grid, dim3(128), 0, stream, qkv, a.step, rowlist, r0, a.n_heads,
+                   a.layer, scale, nchunks, ws_o, ws_ml, out);
       else
-        attn_split_vec_kernel<T, 64><<<grid, 128, 0, stream>>>(qkv, a.step, rowlist, r0, a.n_heads, a.layer, scale,
-                                                               nchunks, ws_o, ws_ml, out);
-      CUDA_CHECK_LAUNCH("attn_split_vec_kernel");
+        launch_pdl(attn_split_vec_kernel<T, 64>, grid, dim3(128), 0, stream, qkv, a.step, rowlist, r0, a.n_heads,
+                   a.layer, scale, nchunks, ws_o, ws_ml, out);
       return;
     }
   }
@@ -220,9 +221,9 @@ static void launch_split(const AttnArgs& a, const int32_t* rowlist, int count, i
     const int g = count - r0 < int(group) ? count - r0 : int(group);
     float* ws_ml = ws_o + size_t(g) * a.n_heads * nchunks * a.head_dim;
     split_chunks<T>(a, dim3(nchunks, a.n_heads, g), qkv, rowlist, r0, scale, nchunks, ws_o, ws_ml, out, stream);
-    attn_combine_kernel<T><<<dim3(a.n_heads, g), kSplitThreads, nchunks * sizeof(float), stream>>>(
-        ws_o, ws_ml, a.step, rowlist, r0, a.n_heads, a.head_dim, nchunks, out);
-    CUDA_CHECK_LAUNCH("attn_combine_kernel");
+    launch_pdl(attn_combine_kernel<T>, dim3(a.n_heads, g), dim3(kSplitThreads), nchunks * sizeof(float), stream,
+               static_cast<const float*>(ws_o), static_cast<const float*>(ws_ml), a.step, rowlist, r0, a.n_heads,
+               a.head_dim, nchunks, out);
   }
 }
 

@@ -32,6 +32,8 @@ static __global__ void __launch_bounds__(128)
   __shared__ const T* kb[kBlocks];      // row 0 of this head's keys in each KV block of the chunk
   __shared__ __align__(16) float red[NG][HD];
 
+  pdl_wait();  // q from rope_kv_store, K/V in the cache; the workspace the last combine read (the PDL contract)
+  pdl_launch_dependents();
   const int c = blockIdx.x, h = blockIdx.y, z = blockIdx.z;
   const int row = rowlist ? rowlist[r0 + z] : r0 + z;
   const int si = v.row_slice[row];

@@ -141,8 +141,48 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// ---- programmatic dependent launch (PDL, sm_90+) ----
+// A kernel launched by launch_pdl() may start while the previous kernel of the stream is still finishing (its CTAs
+// fill the SMs the tail of the previous grid leaves idle). Its contract: it calls pdl_wait() before it reads anything
+// an earlier kernel wrote and before it writes anything an earlier kernel reads; only loads of data no kernel of the
+// step writes (the weights) may go before. pdl_wait() returns once the previous grid has completed and its memory
+// is visible; since every PDL kernel waits, completion is transitive along the stream. pdl_launch_dependents() lets
+// the NEXT kernel be scheduled early (it still waits for this one's completion before touching our outputs). Both are
+// no-ops below sm_90 and when the kernel was launched without the attribute.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 // ---- host helpers ----
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// PDL for the decode-path kernels: QWEN_CUDA_PDL=1 and a device of compute capability >= 9.0 (read once per process,
+// device 0, which is the backend's). Off by default until timed on a GPU (issue #4).
+bool pdl_enabled();
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization when pdl_enabled();
+// the kernel must honour the pdl_wait() contract above.
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
+}
 
 // Calls f(T{}) with T the C++ type of activation dtype dt.
 template <typename F>

@@ -8,8 +8,9 @@
 // Batched steps over a paged KV cache: the engine's KVPool is a CudaKVPool (blocks of 32 positions x every layer,
 // [layer][k|v][row][H], in slabs, addressed through a device table by block id). begin_step uploads, once per step and
 // in one copy, the step's slice descriptors, block tables, rotary tables, row -> slice map, the rows for split
-// attention and the (slice, q-tile) list for flash attention (layout in begin_step below); rope, kv_store and
-// attention are then one launch each (attention: flash + split + combine at most) for ALL sequences of the step.
+// attention and the (slice, q-tile) list for flash attention (layout in begin_step below); rope_kv_store (or rope and
+// kv_store) and attention are then one launch each (attention: flash + split + combine at most) for ALL sequences of
+// the step.
 //
 // Checked on an H100 80GB HBM3 (2026-11-27): op_check 651/651, memcheck clean. Per-op figures measured there
 // (op_check --perf and a QWEN_CUDA_PROFILE=1 decode step of the 7b preset at ~2,100 keys; README "GPU"):
@@ -19,12 +20,15 @@
 //   linear other   gemm_wmma_kernel                 tensor   slow at 9-63 rows (grid N/128): see QWEN_CUBLAS_MIN_T
 //   mlp_swiglu     mlp_swiglu_gemv_kernel (T<=8)    HBM      66 us for w1 + w2 (180 MB, 2.7 TB/s) incl. SwiGLU
 //   add_rmsnorm    add_rmsnorm_vec_kernel           launch   6 us per decode row
-//   rope, kv_store rope_kernel, kv_store_kernel     launch   8 us, 6 us per decode row
+//   rope, kv_store rope_kernel, kv_store_kernel     launch   8 us, 6 us per decode row (the engine now calls
+//   rope_kv_store  rope_kv_store_kernel             launch   bias + rope + K/V write in one: not yet timed)
 //   attention      attn_split_vec_kernel (+combine) HBM      31 us per layer at 2,100 keys; 2.2-2.9 TB/s of K+V
 //                  flash2 (flash_mma.cuh, T > 16)   tensor   146 us per layer at T=2048 (235 TFLOP/s)
 //   final_pick     final-logits GEMV + pick_kernel  HBM      0.44 ms per decode row (lm_head 1.24 GB)
-// Follow-ups: CUDA graphs for decode steps, rope + kv_store in one launch, a better 9-63-row path, device-side
-// sampling beyond greedy (cuda/README.md).
+// Second H100 run (2026-11-27, profile of batch 64 at ~220 keys, per layer): split attention 84 us (225 MB of K+V,
+// 2.7 TB/s: bandwidth-bound), cuBLAS at T=64 218 us for the four GEMMs (404 MB of weights, 1.85 TB/s), final_pick
+// of 64 rows 2.2 ms per step. Follow-ups: a skinny tensor-core GEMM for 9-64 rows near the HBM limit, a pick that
+// splits each row over several blocks, CUDA graphs for decode steps, PDL by default once timed (QWEN_CUDA_PDL).
 #include "cuda_backend_impl.cuh"
 
 #include <algorithm>
@@ -46,10 +50,25 @@
 #include "pick.cuh"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
+#include "rope_kv_store.cuh"
 #include "swiglu.cuh"
 
 namespace qwen {
 namespace cu {
+
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("QWEN_CUDA_PDL");
+    if (!e || std::string(e) != "1") return false;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return on;
+}
 
 namespace {
 constexpr size_t kStageBytes = size_t(16) << 20;  // per staging buffer
@@ -732,6 +751,25 @@ void CudaBackend::kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads,
   if (step_.rows <= 0) return;
   check_kv("kv_store", n_heads, head_dim, layer);
   cu::kv_store(act_, qkv, step_, n_heads * head_dim, layer, stream_);
+}
+
+void CudaBackend::rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, int n, int n_heads, int head_dim,
+                                int layer) {
+  ProfScope prof(prof_, stream_, [&] { return std::string("rope_kv_store"); });
+  ensure_step(s, n);
+  if (step_.rows <= 0) return;
+  if (!rope_error_.empty()) throw std::invalid_argument("rope_kv_store: " + rope_error_);
+  if (n_heads <= 0 || head_dim <= 0 || step_max_rot_ > head_dim)
+    throw std::invalid_argument("rope_kv_store: rot_dims " + std::to_string(step_max_rot_) + " exceed head_dim " +
+                                std::to_string(head_dim));
+  check_kv("rope_kv_store", n_heads, head_dim, layer);
+  if (bias) {
+    check_weight(*bias, act_, "rope_kv_store bias");
+    if (bias->rows * bias->cols != int64_t(3) * n_heads * head_dim)
+      throw std::invalid_argument("rope_kv_store: bias has " + std::to_string(bias->rows * bias->cols) +
+                                  " elements, not 3 * n_heads * head_dim = " + std::to_string(3 * n_heads * head_dim));
+  }
+  cu::rope_kv_store(act_, qkv, bias ? bias->data : nullptr, step_, n_heads, head_dim, layer, stream_);
 }
 
 void CudaBackend::attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer,

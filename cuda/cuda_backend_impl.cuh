@@ -162,6 +162,9 @@ class CudaBackend final : public Backend {
   void linear(const Buf x, const Weight& W, const Weight* b, int T, Buf y) override;
   void rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim) override;
   void kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer) override;
+  void rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, int n, int n_heads, int head_dim,
+                     int layer) override;
+  bool fuses_qkv_bias() const override { return true; }
   void attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer, Buf out) override;
   void swiglu(const Buf a, const Buf g, int T, int F, Buf out) override;
   void add(Buf h, const Buf x, int T, int H) override;

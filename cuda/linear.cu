@@ -41,10 +41,20 @@ static __global__ void __launch_bounds__(kGemvWarps * 32)
   for (int t = 0; t < NT; ++t) acc[t] = 0.f;
 
   int i = lane;
-  for (; i + 96 < nv; i += 128) {  // chunks i, i+32, i+64, i+96 are all < nv
-    uint4 w[4];
+  // The first four weight chunks are requested before pdl_wait(): under PDL they stream in while the previous kernel
+  // (which wrote x) finishes. Weights are never written by a step's kernels.
+  uint4 w[4];
+  if (i + 96 < nv) {
 #pragma unroll
     for (int u = 0; u < 4; ++u) w[u] = __ldcs(w4 + i + u * 32);
+  }
+  pdl_wait();
+  pdl_launch_dependents();
+  for (; i + 96 < nv; i += 128) {  // chunks i, i+32, i+64, i+96 are all < nv
+    if (i != lane) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) w[u] = __ldcs(w4 + i + u * 32);
+    }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
       float wf[VE];
@@ -114,7 +124,7 @@ static void launch_gemv(const T* x, const T* W, const T* b, OutT* y, int T_, int
   }
   switch (T_) {
 #define QWEN_GEMV_CASE(nt) \
-  case nt: gemv_vec_kernel<T, OutT, nt><<<grid, block, 0, stream>>>(x, W, b, y, N, K); break;
+  case nt: launch_pdl(gemv_vec_kernel<T, OutT, nt>, grid, block, 0, stream, x, W, b, y, N, K); break;
     QWEN_GEMV_CASE(1)
     QWEN_GEMV_CASE(2)
     QWEN_GEMV_CASE(3)

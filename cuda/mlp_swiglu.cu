@@ -43,13 +43,20 @@ static __global__ void __launch_bounds__(kMlpWarps * 32)
     }
   };
   int i = lane;
-  for (; i + 96 < nv; i += 128) {
-    uint4 w1v[4], w2v[4];
+  // First chunks before pdl_wait(), as gemv_vec_kernel (weights are never written by a step's kernels).
+  uint4 w1v[4], w2v[4];
+  auto load = [&](int at) {
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      w1v[u] = __ldcs(p1 + i + u * 32);
-      w2v[u] = __ldcs(p2 + i + u * 32);
+      w1v[u] = __ldcs(p1 + at + u * 32);
+      w2v[u] = __ldcs(p2 + at + u * 32);
     }
+  };
+  if (i + 96 < nv) load(i);
+  pdl_wait();
+  pdl_launch_dependents();
+  for (; i + 96 < nv; i += 128) {
+    if (i != lane) load(i);
 #pragma unroll
     for (int u = 0; u < 4; ++u) step(w1v[u], w2v[u], i + u * 32);
   }
@@ -73,7 +80,7 @@ static void launch_fused(const T* x, const T* w1, const T* w2, int T_, int F, in
   const dim3 grid(ceil_div(F, kMlpWarps)), block(kMlpWarps * 32);
   switch (T_) {
 #define QWEN_MLP_CASE(nt) \
-  case nt: mlp_swiglu_gemv_kernel<T, nt><<<grid, block, 0, stream>>>(x, w1, w2, a, F, K); break;
+  case nt: launch_pdl(mlp_swiglu_gemv_kernel<T, nt>, grid, block, 0, stream, x, w1, w2, a, F, K); break;
     QWEN_MLP_CASE(1)
     QWEN_MLP_CASE(2)
     QWEN_MLP_CASE(3)

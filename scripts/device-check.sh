@@ -14,6 +14,8 @@
 #   bench     qwen-node bench, 7b bf16: prefill 2048, 64 greedy decode steps
 #   sweep     decode with the greedy pick in the backend: batch 1 at HF's contexts (prompt 32, 128 steps) and at
 #             2048, then batch 1 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
+#   ab        A/B of the opt-in knobs on the same warm card: QWEN_CUDA_PDL=1 (programmatic dependent launch) at batch
+#             1, and QWEN_CUBLAS_MIN_T=9 (cuBLAS instead of the WMMA GEMM for 9-63 rows) at batch 16 and 64
 #   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): prefill 2048 + 16 decode steps at batch 1,
 #             then batch 64 at context 200, then 64 concurrent clients
 #   conc      continuous batching: 1 / 16 / 64 clients, 200-token prompts, 64 new tokens
@@ -21,7 +23,7 @@
 #   memcheck  compute-sanitizer memcheck over op_check
 set -uo pipefail
 OUT=${OUT:-/tmp/qwen-out}; mkdir -p "$OUT"
-PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench profile conc hf memcheck}
+PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep ab profile conc hf memcheck}
 t_start=$(date +%s)
 step() { echo; echo "=== $1 ($(( $(date +%s) - t_start )) s)"; }
 CK=/dev/shm/qwen7b
@@ -36,12 +38,12 @@ conc() {  # conc LEVELS TIMEOUT
     .then((r) => require('fs').writeFileSync('$OUT/concurrency-cuda.json', JSON.stringify(r, null, 1)))
     .catch((e) => { console.error('concurrency failed:', e.stack); process.exit(1); });" 2>&1 | tail -14
 }
-sweep() {  # sweep CONTEXTS DECODE_STEPS BATCH_SIZES TIMEOUT OUTFILE
+sweep() {  # sweep CONTEXTS DECODE_STEPS BATCH_SIZES TIMEOUT JSON_PATH
   timeout "$4" node -e "
   require('./dist/bench/sweep.js').runSweep({ dir: '$CK', device: 'cuda', dtype: 'bf16', mode: 'cuda-bf16', threads: 16,
     contexts: [$1], decodeSteps: $2, batchSizes: [$3], batchContext: 200, batchSteps: 32, pick: true, peakGflops: null,
     log: (s) => console.error(s) })
-    .then((r) => require('fs').writeFileSync('$OUT/$5', JSON.stringify(r, null, 1)))
+    .then((r) => require('fs').writeFileSync('$5', JSON.stringify(r, null, 1)))
     .catch((e) => { console.error('sweep failed:', e.stack); process.exit(1); });" 2>&1
 }
 MK=
@@ -60,12 +62,12 @@ part_diag() {
 }
 part_e2e() {
   step "jest: CUDA end to end vs CPU (test/cuda.test.ts; QWEN_E2E_FILTER picks tests)"
-  timeout 60 $JEST test/cuda.test.ts -t "${QWEN_E2E_FILTER:-.}" --verbose --json --outputFile=/tmp/jest-e2e.json > "$OUT/jest-e2e.log" 2>&1; echo "jest exit $?"
+  timeout 150 $JEST test/cuda.test.ts -t "${QWEN_E2E_FILTER:-.}" --verbose --json --outputFile=/tmp/jest-e2e.json > "$OUT/jest-e2e.log" 2>&1; echo "jest exit $?"
   failures /tmp/jest-e2e.json; grep -h "max rel err" "$OUT/jest-e2e.log" || tail -15 "$OUT/jest-e2e.log"
 }
 part_jest() {
   step "jest: ops on the CUDA backends vs float64 references (test/ops.test.ts)"
-  timeout 120 $JEST test/ops.test.ts -t "${QWEN_OPS_FILTER:-^cuda}" --json --outputFile=/tmp/jest-ops.json > "$OUT/jest-ops.log" 2>&1; echo "jest exit $?"
+  timeout 240 $JEST test/ops.test.ts -t "${QWEN_OPS_FILTER:-^cuda}" --json --outputFile=/tmp/jest-ops.json > "$OUT/jest-ops.log" 2>&1; echo "jest exit $?"
   failures /tmp/jest-ops.json
 }
 part_pick() {
@@ -83,12 +85,21 @@ part_bench() {
 part_sweep() {
   need_7b
   step "decode, greedy pick in the backend: batch 1 at contexts 32 (HF's) and 2048, batch 1/16/64 at ~200 (goal >= 7000 tok/s)"
-  sweep "32, 2048" 128 "1, 16, 64" 90 sweep-cuda.json | grep -v "^\s*$" | tail -8
+  sweep "32, 2048" 128 "1, 16, 64" 90 "$OUT/sweep-cuda.json" | grep -v "^\s*$" | tail -8
+}
+part_ab() {
+  need_7b
+  step "A/B: QWEN_CUDA_PDL=1 at batch 1 (contexts 32, 2048); QWEN_CUBLAS_MIN_T=9 at batch 16 / 64"
+  for pdl in 0 1; do echo "QWEN_CUDA_PDL=$pdl"; QWEN_CUDA_PDL=$pdl sweep "32, 2048" 64 "" 60 /tmp/ab-pdl$pdl.json | grep -E "decode|failed"; done
+  echo "QWEN_CUDA_PDL=1: CUDA vs CPU logits (test/cuda.test.ts, 5/24/40-token prompts)"
+  QWEN_CUDA_PDL=1 timeout 120 $JEST test/cuda.test.ts -t 'logits of a (5|24|40)-token' --json --outputFile=/tmp/jest-pdl.json > /tmp/jest-pdl.log 2>&1
+  failures /tmp/jest-pdl.json; grep -h "max rel err" /tmp/jest-pdl.log
+  for mt in 64 9; do echo "QWEN_CUBLAS_MIN_T=$mt"; QWEN_CUBLAS_MIN_T=$mt sweep "" 0 "16, 64" 60 /tmp/ab-mint$mt.json | grep -E "batch (16|64)|failed"; done
 }
 part_profile() {
   need_7b
   step "per-op and per-step GPU time (QWEN_CUDA_PROFILE=1): prefill 2048 + 16 decode steps, then batch 64 at ~200"
-  QWEN_CUDA_PROFILE=1 sweep "2048" 16 "64" 60 profile-sweep.json > "$OUT/profile.log"
+  QWEN_CUDA_PROFILE=1 sweep "2048" 16 "64" 60 /tmp/profile-sweep.json > "$OUT/profile.log"
   grep -E "steps rows=(1|64|2048) " "$OUT/profile.log"; grep -E "profile\]" "$OUT/profile.log" | grep -vE "steps rows" | head -45
   QWEN_CUDA_PROFILE=1 conc 64 40 | grep -E "steps rows|tok/s" | head -12
 }

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -155,6 +156,19 @@ class Backend {
     linear(x, w2, nullptr, T, g);
     swiglu(a, g, T, int(w1.rows), a);
   }
+  // rope, then kv_store, after adding the QKV bias b[3H] (nullable) to every row of qkv[T,3H]. A backend whose
+  // fuses_qkv_bias() is false takes the bias in linear() instead (the engine asks) and gets bias == nullptr here.
+  // Afterwards the q part of qkv holds the rotated, logN-scaled queries; the k and v parts are unspecified (attention
+  // reads K and V from the cache only).
+  virtual void rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, int n, int n_heads, int head_dim,
+                             int layer) {
+    if (bias) throw std::logic_error("rope_kv_store: this backend takes the QKV bias in linear()");
+    rope(qkv, s, n, n_heads, head_dim);
+    kv_store(qkv, s, n, n_heads, head_dim, layer);
+  }
+  // true: the engine runs the QKV linear WITHOUT its bias and hands the bias to rope_kv_store (CUDA: the GEMM then
+  // needs no bias pass, and the add rides in the rope launch). Decided once per backend, not per step.
+  virtual bool fuses_qkv_bias() const { return false; }
   // Rows per forward pass (Engine::step packs a step's tokens into passes of at most this many; workspace memory
   // grows with it). CPU: 512 keeps the activations cache-friendly; CUDA: 2048 (bigger GEMMs run nearer the peak).
   virtual int max_step_tokens() const { return 512; }

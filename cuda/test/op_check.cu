@@ -404,8 +404,11 @@ static void ref_attention_slice(vecd& out, const vecf& qkv, const vecf& past, in
 // own (slices at pos 0), layer 0 filled with junk that layer 1 must never read, then [begin_step], rope (optional),
 // kv_store, attention. Checks rope against float64, the cache contents bit for bit (layout [layer][k|v][row][H] at
 // block blocks()[p / 32], row p % 32) and attention against float64 on the values the device holds.
+// fused: rope_kv_store with a random QKV bias instead of rope + kv_store (with_rope must be true); then q is checked
+// against float64 of (qkv + bias) rotated and scaled, and the new cache rows against float64 of the rotated k and
+// biased v (they are not in qkv any more), the past rows bit for bit.
 static void run_step_check(Backend& be, DType dt, const std::string& name, int nh, int hd, const std::vector<Seq>& seqs,
-                           bool with_rope, bool call_begin_step, uint32_t seed) {
+                           bool with_rope, bool call_begin_step, uint32_t seed, bool fused = false) {
   const int H = nh * hd, rot = hd % 4 == 0 ? hd / 2 : hd - (hd % 2);  // partial rotation when hd allows
   PagedCaches pc(be, 2, nh, hd, seqs);
   std::vector<RopeParams> rp;
@@ -453,12 +456,18 @@ static void run_step_check(Backend& be, DType dt, const std::string& name, int n
     be.kv_store(fb.p, psl.data(), int(psl.size()), nh, hd, 1);
   }
   vecf qkv = rnd(size_t(rows) * 3 * H, 2.f, dt, seed);
+  const vecf bias = rnd(size_t(3) * H, 1.f, dt, seed + 77);
+  DW bw(be, bias, 3 * H, 1);
   DB qb(be, qkv), ob(be, size_t(rows) * H);
   if (call_begin_step) be.begin_step(sl.data(), n);
-  if (with_rope) be.rope(qb.p, sl.data(), n, nh, hd);
-  be.kv_store(qb.p, sl.data(), n, nh, hd, 1);
+  if (fused) {
+    be.rope_kv_store(qb.p, &bw.w, sl.data(), n, nh, hd, 1);
+  } else {
+    if (with_rope) be.rope(qb.p, sl.data(), n, nh, hd);
+    be.kv_store(qb.p, sl.data(), n, nh, hd, 1);
+  }
   be.attention(qb.p, sl.data(), n, nh, hd, 1, ob.p);
-  const vecf dev_qkv = qb.get();  // post-rope q, k as the device rounded them
+  vecf dev_qkv = qb.get();  // post-rope q (and k, unfused) as the device rounded them
   cu::AttnArgs a;
   a.act = dt;
   a.qkv = qb.p;
@@ -471,8 +480,38 @@ static void run_step_check(Backend& be, DType dt, const std::string& name, int n
                             std::to_string(rows);
   if (with_rope) {
     vecd ref(qkv.begin(), qkv.end());
+    if (fused)
+      for (size_t e = 0; e < ref.size(); ++e) ref[e] += bias[e % size_t(3 * H)];
     for (int i = 0; i < n; ++i) ref_rope_rows(ref, sl[i].row0, sl[i].T, sl[i].pos0, nh, hd, rp[size_t(i)]);
-    check("step rope " + label, dt, dev_qkv, ref);
+    if (fused) {
+      // q against float64; k and v are only in the cache: read the new rows back into dev_qkv's k | v columns (so
+      // the attention reference below uses what the device holds) and check them against float64 too.
+      vecd qref(size_t(rows) * H), kvref(size_t(rows) * 2 * H);
+      vecf qgot(size_t(rows) * H), kvgot(size_t(rows) * 2 * H);
+      for (int i = 0; i < n; ++i)
+        for (int t = 0; t < sl[i].T; ++t) {
+          const int row = sl[i].row0 + t, p = sl[i].pos0 + t;
+          const auto& blocks = pc.kv[size_t(i)]->blocks();
+          for (int kvi = 0; kvi < 2; ++kvi) {
+            const vecf got = read_kv_row(be, *pc.pool, blocks[size_t(p / kKvBlockTokens)], 1, kvi,
+                                         p % kKvBlockTokens, H);
+            for (int e = 0; e < H; ++e) {
+              dev_qkv[size_t(row) * 3 * H + size_t(kvi + 1) * H + e] = got[e];
+              kvgot[size_t(row) * 2 * H + size_t(kvi) * H + e] = got[e];
+              kvref[size_t(row) * 2 * H + size_t(kvi) * H + e] = ref[size_t(row) * 3 * H + size_t(kvi + 1) * H + e];
+            }
+          }
+        }
+      for (int row = 0; row < rows; ++row)
+        for (int e = 0; e < H; ++e) {
+          qgot[size_t(row) * H + e] = dev_qkv[size_t(row) * 3 * H + e];
+          qref[size_t(row) * H + e] = ref[size_t(row) * 3 * H + e];
+        }
+      check("step rope_kv_store q " + label, dt, qgot, qref);
+      check("step rope_kv_store k|v (cache) " + label, dt, kvgot, kvref);
+    } else {
+      check("step rope " + label, dt, dev_qkv, ref);
+    }
   }
   {  // cache contents, bit for bit: past rows and the new rows, K and V, layer 1
     size_t bad = 0, checked = 0;
@@ -529,10 +568,13 @@ static void test_attention(Backend& be, DType dt) {
   mix.push_back({1, 0, 10000.0, 0});
   run_step_check(be, dt, "mixed rope+kv_store+attention", 3, 128, mix, true, true, 501);
   run_step_check(be, dt, "mixed (ops without begin_step)", 3, 64, mix, true, false, 502);
+  run_step_check(be, dt, "mixed fused rope_kv_store", 3, 128, mix, true, true, 505, true);
+  run_step_check(be, dt, "mixed fused rope_kv_store (no begin_step)", 3, 64, mix, true, false, 506, true);
   const std::vector<Seq> odd = {{1, 900, 10000.0, 0}, {40, 0, 10000.0, 0}, {1, 3, 10000.0, 0},
                                 {23, 259, 10000.0, 64}, {2, 511, 10000.0, 0}};
   run_step_check(be, dt, "mixed odd head_dim", 5, 80, odd, true, true, 503);
   run_step_check(be, dt, "mixed tiny heads", 1, 32, odd, true, true, 504);
+  run_step_check(be, dt, "mixed odd head_dim fused", 5, 80, odd, true, true, 507, true);  // partial rotary: rest dims
 
   // flash tile edges (default path = flash2 for bf16/fp16): T around the 16-row warp / 64-query tile / 64-key tile
   // edges, pos0 = 0 (prefill) and pos0 > 0 not a multiple of 32 (chunked prefill), both head dims
