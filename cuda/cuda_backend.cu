@@ -44,6 +44,7 @@
 #include "convert.cuh"
 #include "embedding.cuh"
 #include "final_logits.cuh"
+#include "gemm_skinny.cuh"
 #include "kv_store.cuh"
 #include "linear.cuh"
 #include "mlp_swiglu.cuh"
@@ -377,6 +378,7 @@ void CudaBackend::release_all() noexcept {
   cublas_ = nullptr;
   conv_.release();
   attn_ws_.release();
+  gemm_ws_.release();
   xn_.release();
   logits_.release();
   logits_host_.release();
@@ -540,7 +542,16 @@ void CudaBackend::linear(const Buf x, const Weight& W, const Weight* b, int T, B
   a.N = int(W.rows);
   a.K = int(W.cols);
   a.cublas = cublas_;
+  std::tie(a.ws, a.ws_bytes) = gemm_ws();
   cu::linear(a, stream_);
+}
+
+std::pair<void*, size_t> CudaBackend::gemm_ws() {
+  // 16 MiB holds every split of Qwen-7B's GEMMs at T = 64 (at most ~4 CTAs per SM of 64 rows: ~9.4 MB at N = 12288);
+  // a bigger need runs with fewer splits (gemm_skinny.cu).
+  constexpr size_t kGemmWsBytes = size_t(16) << 20;
+  if (!cu::skinny_enabled()) return {nullptr, 0};
+  return {gemm_ws_.get(kGemmWsBytes, stream_, "GEMM split-K workspace"), kGemmWsBytes};
 }
 
 // One upload per step, laid out in one buffer (sections 16-byte aligned):
@@ -820,7 +831,9 @@ void CudaBackend::mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, in
   check_weight(w1, act_, "mlp_swiglu w1");
   check_weight(w2, act_, "mlp_swiglu w2");
   if (w1.rows != w2.rows || w1.cols != w2.cols) throw std::invalid_argument("mlp_swiglu: w1 and w2 shapes differ");
-  cu::mlp_swiglu(act_, x, w1.data, w2.data, T, int(w1.rows), int(w1.cols), a, g, cublas_, stream_);
+  const auto ws = gemm_ws();
+  cu::mlp_swiglu(act_, x, w1.data, w2.data, T, int(w1.rows), int(w1.cols), a, g, cublas_, ws.first, ws.second,
+                 stream_);
 }
 
 // final_logits / final_pick: the weights must be the backend's and match H; returns V.

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/backend.h"
@@ -165,6 +166,8 @@ class CudaBackend final : public Backend {
   void rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, int n, int n_heads, int head_dim,
                      int layer) override;
   bool fuses_qkv_bias() const override { return true; }
+  // The GEMM scratch for LinearArgs::ws: {nullptr, 0} unless gemm_skinny is enabled.
+  std::pair<void*, size_t> gemm_ws();
   void attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer, Buf out) override;
   void swiglu(const Buf a, const Buf g, int T, int F, Buf out) override;
   void add(Buf h, const Buf x, int T, int H) override;
@@ -213,6 +216,7 @@ class CudaBackend final : public Backend {
   cudaEvent_t stage_ev_[2] = {nullptr, nullptr};
   DeviceScratch conv_;      // raw host-dtype chunk on the device before conversion; fp32 chunk for to_host
   DeviceScratch attn_ws_;   // split-attention partials
+  DeviceScratch gemm_ws_;   // gemm_skinny's split-K partials (QWEN_GEMM_SKINNY=1 only), kGemmWsBytes
   DeviceScratch xn_;        // final_logits: normalised rows [RC, H]
   DeviceScratch logits_;    // final_logits: fp32 logits [RC, V]
   PinnedHost logits_host_;  // final_logits: the same rows on the host, copied on into the caller's array

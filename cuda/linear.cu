@@ -17,6 +17,7 @@
 #include <cstdlib>
 
 #include "common.cuh"
+#include "gemm_skinny.cuh"
 #include "linear.cuh"
 
 namespace qwen::cu {
@@ -310,7 +311,7 @@ static void run_cublas(const LinearArgs& a, cudaStream_t stream) {
 }
 
 // ------------------------------------------------------------------------------------------------ entry
-enum class Path { Gemv, GemvScalar, Cublas, Wmma, Fma };
+enum class Path { Gemv, GemvScalar, Skinny, Cublas, Wmma, Fma };
 
 // QWEN_CUBLAS_MIN_T overrides kCublasMinT (read once), to time the 9 <= T < 64 band (decode of 9-63 sequences) with
 // cuBLAS instead of the WMMA GEMM: on the H100, 16 concurrent decoders took 19 ms per native step, 64 took 11 ms.
@@ -327,6 +328,9 @@ static Path choose(const LinearArgs& a) {
   const int vec = 16 / int(dtype_size(a.act));
   if (a.T <= kGemvMaxT)
     return (a.K % vec == 0 && aligned16(a.x) && aligned16(a.W)) ? Path::Gemv : Path::GemvScalar;
+  if (skinny_enabled() && a.act != DType::F32 && a.T <= kSkinnyMaxT && a.K % 8 == 0 && aligned16(a.x) &&
+      aligned16(a.W))
+    return Path::Skinny;
   if (a.cublas && a.T >= cublas_min_t() && a.N >= kCublasMinNK && a.K >= kCublasMinNK && cublas::api().ok)
     return Path::Cublas;
   if (a.act != DType::F32 && a.K % 8 == 0 && aligned16(a.x) && aligned16(a.W)) return Path::Wmma;
@@ -337,6 +341,7 @@ const char* linear_path(const LinearArgs& a) {
   switch (choose(a)) {
     case Path::Gemv: return "gemv";
     case Path::GemvScalar: return "gemv_scalar";
+    case Path::Skinny: return "skinny";
     case Path::Cublas: return "cublas";
     case Path::Wmma: return "wmma";
     case Path::Fma: return "fma";
@@ -353,6 +358,9 @@ static void run_linear(const LinearArgs& a, Path path, cudaStream_t stream) {
   switch (path) {
     case Path::Gemv:
     case Path::GemvScalar: launch_gemv<T, OutT>(x, W, b, y, a.T, a.N, a.K, path == Path::Gemv, stream); return;
+    case Path::Skinny:
+      gemm_skinny(a.act, a.out, a.x, a.W, a.b, a.y, a.T, a.N, a.K, a.ws, a.ws_bytes, stream);
+      return;
     case Path::Cublas: run_cublas<T, OutT>(a, stream); return;
     case Path::Wmma:
       if constexpr (!std::is_same_v<T, float>) {

@@ -21,6 +21,8 @@ struct LinearArgs {
   void* y = nullptr;        // [T, N]
   int T = 0, N = 0, K = 0;
   cublas::Handle cublas = nullptr;  // null: never use cuBLAS
+  void* ws = nullptr;               // scratch for split-K partials (gemm_skinny); null or small: fewer splits
+  size_t ws_bytes = 0;
 };
 
 constexpr int kGemvMaxT = 8;     // T <= this: GEMV

@@ -96,7 +96,7 @@ static void launch_fused(const T* x, const T* w1, const T* w2, int T_, int F, in
 }
 
 void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T, int F, int K, void* a, void* g,
-                cublas::Handle cublas, cudaStream_t stream) {
+                cublas::Handle cublas, void* ws, size_t ws_bytes, cudaStream_t stream) {
   if (T <= 0 || F <= 0) return;
   if (K <= 0) throw std::invalid_argument("mlp_swiglu: K must be > 0");
   bool fused = false;
@@ -119,6 +119,8 @@ void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T,
   l.N = F;
   l.K = K;
   l.cublas = cublas;
+  l.ws = ws;
+  l.ws_bytes = ws_bytes;
   l.W = w1;
   l.y = a;
   linear(l, stream);

@@ -10,6 +10,7 @@
 #include "cublas_dyn.h"
 
 namespace qwen::cu {
+// ws / ws_bytes: scratch for the linears' split-K partials (LinearArgs::ws), may be null.
 void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T, int F, int K, void* a, void* g,
-                cublas::Handle cublas, cudaStream_t stream);
+                cublas::Handle cublas, void* ws, size_t ws_bytes, cudaStream_t stream);
 }

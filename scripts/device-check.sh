@@ -15,9 +15,10 @@
 #   sweep     decode with the greedy pick in the backend: batch 1 at HF's contexts (prompt 32, 128 steps) and at
 #             2048, then batch 1 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
 #   ab        A/B of the opt-in knobs on the same warm card: QWEN_CUDA_PDL=1 (programmatic dependent launch) at batch
-#             1, and QWEN_CUBLAS_MIN_T=9 (cuBLAS instead of the WMMA GEMM for 9-63 rows) at batch 16 and 64
-#   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): prefill 2048 + 16 decode steps at batch 1,
-#             then batch 64 at context 200, then 64 concurrent clients
+#             1, QWEN_CUBLAS_MIN_T=9 (cuBLAS instead of the WMMA GEMM for 9-63 rows) and QWEN_GEMM_SKINNY=1 (the
+#             split-K tensor-core GEMM for 9-64 rows) at batch 16 and 64, each new path's logits against the CPU
+#   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): the bench (prefill 2048 after a warm-up
+#             2048, 32 decode steps), then batch 64 at context ~200
 #   conc      continuous batching: 1 / 16 / 64 clients, 200-token prompts, 64 new tokens
 #   hf        ../shared/device/hf_baseline.py (HF transformers, eager) on the same card
 #   memcheck  compute-sanitizer memcheck over op_check
@@ -95,13 +96,21 @@ part_ab() {
   QWEN_CUDA_PDL=1 timeout 120 $JEST test/cuda.test.ts -t 'logits of a (5|24|40)-token' --json --outputFile=/tmp/jest-pdl.json > /tmp/jest-pdl.log 2>&1
   failures /tmp/jest-pdl.json; grep -h "max rel err" /tmp/jest-pdl.log
   for mt in 64 9; do echo "QWEN_CUBLAS_MIN_T=$mt"; QWEN_CUBLAS_MIN_T=$mt sweep "" 0 "16, 64" 60 /tmp/ab-mint$mt.json | grep -E "batch (16|64)|failed"; done
+  echo "QWEN_GEMM_SKINNY=1 (+ PDL): batch 16 / 64, then CUDA vs CPU logits with it"
+  QWEN_GEMM_SKINNY=1 sweep "" 0 "16, 64" 60 /tmp/ab-skinny.json | grep -E "batch (16|64)|failed"
+  QWEN_GEMM_SKINNY=1 QWEN_CUDA_PDL=1 sweep "" 0 "16, 64" 60 /tmp/ab-skinny-pdl.json | grep -E "batch (16|64)|failed"
+  QWEN_GEMM_SKINNY=1 timeout 120 $JEST test/cuda.test.ts -t 'logits of a (24|40)-token' --json --outputFile=/tmp/jest-sk.json > /tmp/jest-sk.log 2>&1
+  failures /tmp/jest-sk.json; grep -h "max rel err" /tmp/jest-sk.log
 }
 part_profile() {
   need_7b
-  step "per-op and per-step GPU time (QWEN_CUDA_PROFILE=1): prefill 2048 + 16 decode steps, then batch 64 at ~200"
-  QWEN_CUDA_PROFILE=1 sweep "2048" 16 "64" 60 /tmp/profile-sweep.json > "$OUT/profile.log"
-  grep -E "steps rows=(1|64|2048) " "$OUT/profile.log"; grep -E "profile\]" "$OUT/profile.log" | grep -vE "steps rows" | head -45
-  QWEN_CUDA_PROFILE=1 conc 64 40 | grep -E "steps rows|tok/s" | head -12
+  step "per-op and per-step GPU time (QWEN_CUDA_PROFILE=1; each step class's first step is reported alone)"
+  echo "-- bench: prefill 2048 (after a warm-up 2048), 32 decode steps at ~2048"
+  QWEN_CUDA_PROFILE=1 timeout 50 node bin/qwen-node.js bench --model $CK --device cuda --prompt 2048 --decode 32 > "$OUT/profile.log" 2>&1
+  grep -E "prefill|decode:|steps rows=(1|2048) " "$OUT/profile.log"; grep -E "profile\]" "$OUT/profile.log" | grep -vE "steps rows" | head -30
+  echo "-- batch 64 at context ~200 (sweep)"
+  QWEN_CUDA_PROFILE=1 sweep "" 0 "64" 60 /tmp/profile-sweep.json > /tmp/profile64.log 2>&1
+  grep -E "batch 64|steps rows=64 " /tmp/profile64.log; grep -E "profile\]" /tmp/profile64.log | grep -E "T=64|R=64|rows=64|rope|kv_store" | grep -v "steps rows" | head -14
 }
 part_conc() {
   need_7b

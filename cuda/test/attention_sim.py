@@ -420,23 +420,24 @@ def run(case, nh, hd, seqs, gap_after=None, flash_ok=True, group=3, seed=0, kind
           f'rope_err={rerr:.2e} gap_untouched={ok_gap}', flush=True)
     return status == 'ok'
 
-ok = True
-mix = [(1, 700), (1, 0), (70, 0), (1, 33), (40, 300), (16, 500), (1, 260), (3, 31), (17, 31), (1, 511), (33, 0),
-       (20, 13), (1, 256)]
-ok &= run('mixed flash2+split', 2, 64, mix, gap_after=3, seed=1)
-ok &= run('mixed wmma+split (QWEN_ATTN_FLASH=wmma)', 2, 64, mix, gap_after=3, seed=1, kind='wmma')
-ok &= run('mixed split only (fp32 / QWEN_ATTN_FLASH=0)', 2, 64, mix, flash_ok=False, group=4, seed=2)
-ok &= run('odd head_dim', 3, 24, [(1, 300), (20, 40), (2, 511), (1, 0)], seed=3)
-ok &= run('one prefill', 1, 64, [(130, 0)], seed=4)
-ok &= run('one decode, many chunks', 2, 64, [(1, 1100)], group=1, seed=5)
-ok &= run('continuation', 1, 128, [(100, 700), (1, 64)], seed=6)
-# flash2 edges: T around the 16-row warp / 64-query tile / 64-key tile edges, pos0 0 and not a multiple of 32
-for hd in (64, 128):
-    for T in (17, 63, 64, 65, 100, 512):
-        for P in (0, 45):
-            ok &= run(f'flash2 T={T} P={P}', 1, hd, [(T, P)], seed=100 + T + P + hd)
-    ok &= run('flash2 slices', 2, hd, [(63, 0), (1, 50), (65, 45), (17, 200), (100, 0), (64, 64), (5, 7), (130, 33)],
-              seed=7 + hd)
-ok &= run('flash2 T=100 P=45 in bf16 (op_check tolerance)', 2, 128, [(100, 45)], seed=9, round_bf16=True)
-ok &= run('flash2 T=200 P=300 in bf16 (op_check tolerance)', 1, 64, [(200, 300)], seed=10, round_bf16=True)
-print('ALL OK' if ok else 'SOME FAILED')
+if __name__ == '__main__':  # (importable: skinny_sim.py reuses the fragment emulation)
+    ok = True
+    mix = [(1, 700), (1, 0), (70, 0), (1, 33), (40, 300), (16, 500), (1, 260), (3, 31), (17, 31), (1, 511), (33, 0),
+           (20, 13), (1, 256)]
+    ok &= run('mixed flash2+split', 2, 64, mix, gap_after=3, seed=1)
+    ok &= run('mixed wmma+split (QWEN_ATTN_FLASH=wmma)', 2, 64, mix, gap_after=3, seed=1, kind='wmma')
+    ok &= run('mixed split only (fp32 / QWEN_ATTN_FLASH=0)', 2, 64, mix, flash_ok=False, group=4, seed=2)
+    ok &= run('odd head_dim', 3, 24, [(1, 300), (20, 40), (2, 511), (1, 0)], seed=3)
+    ok &= run('one prefill', 1, 64, [(130, 0)], seed=4)
+    ok &= run('one decode, many chunks', 2, 64, [(1, 1100)], group=1, seed=5)
+    ok &= run('continuation', 1, 128, [(100, 700), (1, 64)], seed=6)
+    # flash2 edges: T around the 16-row warp / 64-query tile / 64-key tile edges, pos0 0 and not a multiple of 32
+    for hd in (64, 128):
+        for T in (17, 63, 64, 65, 100, 512):
+            for P in (0, 45):
+                ok &= run(f'flash2 T={T} P={P}', 1, hd, [(T, P)], seed=100 + T + P + hd)
+        ok &= run('flash2 slices', 2, hd, [(63, 0), (1, 50), (65, 45), (17, 200), (100, 0), (64, 64), (5, 7), (130, 33)],
+                  seed=7 + hd)
+    ok &= run('flash2 T=100 P=45 in bf16 (op_check tolerance)', 2, 128, [(100, 45)], seed=9, round_bf16=True)
+    ok &= run('flash2 T=200 P=300 in bf16 (op_check tolerance)', 1, 64, [(200, 300)], seed=10, round_bf16=True)
+    print('ALL OK' if ok else 'SOME FAILED')

@@ -20,6 +20,7 @@
 #include "../attention.cuh"
 #include "../cuda_backend.h"
 #include "../cuda_backend_impl.cuh"
+#include "../gemm_skinny.cuh"
 #include "../linear.cuh"
 #include "core/backend.h"
 #include "core/dtype.h"
@@ -218,6 +219,61 @@ static void test_linear(Backend& be, DType dt, const char* tag) {
                 " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K) + (bias ? " +b" : ""),
             dt, yb.get(), ref_linear(x, W, bias ? &b : nullptr, s.T, s.N, s.K));
     }
+}
+
+// gemm_skinny called directly (the backend takes it only under QWEN_GEMM_SKINNY=1): odd and Qwen shapes, bias or
+// not, with a workspace (split-K + reduce) and without (one pass), act and fp32 output.
+static void test_skinny(Backend& be, DType dt) {
+  if (dt == DType::F32) return;
+  struct S {
+    int T, N, K;
+  };
+  const S shapes[] = {{9, 130, 24},   {16, 64, 64},     {17, 300, 256},  {33, 129, 72},   {48, 200, 520},
+                      {64, 200, 4096}, {64, 4096, 4096}, {40, 12288, 4096}, {64, 4096, 11008}, {1, 77, 64},
+                      {64, 1000, 8},   {23, 33, 4104}};
+  void* ws = nullptr;
+  const size_t ws_bytes = size_t(16) << 20;
+  if (cudaMalloc(&ws, ws_bytes) != cudaSuccess) {
+    expect(false, "skinny: cudaMalloc of the workspace");
+    return;
+  }
+  for (const S& s : shapes)
+    for (int mode = 0; mode < 3; ++mode) {  // 0: with workspace, 1: without, 2: fp32 output with workspace
+      const bool bias = mode != 1;
+      vecf x = rnd(size_t(s.T) * s.K, 1.f, dt, 20 + s.T), W = rnd(size_t(s.N) * s.K, 1.f, dt, 21 + s.N),
+           b = rnd(s.N, 1.f, dt, 22);
+      DB xb(be, x), yb(be, size_t(s.T) * s.N);
+      DW Ww(be, W, s.N, s.K), bw(be, b, 1, s.N);
+      float* y32 = nullptr;
+      if (mode == 2 && cudaMalloc(&y32, size_t(s.T) * s.N * sizeof(float)) != cudaSuccess) y32 = nullptr;
+      be.synchronize();
+      bool threw = false;
+      try {
+        cu::gemm_skinny(dt, mode == 2 ? DType::F32 : dt, xb.p, Ww.w.data, bias ? bw.w.data : nullptr,
+                        mode == 2 ? static_cast<void*>(y32) : yb.p, s.T, s.N, s.K, mode == 1 ? nullptr : ws,
+                        mode == 1 ? 0 : ws_bytes, 0);
+      } catch (const std::exception& e) {
+        threw = true;
+        expect(false, std::string("skinny threw: ") + e.what());
+      }
+      const cudaError_t e = cudaDeviceSynchronize();
+      const std::string label = "skinny T=" + std::to_string(s.T) + " N=" + std::to_string(s.N) + " K=" +
+                                std::to_string(s.K) + (bias ? " +b" : "") +
+                                (mode == 0 ? " ws" : mode == 1 ? " no-ws" : " ws fp32-out") + " splits-ws=" +
+                                std::to_string(cu::gemm_skinny_workspace(s.T, s.N, s.K));
+      if (e != cudaSuccess || threw) {
+        expect(false, label + ": " + cudaGetErrorString(e));
+        cudaGetLastError();
+      } else if (mode == 2) {
+        vecf got(size_t(s.T) * s.N);
+        cudaMemcpy(got.data(), y32, got.size() * sizeof(float), cudaMemcpyDeviceToHost);
+        check(label, DType::F32, got, ref_linear(x, W, &b, s.T, s.N, s.K), 10.0);  // fp32 accumulators, unrounded
+      } else {
+        check(label, dt, yb.get(), ref_linear(x, W, bias ? &b : nullptr, s.T, s.N, s.K));
+      }
+      if (y32) cudaFree(y32);
+    }
+  cudaFree(ws);
 }
 
 // ------------------------------------------------------------------------------------------------ paged steps
@@ -1024,20 +1080,37 @@ static void perf(Backend& be, DType dt) {
       const double s = time_it(be, 20, [&] { be.linear(x.p, w, nullptr, T, y.p); });
       const double bytes = double(g.N) * g.K * es;
       std::printf("PERF gemv T=%d N=%6d K=%5d  %8.1f us  %6.0f GB/s\n", T, g.N, g.K, s * 1e6, bytes / s / 1e9);
-      if (T == 1 && g.N != 4096) {
-        total_s += s * (g.N == 151936 ? 1 : 32);
-        total_b += bytes * (g.N == 151936 ? 1 : 32);
-      }
-      if (T == 1 && g.N == 4096 && g.K == 4096) {
-        total_s += s * 32;
-        total_b += bytes * 32;
+      if (T == 1) {  // per token: 32 x (qkv + o + w1 + w2 + down) + lm_head; w1 and w2 are both the 11008 x 4096 shape
+        const int times = g.N == 151936 ? 1 : g.N == 11008 ? 64 : 32;
+        total_s += s * times;
+        total_b += bytes * times;
       }
     }
-    for (int T : {64, 512, 2048}) {
+    for (int T : {16, 64, 512, 2048}) {
       DB x(be, size_t(T) * g.K), y(be, size_t(T) * g.N);
       const double s = time_it(be, 5, [&] { be.linear(x.p, w, nullptr, T, y.p); });
-      std::printf("PERF gemm T=%4d N=%6d K=%5d  %8.1f us  %6.1f TFLOP/s\n", T, g.N, g.K, s * 1e6,
-                  2.0 * T * g.N * g.K / s / 1e12);
+      std::printf("PERF gemm T=%4d N=%6d K=%5d  %8.1f us  %6.1f TFLOP/s  %6.0f GB/s of W\n", T, g.N, g.K, s * 1e6,
+                  2.0 * T * g.N * g.K / s / 1e12, double(g.N) * g.K * es / s / 1e9);
+    }
+    if (dt != DType::F32 && g.N != 151936) {  // gemm_skinny called directly (opt-in in the backend), with workspace
+      void* ws = nullptr;
+      const size_t wsb = size_t(16) << 20;
+      if (cudaMalloc(&ws, wsb) == cudaSuccess) {
+        for (int T : {16, 64}) {
+          DB x(be, size_t(T) * g.K), y(be, size_t(T) * g.N);
+          be.synchronize();  // x, y were made on the backend's (non-blocking) stream; the calls go to stream 0
+          auto call = [&] { cu::gemm_skinny(dt, dt, x.p, w.data, nullptr, y.p, T, g.N, g.K, ws, wsb, 0); };
+          call();
+          cudaDeviceSynchronize();
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int i = 0; i < 10; ++i) call();
+          cudaDeviceSynchronize();
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 10;
+          std::printf("PERF skinny T=%4d N=%6d K=%5d  %8.1f us  %6.0f GB/s of W\n", T, g.N, g.K, s * 1e6,
+                      double(g.N) * g.K * es / s / 1e9);
+        }
+        cudaFree(ws);
+      }
     }
     be.release(w);
   }
@@ -1087,6 +1160,7 @@ int main(int argc, char** argv) {
         unsetenv("QWEN_CUBLAS");
         test_linear(*own, dt, "QWEN_CUBLAS=0");
       }
+      test_skinny(*be, dt);
       test_rope(*be, dt);
       test_attention(*be, dt);
       test_kv_pool_oom(*be, dt);
