@@ -62,7 +62,8 @@ bool pdl_enabled() {
     const char* e = std::getenv("QWEN_CUDA_PDL");
     if (!e || std::string(e) != "1") return false;
     int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
       cudaGetLastError();
       return false;
     }
@@ -324,6 +325,10 @@ CudaBackend::CudaBackend(const BackendOptions& opt) {
   try {
     device_ = 0;
     CUDA_CHECK(cudaSetDevice(device_));
+    {
+      const char* g = std::getenv("QWEN_CUDA_GRAPH");
+      graph_on_ = g && std::strcmp(g, "1") == 0;
+    }
     act_ = choose_act_dtype(opt.dtype, info.cc_major);
     esize_ = dtype_size(act_);
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -372,8 +377,10 @@ CudaBackend::CudaBackend(const BackendOptions& opt) {
 CudaBackend::~CudaBackend() { release_all(); }
 
 void CudaBackend::release_all() noexcept {
+  abort_layers();
   if (stream_) cudaStreamSynchronize(stream_);
   cudaGetLastError();
+  clear_graphs();
   if (cublas_) cublas::api().destroy(cublas_);
   cublas_ = nullptr;
   conv_.release();
@@ -408,6 +415,7 @@ Buf CudaBackend::alloc(size_t elems) {
 
 void CudaBackend::free(Buf b) {
   if (!b) return;
+  clear_graphs();                  // a recorded layer loop may hold its address
   cudaStreamSynchronize(stream_);  // queued kernels may still use it
   cudaFree(b);
   cudaGetLastError();
@@ -479,6 +487,7 @@ Weight CudaBackend::upload(const Weight& host) {
 
 void CudaBackend::release(Weight& w) {
   if (w.data) {
+    clear_graphs();
     cudaStreamSynchronize(stream_);
     cudaFree(const_cast<void*>(w.data));
     cudaGetLastError();
@@ -546,6 +555,74 @@ void CudaBackend::linear(const Buf x, const Weight& W, const Weight* b, int T, B
   cu::linear(a, stream_);
 }
 
+// ------------------------------------------------------------------------------------------------ layer graphs
+// QWEN_CUDA_GRAPH=1: the engine's layer loop (rmsnorm .. the last add) is recorded into a CUDA graph the second time
+// a step of the same key runs, and replayed from then on: one launch instead of ~9 per layer. The key is everything
+// the recorded kernel parameters were made from: the StepView (device pointers into the step buffer, row / slice /
+// tile counts, nchunks; begin_step puts the growing block-id section last so a run of decode steps keeps one view,
+// changing only when nchunks does, every 256 keys), the workspace addresses, and graph_gen_, bumped whenever a
+// buffer or weight is freed (the engine's activations are baked into the graph). Everything else an op decides on
+// the host (paths, grids) follows from T and the view. The step's data (positions, block tables) is in the step
+// buffer, uploaded by begin_step before the replay, so a replay computes the new step. Opt-in until run on a GPU.
+std::string CudaBackend::layers_key() const {
+  std::string k(reinterpret_cast<const char*>(&step_), sizeof(StepView));
+  const void* extra[3] = {attn_ws_.ptr(), gemm_ws_.ptr(), reinterpret_cast<const void*>(uintptr_t(graph_gen_))};
+  k.append(reinterpret_cast<const char*>(extra), sizeof(extra));
+  return k;
+}
+
+bool CudaBackend::begin_layers() {
+  if (!graph_on_ || capturing_ || prof_.on() || !step_valid_ || step_.rows <= 0) return false;
+  if (graphs_.size() > 64) clear_graphs();  // keys of steps long gone (other batch sizes, old contexts)
+  std::string key = layers_key();
+  LayerGraph& g = graphs_[key];
+  if (g.exec) {
+    CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
+    return true;
+  }
+  if (++g.seen < 2) return false;  // the first run of a key makes its lazy allocations, uncaptured
+  CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+  capturing_ = true;
+  capture_key_ = std::move(key);
+  return false;
+}
+
+void CudaBackend::end_layers() {
+  if (!capturing_) return;
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+  cudaGraphExec_t exec = nullptr;
+  if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+  if (graph) cudaGraphDestroy(graph);
+  if (e != cudaSuccess) {
+    // The layer ops were recorded, not run: this step has no result. Turn graphs off so the next step runs them.
+    cudaGetLastError();
+    graph_on_ = false;
+    clear_graphs();
+    throw std::runtime_error(std::string("CUDA graph capture of the layer loop failed (") + cudaGetErrorString(e) +
+                             "); graphs are now off for this model (QWEN_CUDA_GRAPH)");
+  }
+  graphs_[capture_key_].exec = exec;
+  CUDA_CHECK(cudaGraphLaunch(exec, stream_));  // run what was recorded
+}
+
+void CudaBackend::abort_layers() noexcept {
+  if (!capturing_) return;
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  cudaStreamEndCapture(stream_, &graph);
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();
+}
+
+void CudaBackend::clear_graphs() noexcept {
+  for (auto& kv : graphs_)
+    if (kv.second.exec) cudaGraphExecDestroy(kv.second.exec);
+  graphs_.clear();
+  ++graph_gen_;
+}
+
 std::pair<void*, size_t> CudaBackend::gemm_ws() {
   // 16 MiB holds every split of Qwen-7B's GEMMs at T = 64 (at most ~4 CTAs per SM of 64 rows: ~9.4 MB at N = 12288);
   // a bigger need runs with fewer splits (gemm_skinny.cu).
@@ -555,9 +632,11 @@ std::pair<void*, size_t> CudaBackend::gemm_ws() {
 }
 
 // One upload per step, laid out in one buffer (sections 16-byte aligned):
-//   DevSlice[n] | int32 block ids (per slice kv_blocks_for(pos0 + T), concatenated) | float inv_freq (per slice
-//   rot_dims / 2, concatenated) | int32 row -> slice [rows] | int32 small rows [n_small] | int2 flash tiles [n_tiles]
-// followed by the block addresses each pool made since its last upload (copied into that pool's device table).
+//   DevSlice[n] | float inv_freq (per slice rot_dims / 2, concatenated) | int32 row -> slice [rows] | int32 small rows
+//   [n_small] | int2 flash tiles [n_tiles] | int32 block ids (per slice kv_blocks_for(pos0 + T), concatenated)
+// followed by the block addresses each pool made since its last upload (copied into that pool's device table). The
+// block ids go last so that the StepView of a run of decode steps stays the same while the sequences grow (only
+// nchunks changes, every 256 keys): a recorded CUDA graph of the layers can then be replayed (begin_layers).
 // Problems that only some ops care about (a slice without rotary parameters, or without a big enough CUDA cache) are
 // recorded and thrown by those ops, so rope-only or kv-only steps (the op tests) work.
 void CudaBackend::begin_step(const SeqSlice* s, int n) {
@@ -641,12 +720,12 @@ void CudaBackend::begin_step(const SeqSlice* s, int n) {
 
   // layout
   const size_t o_slices = 0;
-  const size_t o_ids = align16(o_slices + size_t(n) * sizeof(DevSlice));
-  const size_t o_freq = align16(o_ids + n_ids * sizeof(int32_t));
+  const size_t o_freq = align16(o_slices + size_t(n) * sizeof(DevSlice));
   const size_t o_rows = align16(o_freq + n_freq * sizeof(float));
   const size_t o_small = align16(o_rows + size_t(rows) * sizeof(int32_t));
   const size_t o_tiles = align16(o_small + n_small * sizeof(int32_t));
-  const size_t main_bytes = align16(o_tiles + n_tiles * sizeof(int2));
+  const size_t o_ids = align16(o_tiles + n_tiles * sizeof(int2));  // last: its length changes as sequences grow
+  const size_t main_bytes = align16(o_ids + n_ids * sizeof(int32_t));
   std::vector<StepStager::Extra> extra;
   size_t total = main_bytes;
   for (const PoolDelta& d : pools) {

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -30,6 +31,7 @@ class DeviceScratch {
   ~DeviceScratch() { release(); }
   void* get(size_t bytes, cudaStream_t stream, const char* what);
   void release();  // caller makes sure no queued work uses it
+  const void* ptr() const { return p_; }
  private:
   void* p_ = nullptr;
   size_t bytes_ = 0;
@@ -168,6 +170,10 @@ class CudaBackend final : public Backend {
   bool fuses_qkv_bias() const override { return true; }
   // The GEMM scratch for LinearArgs::ws: {nullptr, 0} unless gemm_skinny is enabled.
   std::pair<void*, size_t> gemm_ws();
+  // CUDA graphs of the layer loop (QWEN_CUDA_GRAPH=1): see begin_layers in cuda_backend.cu.
+  bool begin_layers() override;
+  void end_layers() override;
+  void abort_layers() noexcept override;
   void attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer, Buf out) override;
   void swiglu(const Buf a, const Buf g, int T, int F, Buf out) override;
   void add(Buf h, const Buf x, int T, int H) override;
@@ -217,6 +223,18 @@ class CudaBackend final : public Backend {
   DeviceScratch conv_;      // raw host-dtype chunk on the device before conversion; fp32 chunk for to_host
   DeviceScratch attn_ws_;   // split-attention partials
   DeviceScratch gemm_ws_;   // gemm_skinny's split-K partials (QWEN_GEMM_SKINNY=1 only), kGemmWsBytes
+  // Layer-loop graphs, keyed by everything their kernels' parameters were made from (layers_key()).
+  struct LayerGraph {
+    cudaGraphExec_t exec = nullptr;
+    int seen = 0;  // uncaptured occurrences so far: record on the second
+  };
+  bool graph_on_ = false;  // QWEN_CUDA_GRAPH=1, read at construction
+  bool capturing_ = false;
+  std::map<std::string, LayerGraph> graphs_;
+  std::string capture_key_;
+  uint64_t graph_gen_ = 0;  // bumped when a buffer or weight is freed: addresses baked into graphs may be gone
+  std::string layers_key() const;
+  void clear_graphs() noexcept;
   DeviceScratch xn_;        // final_logits: normalised rows [RC, H]
   DeviceScratch logits_;    // final_logits: fp32 logits [RC, V]
   PinnedHost logits_host_;  // final_logits: the same rows on the host, copied on into the caller's array

@@ -35,7 +35,8 @@ struct SkCfg {
 int sm_count() {
   static const int n = [] {
     int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
       cudaGetLastError();
       return 132;
     }
@@ -209,7 +210,8 @@ static void launch_skinny(const T* x, const T* W, const T* b, OutT* y, int T_, i
   const int per = ceil_div(ktiles, splits);
   splits = ceil_div(ktiles, per);  // no empty split (never more than before)
   const dim3 grid(ceil_div(N, kSkBN), splits);
-  launch_pdl(gemm_skinny_kernel<T, OutT, NT16>, grid, dim3(kSkThreads), C::kSmem, stream, x, W, b, y, ws, T_, N, K, per);
+  launch_pdl(gemm_skinny_kernel<T, OutT, NT16>, grid, dim3(kSkThreads), C::kSmem, stream, x, W, b, y, ws, T_, N, K,
+             per);
   if (splits > 1) {
     const int64_t total = int64_t(T_) * N;
     const int blocks = int(std::min<int64_t>(ceil_div(total, int64_t(256)), int64_t(sm_count()) * 8));

@@ -92,6 +92,11 @@ part_ab() {
   need_7b
   step "A/B: QWEN_CUDA_PDL=1 at batch 1 (contexts 32, 2048); QWEN_CUBLAS_MIN_T=9 at batch 16 / 64"
   for pdl in 0 1; do echo "QWEN_CUDA_PDL=$pdl"; QWEN_CUDA_PDL=$pdl sweep "32, 2048" 64 "" 60 /tmp/ab-pdl$pdl.json | grep -E "decode|failed"; done
+  for gr in 1; do echo "QWEN_CUDA_GRAPH=$gr (+ PDL)"; QWEN_CUDA_GRAPH=$gr sweep "32, 2048" 64 "" 60 /tmp/ab-graph.json | grep -E "decode|failed"
+    QWEN_CUDA_GRAPH=$gr QWEN_CUDA_PDL=1 sweep "32, 2048" 64 "1, 16" 60 /tmp/ab-graph-pdl.json | grep -E "decode|batch|failed"; done
+  echo "QWEN_CUDA_GRAPH=1: test/cuda.test.ts whole (logits, greedy, batched == alone; graphs replay from the 3rd step)"
+  QWEN_CUDA_GRAPH=1 timeout 150 $JEST test/cuda.test.ts -t '^(?!.*600-token)' --json --outputFile=/tmp/jest-graph.json > /tmp/jest-graph.log 2>&1
+  failures /tmp/jest-graph.json
   echo "QWEN_CUDA_PDL=1: CUDA vs CPU logits (test/cuda.test.ts, 5/24/40-token prompts)"
   QWEN_CUDA_PDL=1 timeout 120 $JEST test/cuda.test.ts -t 'logits of a (5|24|40)-token' --json --outputFile=/tmp/jest-pdl.json > /tmp/jest-pdl.log 2>&1
   failures /tmp/jest-pdl.json; grep -h "max rel err" /tmp/jest-pdl.log

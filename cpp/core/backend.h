@@ -169,6 +169,13 @@ class Backend {
   // true: the engine runs the QKV linear WITHOUT its bias and hands the bias to rope_kv_store (CUDA: the GEMM then
   // needs no bias pass, and the add rides in the rope launch). Decided once per backend, not per step.
   virtual bool fuses_qkv_bias() const { return false; }
+  // Optional recording of the layer loop (CUDA graphs). The engine calls begin_layers() right after begin_step: true
+  // means the backend replayed a recording made for exactly this step's shape (same StepView, buffers and
+  // workspaces) and the engine must NOT issue the layer ops; false means it issues them (the backend may be recording
+  // them) and then calls end_layers(), or abort_layers() when an op threw.
+  virtual bool begin_layers() { return false; }
+  virtual void end_layers() {}
+  virtual void abort_layers() noexcept {}
   // Rows per forward pass (Engine::step packs a step's tokens into passes of at most this many; workspace memory
   // grows with it). CPU: 512 keeps the activations cache-friendly; CUDA: 2048 (bigger GEMMs run nearer the peak).
   virtual int max_step_tokens() const { return 512; }
