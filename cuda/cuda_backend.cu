@@ -53,6 +53,8 @@
 #include "rope.cuh"
 #include "rope_kv_store.cuh"
 #include "swiglu.cuh"
+#include "core/pick.h"
+#include "cpu/sample.h"
 
 namespace qwen {
 namespace cu {
@@ -989,6 +991,35 @@ void CudaBackend::finish_pick(const void* dev_out, int R, const PickSpec* specs,
   pick_results(static_cast<const DevPickOut*>(host), specs, R, out);
 }
 
+void CudaBackend::keep_sampled(const float* lg, int r0, int n, int V, const PickSpec* specs, int R) {
+  int before = 0, total = 0;
+  for (int r = 0; r < R; ++r)
+    if (specs[r].do_sample) {
+      before += r < r0 ? 1 : 0;
+      ++total;
+    }
+  if (total == 0) return;
+  // one buffer for the call's sampled rows: the same size for every chunk, so no chunk reallocates it under a queued
+  // copy (the previous call's copies were waited for in its finish_pick)
+  auto* host = static_cast<float*>(sample_host_.get(size_t(total) * size_t(V) * sizeof(float)));
+  for (int r = r0, k = before; r < r0 + n; ++r) {
+    if (!specs[r].do_sample) continue;
+    CUDA_CHECK(cudaMemcpyAsync(host + size_t(k) * V, lg + size_t(r - r0) * V, size_t(V) * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
+    ++k;
+  }
+}
+
+void CudaBackend::draw_sampled(int V, const PickSpec* specs, int R, PickResult* out) {
+  auto* host = static_cast<float*>(sample_host_.get(0));
+  SampleScratch scratch;
+  for (int r = 0, k = 0; r < R; ++r) {
+    if (!specs[r].do_sample) continue;
+    sample_row(host + size_t(k) * V, pick_limit(specs[r], V), specs[r], out[r], scratch);
+    ++k;
+  }
+}
+
 void CudaBackend::final_pick(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,
                              float eps, const PickSpec* specs, PickResult* out) {
   ProfScope prof(prof_, stream_, [&] { return "final_pick R=" + std::to_string(R); });
@@ -1008,8 +1039,10 @@ void CudaBackend::final_pick(const Buf h, const int* rows, int R, int H, const W
     const int n = std::min(rc, R - r0);
     head_rows(h, rows_dev + r0, n, H, V, ln_f, lm_head, eps, xn, lg);
     cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
+    keep_sampled(lg, r0, n, V, specs, R);
   }
   finish_pick(dout, R, specs, out);
+  draw_sampled(V, specs, R, out);
 }
 
 void CudaBackend::pick_logits(const float* logits, int R, int V, const PickSpec* specs, PickResult* out) {
@@ -1028,8 +1061,10 @@ void CudaBackend::pick_logits(const float* logits, int R, int V, const PickSpec*
     CUDA_CHECK(cudaMemcpyAsync(lg, logits + size_t(r0) * V, size_t(n) * V * sizeof(float), cudaMemcpyHostToDevice,
                                stream_));
     cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
+    keep_sampled(lg, r0, n, V, specs, R);
   }
   finish_pick(dout, R, specs, out);
+  draw_sampled(V, specs, R, out);
 }
 
 }  // namespace cu

@@ -208,6 +208,10 @@ class CudaBackend final : public Backend {
   const char* stage_pick(const int* rows, int R, int V, const PickSpec* specs, size_t* o_rows, size_t* o_specs,
                          size_t* o_entries);
   void finish_pick(const void* dev_out, int R, const PickSpec* specs, PickResult* out);
+  // Sampled rows (do_sample) of a pick call: their penalized logits rows lg[n, V] (rows r0.. of the call) copied back
+  // to sample_host_, then drawn on the host by cpu/sample.cc (the TS sampler's arithmetic, exact) — see pick.cuh.
+  void keep_sampled(const float* lg, int r0, int n, int V, const PickSpec* specs, int R);
+  void draw_sampled(int V, const PickSpec* specs, int R, PickResult* out);
 
   int device_ = 0;
   DType act_ = DType::BF16;
@@ -242,6 +246,7 @@ class CudaBackend final : public Backend {
   StepStager pick_stage_;           // final_pick / pick_logits: one upload per call (pick.cuh PickLayout)
   DeviceScratch pick_out_;          // DevPickOut[R] on the device
   PinnedHost pick_host_;            // DevPickOut[R] on the host
+  PinnedHost sample_host_;          // [sampled rows][V] penalized logits of a pick call's sampled rows
   // The current step (begin_step): what it was built from, the uploaded view, and what the ops must refuse.
   struct StepKey {
     int row0, T, pos0;

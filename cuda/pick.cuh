@@ -10,7 +10,9 @@
 //   4. top_n > 0: top_n rounds of a block argmax over the threads' list heads (the winner's thread pops its head);
 //      ids whose fp32 weight is 0 end the list.
 // The device writes max, the sum and the (id, logit) lists; the host turns them into logprobs in double
-// (pick_results), so only R x 184 bytes come back.
+// (pick_results), so only R x 184 bytes come back. A sampled row (PickSpec::do_sample) goes through the same launch
+// for its penalties only: CudaBackend copies its penalized row back and draws on the host (cpp/cpu/sample.cc), so its
+// id equals the TS sampler's exactly (cuda/README.md: the device draw and its tolerance are a follow-up).
 #pragma once
 #include <cuda_runtime.h>
 

@@ -30,8 +30,8 @@ export interface SequenceLike {
   /** An abort before the forward's step starts may reject it with E_ABORTED. */
   forward(ids: ArrayLike<number>, options?: { signal?: AbortSignal }): Promise<Float32Array>;
   /**
-   * Optional: append ids and pick the next id greedily inside the backend (Sampler.pickRequest() builds `pick`), so
-   * only the id and the logprobs asked for come back. generate() uses it for greedy decoding when present.
+   * Optional: append ids and pick the next id inside the backend, greedy or sampled (Sampler.pickRequest() builds
+   * `pick`), so only the id and the logprobs asked for come back. generate() uses it when present.
    */
   forwardPick?(ids: ArrayLike<number>, pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult>;
   readonly length: number;

@@ -273,8 +273,9 @@ test('Sampler.pickRequest carries the sampler\'s own penalty history (what the h
   expect(oa.repetitionPenalty).toBe(1);
   const off = samplerOf({ ...c, rp: 1, presence: 0, frequency: 0 }).pickRequest()!;
   expect(off.ids.length).toBe(0);
+  // sampling: the same penalties plus the warpers and u (test/sample.test.ts checks the sampled pick itself)
   const sampling = createSampler({ doSample: true, temperature: 0.7, topK: 0, topP: 1, repetitionPenalty: 1, tokenizerVocabSize: 10 });
-  expect(sampling.pickRequest()).toBeNull();
+  expect(sampling.pickRequest()).toMatchObject({ doSample: true, temperature: 0.7, topK: 0, topP: 1, repetitionPenalty: 1 });
 });
 
 // generate(): the native pick against the TS path (the same Sequence without forwardPick), on the tiny checkpoint.
@@ -341,7 +342,7 @@ describe.each(DEVICES)('generate() on %s: native greedy pick == TS sampler path'
     }
   }, 60000);
 
-  test('picks and logits rows in the same steps (greedy native, greedy TS path and a sampled generation together)', async () => {
+  test('picks and logits rows in the same steps (greedy native, greedy TS path and a sampled native generation)', async () => {
     const prompt = 'Hello there, general';
     const greedy = { doSample: false, repetitionPenalty: 1.1, maxNewTokens: 16 };
     const sampled = { seed: 7, temperature: 0.9, topP: 0.9, maxNewTokens: 16 };
@@ -349,8 +350,8 @@ describe.each(DEVICES)('generate() on %s: native greedy pick == TS sampler path'
     const off = model.onStep((s) => {
       if (s.sequences === 3 && s.decodeTokens === 3) mixed++;
     });
-    // Three sequences in every step, two asking for logits rows and one for a pick. The two greedy ones see the same
-    // rows of the same steps, so they must agree token for token.
+    // Three sequences in every step, one asking for a logits row and two for picks (greedy and sampled). The two
+    // greedy ones see the same rows of the same steps, so they must agree token for token.
     const [g, s, t] = await Promise.all([
       model.generate(prompt, greedy).result(),
       model.generate(prompt, sampled).result(),

@@ -1,7 +1,10 @@
 #include "addon/convert.h"
 
+#include <cassert>
 #include <cmath>
 #include <cstdint>
+
+#include "core/pick.h"
 
 namespace qwen {
 
@@ -33,7 +36,9 @@ BackendOptions backend_from_js(const Napi::Object& o) {
 }
 
 // pick: { repetitionPenalty, presencePenalty, frequencyPenalty, ids: Int32Array, counts: Int32Array, vocabLimit,
-//         topLogprobs? } -> PickHold. ids distinct in [0, V); counts >= 0 (0 = prompt-only id); topLogprobs 0..20.
+//         topLogprobs?, doSample?, temperature, topK, topP, u } -> PickHold. ids distinct in [0, V); counts >= 0
+//         (0 = prompt-only id); topLogprobs 0..20; with doSample true: temperature > 0, topK integer >= 0,
+//         topP in (0, 1], u in [0, 1) (the other four are read only then).
 std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V) {
   Napi::Env env = o.Env();
   auto p = std::make_unique<PickHold>();
@@ -77,6 +82,24 @@ std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V) {
       throw Napi::RangeError::New(env, "pick.topLogprobs must be an integer in [0, 20]");
     s.top_n = int(t);
   }
+  Napi::Value ds = o.Get("doSample");
+  if (!ds.IsUndefined() && !ds.IsBoolean()) throw Napi::TypeError::New(env, "pick.doSample must be a boolean");
+  s.do_sample = ds.IsBoolean() && ds.As<Napi::Boolean>().Value();
+  if (s.do_sample) {  // lib/model checkPick validated these; a programming error in lib/ still gets an exception
+    s.temperature = num(o, "temperature");
+    const double k = num(o, "topK");
+    s.top_p = num(o, "topP");
+    s.u = num(o, "u");
+    if (!(s.temperature > 0) || !std::isfinite(s.temperature))
+      throw Napi::RangeError::New(env, "pick.temperature must be a finite number > 0");
+    if (!(k >= 0 && k <= 2147483647.0 && k == std::floor(k)))
+      throw Napi::RangeError::New(env, "pick.topK must be an integer >= 0");
+    s.top_k = int(k);
+    if (!(s.top_p > 0 && s.top_p <= 1)) throw Napi::RangeError::New(env, "pick.topP must be a number in (0, 1]");
+    if (!(s.u >= 0 && s.u < 1)) throw Napi::RangeError::New(env, "pick.u must be a number in [0, 1)");
+    if (s.vocab_limit > kPickIdSpan) throw Napi::RangeError::New(env, "pick: sampling supports at most 2^20 token ids");
+  }
+  assert(pick_sample_ok(s));
   return p;
 }
 

@@ -63,7 +63,7 @@ struct SeqSlice {
   KVCache* kv = nullptr;             // paged cache with blocks reserved for >= pos0 + T positions
 };
 
-// ---- greedy pick (final_pick / pick_logits) ----
+// ---- the pick of the next id (final_pick / pick_logits): greedy, or sampled with do_sample ----
 constexpr int kMaxPickTop = 20;  // top-n logprobs per row at most (OpenAI's top_logprobs limit)
 
 // The per-row request of a greedy pick: the penalties exactly as lib/sampling applies them (qwen-reference §6.2),
@@ -83,6 +83,20 @@ struct PickSpec {
   double frequency = 0.0;
   int vocab_limit = 0;      // eligible ids [0, vocab_limit); 0 or > V means all V (the tokenizer's 151851 for Qwen)
   int top_n = -1;           // -1: no logprobs; 0: the chosen id's logprob; 1..kMaxPickTop: also the top-n list
+  // Sampling (do_sample): after the penalties, HF's warpers in lib/sampling's PROCESSOR_CHAIN order, then a draw:
+  //   temperature: weights w = exp((x - max) / temperature)     (cpp/core/pick.h pick_exp_neg, the TS table)
+  //   top_k > 0:   keep the top_k best (value desc, id asc) and every id tied with the k-th   (>= n: no-op)
+  //   top_p < 1:   keep the shortest prefix of that order whose mass reaches top_p * (kept mass)
+  //   draw:        the first kept id, in lib/sampling/pick.ts's walk order, whose cumulative weight exceeds
+  //                u * (kept mass)
+  // Logprobs are then those of the kept, renormalized, tempered distribution (pick.ts logprobsOf), and the top list
+  // holds kept ids only. The CPU pick equals lib/sampling's Sampler.sample() bit for bit (cpp/cpu/sample.cc);
+  // cuda/pick.cu sums in another order (cuda/README.md).
+  bool do_sample = false;
+  double temperature = 1.0;  // > 0 (finite)
+  int top_k = 0;             // 0 = off
+  double top_p = 1.0;        // (0, 1]; 1 = off
+  double u = 0.0;            // [0, 1): the sampler's Rng draw for this step
 };
 
 // Logprobs are those of the softmax at temperature 1 of the penalized logits over the eligible ids (NaN and -Infinity

@@ -1,5 +1,6 @@
-// Greedy pick on the CPU. Per row: the penalties (serial: O(distinct ids)), then tasks of kPickChunk ids over the
-// thread pool: pass 1 finds each chunk's max / argmax (and its own best top_n), the caller merges the chunks in id
+// The pick on the CPU. Per row: the penalties (serial: O(distinct ids)). A sampled row (do_sample) is then one task of
+// the pool (cpu/sample.cc: the TS sampler's serial passes, transcribed); a greedy row is split into tasks of kPickChunk
+// ids: pass 1 finds each chunk's max / argmax (and its own best top_n), the caller merges the chunks in id
 // order (strict >, so ties keep the lowest id); pass 2, only for rows that asked for logprobs, sums the fp32 weights
 // exp(x - max) in double per chunk, added in chunk order (deterministic whatever the thread count).
 #include "cpu/pick.h"
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "core/pick.h"
+#include "cpu/sample.h"
 
 namespace qwen {
 namespace {
@@ -91,7 +93,7 @@ void pick_rows(ThreadPool& pool, float* logits, int R, int V, const PickSpec* sp
       if (oa && s.counts[k] > 0) x = pick_openai(x, pick_openai_delta(s, s.counts[k]));
       L[id] = x;
     }
-    limit[size_t(r)] = n;
+    limit[size_t(r)] = s.do_sample ? 0 : n;  // a sampled row: one empty greedy chunk, its result replaced below
     chunks[size_t(r)] = std::max(1, (n + kPickChunk - 1) / kPickChunk);
     first[size_t(r) + 1] = first[size_t(r)] + chunks[size_t(r)];
   }
@@ -152,6 +154,15 @@ void pick_rows(ThreadPool& pool, float* logits, int R, int V, const PickSpec* sp
       ++res.n_top;
     }
   }
+  std::vector<int> sampled;
+  for (int r = 0; r < R; ++r)
+    if (specs[r].do_sample) sampled.push_back(r);
+  if (sampled.empty()) return;
+  std::vector<SampleScratch> scratch(static_cast<size_t>(pool.size()));
+  pool.parallel_for(int(sampled.size()), [&](int t, int thread) {
+    const int r = sampled[size_t(t)];
+    sample_row(logits + size_t(r) * size_t(V), pick_limit(specs[r], V), specs[r], out[r], scratch[size_t(thread)]);
+  });
 }
 
 }  // namespace qwen

@@ -1,9 +1,11 @@
 /**
  * The generation loop, independent of the concrete Model: prefill -> [sample -> stop? -> emit text -> forward] ...
- * One `seq.forward` await per token; the sequence is disposed in a finally whatever happens. Greedy decoding (doSample
- * false or temperature 0) on a sequence with `forwardPick` picks inside the backend instead: only the id (and the
- * logprobs asked for) come back per step, not the logits, and the sampler only records the pick (sampler.accept), so
- * its penalty history — and hence every later pick — stays what the TS path would have.
+ * One `seq.forward` await per token; the sequence is disposed in a finally whatever happens. On a sequence with
+ * `forwardPick` the next id is picked inside the backend instead, greedy or sampled (Sampler.pickRequest carries the
+ * penalties, the warpers and the draw's u from the sampler's seeded Rng): only the id (and the logprobs asked for)
+ * come back per step, not the logits, and the sampler only records the pick (sampler.accept), so its penalty history
+ * and its random stream — hence every later pick — stay what the TS path would have. A SequenceLike without
+ * forwardPick gets the logits and the TS sampler (lib/sampling, the reference: the tests compare both paths).
  *
  * Ends (finishReason):
  *  - 'stop':   an eos id was sampled (never emitted), the sequence ended with a stop word id sequence (its ids are
@@ -74,14 +76,15 @@ export async function* generateTokens(
     else if (stopWords.matched() > 0) finish = 'stop';
     else {
       const sampler = createSampler(config, promptIds);
-      const native = sampler.greedy && typeof seq.forwardPick === 'function';
+      const native = typeof seq.forwardPick === 'function';
       // Feeds ids and returns the next pick: the backend's (native) or the sampler's on the returned logits.
       const next = async (ids: ArrayLike<number>): Promise<PickResult | null> => {
-        if (!native) {
+        const req = native ? sampler.pickRequest() : null; // null: only sample() can pick this one
+        if (req === null) {
           const logits = await forwardOrAbort(seq, ids, signal);
           return logits === null || signal?.aborted ? null : sampler.sample(logits);
         }
-        const p = await pickOrAbort(seq, ids, sampler.pickRequest()!, signal);
+        const p = await pickOrAbort(seq, ids, req, signal);
         if (p === null || signal?.aborted) return null;
         sampler.accept([p.id]); // what sample() records of its own pick
         return p;

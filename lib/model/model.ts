@@ -3,6 +3,7 @@
  * resolves Promises; forwards of one model are queued so they never contend for its threads or workspace.
  */
 import { QwenError, abortError, badArg } from '../errors';
+import { ID_SPAN } from '../sampling/candidates';
 import { addon } from '../native/binding';
 import { DTYPE_CODES, NativeConfig, NativeModel, NativePick, NativePickRequest, NativeSequence } from '../native/types';
 import type { PickResult, SequenceLike } from '../types';
@@ -128,8 +129,9 @@ export class Sequence implements SequenceLike {
   }
 
   /**
-   * Append ids; resolves to the next id picked greedily inside the backend (penalties, argmax and the logprobs asked
-   * for, as Sampler.sample would on the same logits; sampling/index.ts Sampler.pickRequest builds `pick`). Only the id
+   * Append ids; resolves to the next id picked inside the backend (penalties, then argmax or the warpers and a draw
+   * with pick.u, and the logprobs asked for, as Sampler.sample would on the same logits; sampling/index.ts
+   * Sampler.pickRequest builds `pick`). Only the id
    * (and logprobs) cross over, not the vocab_size logits. A last position with no usable logit rejects with
    * E_BACKEND.
    */
@@ -321,6 +323,7 @@ export class Model {
     if (pick === null || typeof pick !== 'object') throw badArg('pick', 'a pick request (Sampler.pickRequest())', pick);
     const V = this.config.vocab_size;
     if (!Number.isInteger(pick.vocabLimit) || pick.vocabLimit < 1) throw badArg('pick.vocabLimit', 'an integer >= 1', pick.vocabLimit);
+    checkSampling(pick);
     if (pick.vocabLimit <= V) return pick;
     // A tokenizer limit beyond the model's rows: every row is eligible, as the TS sampler's min(length, limit).
     const keep = pick.ids.map((id) => +(id < V));
@@ -339,6 +342,18 @@ export class Model {
     if (!this.native) throw new QwenError('E_DISPOSED', 'this Model was disposed');
     return this.native;
   }
+}
+
+/** A sampled pick's warpers and u (cpp/core/backend.h PickSpec), checked here so the addon only asserts them. */
+function checkSampling(pick: NativePickRequest): void {
+  if (pick.doSample === undefined || pick.doSample === false) return;
+  if (pick.doSample !== true) throw badArg('pick.doSample', 'a boolean', pick.doSample);
+  const { temperature: t, topK: k, topP: p, u } = pick;
+  if (typeof t !== 'number' || !(t > 0) || !Number.isFinite(t)) throw badArg('pick.temperature', 'a finite number > 0', t);
+  if (!Number.isInteger(k) || k! < 0 || k! > 2 ** 31 - 1) throw badArg('pick.topK', 'an integer in [0, 2^31 - 1] (0 = off)', k);
+  if (typeof p !== 'number' || !(p > 0 && p <= 1)) throw badArg('pick.topP', 'a number in (0, 1] (1 = off)', p);
+  if (typeof u !== 'number' || !(u >= 0 && u < 1)) throw badArg('pick.u', 'a number in [0, 1) (Rng.next())', u);
+  if (pick.vocabLimit > ID_SPAN) throw badArg('pick.vocabLimit', `at most ${ID_SPAN} when sampling`, pick.vocabLimit);
 }
 
 /** The addon's pick as the sampler reports one (SampleResult); -1 (no usable logit) is the sampler's E_BACKEND. */

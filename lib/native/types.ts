@@ -53,9 +53,11 @@ export interface NativeSequence {
 }
 
 /**
- * A greedy pick of the next id inside the backend (cpp/core/backend.h PickSpec): the penalties exactly as
- * lib/sampling applies them, then the argmax over ids < vocabLimit (ties -> lowest id; NaN never wins) and, when
- * topLogprobs is given, logprobs of the softmax at temperature 1 of the penalized logits.
+ * The pick of the next id inside the backend (cpp/core/backend.h PickSpec): the penalties exactly as lib/sampling
+ * applies them, then either the argmax over ids < vocabLimit (ties -> lowest id; NaN never wins) and, when
+ * topLogprobs is given, logprobs of the softmax at temperature 1 of the penalized logits; or, with doSample, the
+ * sampler's warpers (temperature, topK, topP) and its draw with the uniform `u`, logprobs being those of the kept,
+ * tempered distribution (lib/sampling/pick.ts). Sampler.pickRequest() builds it.
  */
 export interface NativePickRequest {
   repetitionPenalty: number; // HF's, over every id in `ids`; 1 = off
@@ -69,6 +71,13 @@ export interface NativePickRequest {
   vocabLimit: number;
   /** Absent: no logprobs; 0: the chosen id's logprob; 1..20: also that many top alternatives. */
   topLogprobs?: number;
+  /** Absent or false: greedy. true: sample with the four fields below (all required then). */
+  doSample?: boolean;
+  temperature?: number; // > 0 (finite)
+  topK?: number; // integer >= 0; 0 = off
+  topP?: number; // (0, 1]; 1 = off
+  /** The draw's uniform number in [0, 1): the sampler's Rng.next() for this step. */
+  u?: number;
 }
 
 export interface NativePick {

@@ -23,7 +23,7 @@ const WEIGHT_BINS = 1024;
 /** The head (see weighAll): ids within ln(4096) = 8.3 nats (tempered) of the best one, at most HEAD_CAP of them. */
 const HEAD_MIN = 1 / 4096;
 const HEAD_CAP = 2048;
-export { HEAD_CAP, HEAD_MIN, WEIGHT_BINS };
+export { HEAD_CAP, HEAD_MIN, ID_SPAN, WEIGHT_BINS };
 
 // exp(-s) by table + cubic correction: ~3x cheaper than Math.exp in V8, relative error < 3e-9 (finer than float32).
 const EXP_STEPS = 64;

@@ -9,7 +9,7 @@
  */
 import { QwenError } from '../errors';
 import type { NativePickRequest } from '../native/types';
-import { Candidates } from './candidates';
+import { Candidates, ID_SPAN } from './candidates';
 import { type TopLogprob, draw, logprobsOf } from './pick';
 import { PresenceFrequencyPenalty } from './presenceFrequencyPenalty';
 import { RepetitionPenalty } from './repetitionPenalty';
@@ -122,14 +122,17 @@ export class Sampler {
   }
 
   /**
-   * Greedy decoding inside the backend (Sequence.forwardPick): the request under which the native pick equals what
+   * The next pick inside the backend (Sequence.forwardPick): the request under which the native pick equals what
    * sample() would return on the same logits — the active penalties with the history as of now, the vocabulary
-   * limit, the logprobs asked for. null when sampling (the draw stays here). Record the picked id with
-   * accept([id]) afterwards, as sample() records its own.
+   * limit, the logprobs asked for and, when sampling, the active warpers and the draw's u. Sampling consumes one
+   * rng.next() per request, as sample() does per call, so a seed gives the same ids on either path — provided every
+   * step goes one way (call either this or sample() per step, not both). Record the picked id with accept([id])
+   * afterwards, as sample() records its own. null (and no rng draw) where only sample() can do it: sampling over
+   * more than 2^20 eligible ids (candidates.ts ID_SPAN; Qwen has 151,851), which sample() refuses or handles itself.
    */
   pickRequest(): NativePickRequest | null {
-    if (!this.greedy) return null;
     const { config } = this;
+    if (!this.greedy && config.tokenizerVocabSize > ID_SPAN) return null;
     const n = config.tokenizerVocabSize;
     const rep = this.processors.some((p) => p.name === 'repetitionPenalty');
     const openai = this.processors.some((p) => p.name === 'presenceFrequencyPenalty');
@@ -158,6 +161,15 @@ export class Sampler {
       vocabLimit: n,
     };
     if (config.logprobs !== undefined) req.topLogprobs = config.logprobs;
+    if (!this.greedy) {
+      // Only the active warpers travel (their no-op values otherwise), as sample() runs only those.
+      const on = (name: string) => this.warpers.some((p) => p.name === name);
+      req.doSample = true;
+      req.temperature = on('temperature') ? config.temperature : 1;
+      req.topK = on('topK') ? config.topK : 0;
+      req.topP = on('topP') ? config.topP : 1;
+      req.u = this.rng.next(); // where sample() draws it: after the processors and warpers, once per step
+    }
     return req;
   }
 

@@ -1,0 +1,376 @@
+/**
+ * The native SAMPLED pick (PickSpec::do_sample: cpp/cpu/sample.cc; CUDA: cuda/pick.cu) against the TS Sampler, the
+ * reference (lib/sampling): for the same logits, config and u the id must be EQUAL and the top-logprob ids equal; the
+ * logprobs agree to a few ulps (both sides take log w - log Z of the same fp32 weights and the same double sum; only
+ * the libm differs: V8's fdlibm log vs the C library's, each within 1 ulp of the exact value, |log| <= 104 for a
+ * non-zero fp32 weight and log Z <= log 151936, so 2 ulp(128) = 5.7e-14 bounds the difference).
+ * Then generate() with doSample: native pick == TS path, token for token, on the tiny checkpoint.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { addon } from '../lib/native/binding';
+import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
+import { Rng, type SamplerConfig, createSampler } from '../lib/sampling';
+import { QwenError } from '../lib/errors';
+import { resolve } from '../lib/generation/config';
+import { generateAll } from '../lib/generation/generate';
+import { MAX_POSITIONS } from '../lib/model/limits';
+import { loadModel, type Model, Sequence } from '../lib/model/model';
+import type { SequenceLike } from '../lib/types';
+import { removeDir, tinyCheckpoint } from './helpers/fixtures';
+import { randArray, rng } from './helpers/weights';
+
+const LOG_TOL = 2 * 2 ** -52 * 128;
+const V = 151936;
+const LIMIT = 151851; // Qwen's tokenizer: ids >= this are lm_head padding rows
+const a = addon();
+const cuda = a.cudaInfo().available;
+const BACKENDS: Array<[string, NativeBackendOptions]> = [['cpu', { device: 'cpu', dtype: 'auto', threads: 2 }]];
+if (cuda) BACKENDS.push(['cuda', { device: 'cuda', dtype: 'fp32' }]);
+
+test('the native exp table and HEAD_S are V8\'s Math.exp(-k / 64) and Math.log(4096) (cpp/core/pick_tables.h)', () => {
+  const src = fs.readFileSync(path.join(__dirname, '..', 'cpp', 'core', 'pick_tables.h'), 'utf8');
+  const body = src.slice(src.indexOf('#define QWEN_PICK_EXP_TABLE'));
+  const vals = body.replace('#define QWEN_PICK_EXP_TABLE', '').replace(/\\/g, '').split(',').map((t) => Number(t.trim()));
+  expect(vals.length).toBe(64 * 104 + 1);
+  vals.forEach((v, k) => {
+    if (v !== Math.exp(-k / 64)) throw new Error(`table[${k}] = ${v}, Math.exp gives ${Math.exp(-k / 64)}`);
+  });
+  expect(Number(/#define QWEN_PICK_HEAD_S (\S+)/.exec(src)![1])).toBe(Math.log(4096));
+});
+
+interface Cfg {
+  temperature: number;
+  topK: number;
+  topP: number;
+  rp: number;
+  presence: number;
+  frequency: number;
+  logprobs?: number;
+}
+interface Row {
+  logits: Float32Array;
+  prompt: number[];
+  generated: number[];
+  vocabLimit: number;
+}
+
+function configOf(c: Cfg, vocabLimit: number, seed: number): SamplerConfig {
+  return {
+    doSample: true,
+    temperature: c.temperature,
+    topK: c.topK,
+    topP: c.topP,
+    repetitionPenalty: c.rp,
+    presencePenalty: c.presence,
+    frequencyPenalty: c.frequency,
+    tokenizerVocabSize: vocabLimit,
+    seed,
+    ...(c.logprobs !== undefined ? { logprobs: c.logprobs } : {}),
+  };
+}
+
+/** Two samplers of the same seed and history: one builds the native request, the other samples the row in TS. */
+function pair(c: Cfg, row: Row, seed: number) {
+  const mk = () => {
+    const s = createSampler(configOf(c, row.vocabLimit, seed), row.prompt);
+    s.accept(row.generated);
+    return s;
+  };
+  return { native: mk(), ts: mk() };
+}
+
+function expectSame(got: NativePick, want: (() => ReturnType<ReturnType<typeof createSampler>['sample']>), what: string) {
+  let w;
+  try {
+    w = want();
+  } catch (e) {
+    expect(e).toBeInstanceOf(QwenError);
+    expect((e as QwenError).code).toBe('E_BACKEND');
+    if (got.id !== -1) throw new Error(`${what}: id ${got.id}, the sampler found no usable logit`);
+    return;
+  }
+  if (got.id !== w.id) throw new Error(`${what}: id ${got.id}, the sampler drew ${w.id}`);
+  expect(got.logprob === undefined).toBe(w.logprob === undefined);
+  if (w.logprob !== undefined && !(Math.abs(got.logprob! - w.logprob) <= LOG_TOL)) {
+    throw new Error(`${what}: logprob ${got.logprob}, the sampler's ${w.logprob}`);
+  }
+  expect(got.top === undefined).toBe(w.topLogprobs === undefined);
+  if (w.topLogprobs) {
+    const ids = got.top!.map((t) => t.id), wids = w.topLogprobs.map((t) => t.id);
+    if (ids.join() !== wids.join()) throw new Error(`${what}: top ids ${ids}, the sampler's ${wids}`);
+    got.top!.forEach((t, k) => {
+      if (!(Math.abs(t.logprob - w!.topLogprobs![k].logprob) <= LOG_TOL)) {
+        throw new Error(`${what}: top[${k}] logprob ${t.logprob}, the sampler's ${w!.topLogprobs![k].logprob}`);
+      }
+    });
+  }
+}
+
+/** Native picks of rows (one request each, built by Sampler.pickRequest) vs sample() of the same rows. */
+function compare(ops: NativeOps, c: Cfg, rows: Row[], seeds: number[], what: string) {
+  const W = rows[0].logits.length;
+  const all = new Float32Array(rows.length * W);
+  rows.forEach((r, i) => all.set(r.logits, i * W));
+  const samplers = rows.map((r, i) => pair(c, r, seeds[i]));
+  const reqs = samplers.map((s) => s.native.pickRequest()!);
+  reqs.forEach((r, i) => {
+    expect(r.doSample).toBe(true);
+    expect(r.u).toBe(new Rng(seeds[i]).next()); // the seed's first draw, as sample() takes it
+  });
+  const got = ops.pickLogits(all, rows.length, W, reqs);
+  rows.forEach((r, i) => expectSame(got[i], () => samplers[i].ts.sample(Float32Array.from(r.logits)), `${what} row ${i} seed ${seeds[i]} ${JSON.stringify(c)}`));
+  return got;
+}
+
+/** Model-like rows: a Gaussian-ish body with a few peaks (the probe's usual case), and a flat one (the histogram). */
+function modelRow(seed: number, peaks: number, spread: number): Float32Array {
+  const x = randArray(V, seed, spread);
+  const r = rng(seed + 1);
+  for (let j = 0; j < peaks; j++) x[Math.floor(r() * LIMIT)] = 8 + 6 * r();
+  return x;
+}
+function gridRow(n: number, seed: number, lo = 10, hi = 10): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => Math.round((r() * (hi + lo) - lo) * 8) / 8);
+}
+
+const TEMPS = [0.3, 0.7, 1, 1.5];
+const KS = [0, 1, 5, 50];
+const PS = [0.1, 0.8, 0.95, 1];
+const PENALTIES = [
+  { rp: 1, presence: 0, frequency: 0 },
+  { rp: 1.1, presence: 0.4, frequency: 0.3 },
+];
+const LOGPROBS = [undefined, 0, 5, 20];
+
+describe.each(BACKENDS)('%s sampled pick == TS Sampler', (_name, opts) => {
+  const ops: NativeOps = new a.NativeOps(opts);
+  // prompt / generated ids that hit the peaks of the rows below often enough for the penalties to matter
+  const rowsOf = (base: number): Row[] => [
+    { logits: modelRow(base, 12, 2), prompt: [], generated: [], vocabLimit: LIMIT },
+    { logits: modelRow(base + 7, 3, 3), prompt: [1, 2, 3], generated: [4, 4], vocabLimit: LIMIT },
+    { logits: randArray(V, base + 11, 0.5), prompt: [9], generated: [10], vocabLimit: LIMIT }, // flat: histogram path
+    { logits: gridRow(V, base + 13, 4, 2), prompt: [5, 6], generated: [6], vocabLimit: LIMIT }, // ties everywhere
+  ];
+
+  test('real-shaped rows (151936 wide, limit 151851) over temperature x top_k x top_p x penalties x logprobs', () => {
+    let n = 0, i = 0;
+    for (const temperature of TEMPS)
+      for (const topK of KS)
+        for (const topP of PS)
+          for (const pen of PENALTIES) {
+            const logprobs = LOGPROBS[i++ % LOGPROBS.length];
+            const rows = rowsOf(1000 + i);
+            // the penalized ids include each row's best id, so the penalties decide something
+            rows.forEach((r) => {
+              let best = 0;
+              for (let j = 1; j < r.vocabLimit; j++) if (r.logits[j] > r.logits[best]) best = j;
+              r.prompt.push(best);
+              r.generated.push(best);
+            });
+            compare(ops, { temperature, topK, topP, ...pen, logprobs }, rows, rows.map((_, j) => 31 * i + j), 'model');
+            n += rows.length;
+          }
+    expect(n).toBe(4 * 4 * 4 * 2 * 4);
+  });
+
+  test('many seeds on one config (Qwen-7B-Chat: top_p 0.8, repetition 1.1)', () => {
+    const rows = Array.from({ length: 8 }, (_, j) => ({ logits: modelRow(500 + j, 6, 2.5), prompt: [j, 2 * j], generated: [], vocabLimit: LIMIT }));
+    for (let s = 0; s < 12; s++) {
+      compare(ops, { temperature: 1, topK: 0, topP: 0.8, rp: 1.1, presence: 0, frequency: 0, logprobs: 3 }, rows, rows.map((_, j) => 1e6 + 97 * s + j), 'chat');
+    }
+  });
+
+  /** Adversarial rows (n = 1003 wide, limit 1000), every config of the grid on each. */
+  function adversarial(): Array<[string, Row]> {
+    const n = 1003, lim = 1000;
+    const out: Array<[string, Row]> = [];
+    const row = (x: Float32Array, prompt: number[] = [], generated: number[] = []): Row => ({ logits: x, prompt, generated, vocabLimit: lim });
+    out.push(['grid ties', row(gridRow(n, 1, 2, 2))]);
+    {
+      const x = gridRow(n, 2);
+      const r = rng(3);
+      for (let i = 0; i < n; i++) {
+        const u = r();
+        if (u < 0.15) x[i] = NaN;
+        else if (u < 0.3) x[i] = -Infinity;
+      }
+      for (const i of [300, 17, 301]) x[i] = 11;
+      out.push(['NaN, -Infinity, a 3-way tie at the max', row(x, [5], [17])]);
+    }
+    {
+      const x = gridRow(n, 4);
+      x[900] = Infinity;
+      x[20] = Infinity;
+      x[40] = Infinity;
+      x[lim + 1] = Infinity;
+      x[21] = NaN;
+      out.push(['+Infinity at three ids (and one padding row)', row(x, [900])]);
+    }
+    {
+      const x = new Float32Array(n).fill(-Infinity);
+      for (let i = 0; i < n; i += 3) x[i] = NaN;
+      x[123] = 0.5;
+      out.push(['one finite logit', row(x)]);
+    }
+    {
+      const x = new Float32Array(n).fill(NaN);
+      x[7] = 1;
+      x[8] = -Infinity;
+      x[9] = 1;
+      out.push(['top_k beyond the non-NaN ids (three, -Infinity among them)', row(x)]);
+    }
+    {
+      const x = new Float32Array(n).fill(-Infinity);
+      for (const i of [3, 30, 300, 600]) x[i] = 0; // four weights of exactly 1: masses 1, 2, 3, 4
+      x[601] = -0; // -0 ties +0 by value, sorts after it
+      out.push(['exact masses: top_p lands on a cumulative boundary', row(x)]);
+    }
+    {
+      const x = new Float32Array(n).fill(-Infinity);
+      for (let i = 0; i < lim; i += 2) x[i] = 0; // 500 equal weights
+      out.push(['500 equal weights', row(x)]);
+    }
+    {
+      const x = new Float32Array(n).fill(NaN);
+      x[lim + 1] = 3; // only a padding row is usable
+      out.push(['no usable logit below the limit', row(x)]);
+    }
+    {
+      const x = new Float32Array(n).fill(0);
+      x[10] = 200;
+      x[20] = 150;
+      x[30] = 150;
+      out.push(['a wide spread: most weights are 0', row(x)]);
+    }
+    return out;
+  }
+
+  test.each(adversarial())('%s', (_what, row) => {
+    let i = 0;
+    for (const temperature of TEMPS)
+      for (const topK of KS)
+        for (const topP of [...PS, 0.25, 0.5, 0.75])
+          for (const pen of PENALTIES) {
+            const logprobs = LOGPROBS[i++ % LOGPROBS.length];
+            const rows = Array.from({ length: 6 }, () => ({ ...row, prompt: [...row.prompt], generated: [...row.generated] }));
+            compare(ops, { temperature, topK, topP, ...pen, logprobs }, rows, rows.map((_, j) => 7 * i + j), _what);
+          }
+  });
+
+  test('u at the exact boundaries of the draw (equal weights 1: the walk returns the first id whose mass exceeds u * Z)', () => {
+    const n = 64;
+    const x = new Float32Array(n).fill(-Infinity);
+    for (const i of [3, 30, 31, 40]) x[i] = 0;
+    const row: Row = { logits: x, prompt: [], generated: [], vocabLimit: n };
+    const spy = jest.spyOn(Rng.prototype, 'next');
+    try {
+      for (const u of [0, 0.25, 0.5, 0.75, 0.9999999999999999, 0.25 - 2 ** -54])
+        for (const topP of [1, 0.5, 0.75])
+          for (const topK of [0, 2, 3]) {
+            spy.mockReturnValue(u);
+            const got = compare(ops, { temperature: 1, topK, topP, rp: 1, presence: 0, frequency: 0, logprobs: 4 }, [row], [1], `u=${u}`);
+            // independent expectation: kept ids in order [3, 30, 31, 40] cut by top-k / top-p, the draw picks
+            // kept[floor(u * kept)] (u * kept is exact; "exceeds" makes an exact boundary go to the next id)
+            const keptK = 4; // top-k keeps every id tied with the k-th: all four
+            const kept = topP < 1 ? Math.max(1, Math.ceil(topP * keptK)) : keptK; // the first mass >= topP * keptK
+            expect(got[0].id).toBe([3, 30, 31, 40][Math.floor(u * kept)]);
+            expect(got[0].logprob).toBeCloseTo(-Math.log(kept), 12);
+          }
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  test('bad sampled requests are refused by the addon', () => {
+    const x = new Float32Array(10);
+    const ok: NativePickRequest = { repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, ids: new Int32Array(0), counts: new Int32Array(0), vocabLimit: 10, doSample: true, temperature: 1, topK: 0, topP: 1, u: 0.5 };
+    expect(ops.pickLogits(x, 1, 10, [ok])[0].id).toBe(5);
+    expect(() => ops.pickLogits(x, 1, 10, [{ ...ok, temperature: 0 }])).toThrow(/temperature/);
+    expect(() => ops.pickLogits(x, 1, 10, [{ ...ok, topK: 1.5 }])).toThrow(/topK/);
+    expect(() => ops.pickLogits(x, 1, 10, [{ ...ok, topP: 0 }])).toThrow(/topP/);
+    expect(() => ops.pickLogits(x, 1, 10, [{ ...ok, u: 1 }])).toThrow(/\bu\b/);
+    expect(() => ops.pickLogits(x, 1, 10, [{ ...ok, u: undefined }])).toThrow(/'u'/);
+  });
+});
+
+test('Sampler.pickRequest when sampling: only the active warpers, one rng draw per request, the same stream as sample()', () => {
+  const cfg = configOf({ temperature: 0.7, topK: 0, topP: 0.9, rp: 1, presence: 0, frequency: 0 }, 10, 42);
+  const s = createSampler(cfg);
+  const r = new Rng(42);
+  for (let k = 0; k < 3; k++) {
+    const req = s.pickRequest()!;
+    expect(req).toMatchObject({ doSample: true, temperature: 0.7, topK: 0, topP: 0.9, vocabLimit: 10 });
+    expect(req.u).toBe(r.next());
+    s.accept([1]);
+  }
+  const off = createSampler({ ...cfg, temperature: 1, topP: 1 }).pickRequest()!;
+  expect(off).toMatchObject({ temperature: 1, topK: 0, topP: 1 });
+  // greedy: no warpers, no draw
+  const g = createSampler({ ...cfg, temperature: 0 }).pickRequest()!;
+  expect(g.doSample).toBeUndefined();
+  expect(g.u).toBeUndefined();
+});
+
+// generate() with doSample: the native pick against the TS path (the same Sequence without forwardPick).
+const DEVICES: Array<'cpu' | 'cuda'> = cuda ? ['cpu', 'cuda'] : ['cpu'];
+describe.each(DEVICES)('generate() on %s with doSample: native pick == TS sampler path', (device) => {
+  let dir: string;
+  let model: Model;
+  beforeAll(async () => {
+    dir = await tinyCheckpoint('bf16');
+    model = await loadModel(dir, { device });
+  }, 120000);
+  afterAll(async () => {
+    await model?.dispose();
+    if (dir) removeDir(dir);
+  });
+
+  /** The same sequence, seen by generate() without forwardPick: it samples on the logits in TS. */
+  const tsOnly = (seq: SequenceLike): SequenceLike => ({
+    forward: (ids, o) => seq.forward(ids, o),
+    get length() {
+      return seq.length;
+    },
+    dispose: () => seq.dispose(),
+  });
+  function tsPath(prompt: string, opts: Record<string, unknown>) {
+    const ids = model.tokenizer.encode(prompt, { allowedSpecial: 'all' });
+    const config = resolve(model.generationConfig, { tokenizerVocabSize: model.tokenizer.vocabSize, ...opts }, { contextLimit: MAX_POSITIONS, promptLength: ids.length });
+    return generateAll(tsOnly(model.createSequence()), model.tokenizer, ids, config);
+  }
+
+  test.each([
+    [{ doSample: true, seed: 1, temperature: 1, topP: 0.8, repetitionPenalty: 1.1, logprobs: 5 }],
+    [{ doSample: true, seed: 2, temperature: 0.7, topK: 50, topP: 0.95, logprobs: 0 }],
+    [{ doSample: true, seed: 3, temperature: 1.5, topK: 5, topP: 1, presencePenalty: 0.5, frequencyPenalty: 0.3, logprobs: 20 }],
+    [{ doSample: true, seed: 4, temperature: 0.3, topK: 0, topP: 1, repetitionPenalty: 1 }],
+    [{ doSample: true, seed: 5, temperature: 1, topK: 1, topP: 0.1, repetitionPenalty: 1.1 }],
+  ] as Array<[Record<string, number | boolean>]>)('%j', async (opts) => {
+    const prompt = 'The capital of France is the capital of';
+    const n = 24;
+    const want = await tsPath(prompt, { ...opts, maxNewTokens: n });
+    const picks = jest.spyOn(Sequence.prototype, 'forwardPick');
+    const forwards = jest.spyOn(Sequence.prototype, 'forward');
+    const got = await model.generate(prompt, { ...opts, maxNewTokens: n }).result();
+    expect([picks.mock.calls.length, forwards.mock.calls.length]).toEqual([got.usage.completionTokens, 0]); // no logits crossed over
+    picks.mockRestore();
+    forwards.mockRestore();
+    expect(got.tokens).toEqual(want.tokens);
+    expect(got.text).toBe(want.text);
+    expect(got.finishReason).toBe(want.finishReason);
+    expect(got.usage).toEqual(want.usage);
+    expect(got.logprobs === undefined).toBe(want.logprobs === undefined);
+    got.logprobs?.forEach((lp, i) => {
+      const w = want.logprobs![i];
+      expect(lp.id).toBe(w.id);
+      expect(Math.abs(lp.logprob - w.logprob)).toBeLessThanOrEqual(LOG_TOL);
+      expect(lp.topLogprobs?.map((t) => t.id)).toEqual(w.topLogprobs?.map((t) => t.id));
+      lp.topLogprobs?.forEach((t, k) => expect(Math.abs(t.logprob - w.topLogprobs![k].logprob)).toBeLessThanOrEqual(LOG_TOL));
+    });
+    // a different seed draws something else: the seed (hence u) matters
+    const other = await tsPath(prompt, { ...opts, seed: (opts.seed as number) + 100, maxNewTokens: n });
+    if (opts.topK !== 1) expect(other.tokens).not.toEqual(want.tokens);
+  }, 60000);
+});
