@@ -327,9 +327,11 @@ CudaBackend::CudaBackend(const BackendOptions& opt) {
   try {
     device_ = 0;
     CUDA_CHECK(cudaSetDevice(device_));
-    {
+    {  // opt-in paths, until they have run on a GPU (cuda/README.md "Environment")
       const char* g = std::getenv("QWEN_CUDA_GRAPH");
       graph_on_ = g && std::strcmp(g, "1") == 0;
+      const char* f = std::getenv("QWEN_CUDA_FUSED_ROPE");
+      fused_rope_ = f && std::strcmp(f, "1") == 0;
     }
     act_ = choose_act_dtype(opt.dtype, info.cc_major);
     esize_ = dtype_size(act_);
@@ -847,6 +849,10 @@ void CudaBackend::kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads,
 
 void CudaBackend::rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, int n, int n_heads, int head_dim,
                                 int layer) {
+  if (!fused_rope_) {  // the checked composition (fuses_qkv_bias() is false: no bias here)
+    Backend::rope_kv_store(qkv, bias, s, n, n_heads, head_dim, layer);
+    return;
+  }
   ProfScope prof(prof_, stream_, [&] { return std::string("rope_kv_store"); });
   ensure_step(s, n);
   if (step_.rows <= 0) return;

@@ -14,9 +14,8 @@
 #   bench     qwen-node bench, 7b bf16: prefill 2048, 64 greedy decode steps
 #   sweep     decode with the greedy pick in the backend: batch 1 at HF's contexts (prompt 32, 128 steps) and at
 #             2048, then batch 1 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
-#   ab        A/B of the opt-in knobs on the same warm card: QWEN_CUDA_PDL=1 (programmatic dependent launch) at batch
-#             1, QWEN_CUBLAS_MIN_T=9 (cuBLAS instead of the WMMA GEMM for 9-63 rows) and QWEN_GEMM_SKINNY=1 (the
-#             split-K tensor-core GEMM for 9-64 rows) at batch 16 and 64, each new path's logits against the CPU
+#   rope, pdl, gemm, graph   the opt-in paths (QWEN_CUDA_FUSED_ROPE, QWEN_CUDA_PDL, QWEN_GEMM_SKINNY and
+#             QWEN_CUBLAS_MIN_T=9, QWEN_CUDA_GRAPH): timing on the same warm card, then test/cuda.test.ts under each
 #   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): the bench (prefill 2048 after a warm-up
 #             2048, 32 decode steps), then batch 64 at context ~200
 #   conc      continuous batching: 1 / 16 / 64 clients, 200-token prompts, 64 new tokens
@@ -24,7 +23,7 @@
 #   memcheck  compute-sanitizer memcheck over op_check
 set -uo pipefail
 OUT=${OUT:-/tmp/qwen-out}; mkdir -p "$OUT"
-PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep ab profile conc hf memcheck}
+PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep rope pdl gemm graph profile conc hf memcheck}
 t_start=$(date +%s)
 step() { echo; echo "=== $1 ($(( $(date +%s) - t_start )) s)"; }
 CK=/dev/shm/qwen7b
@@ -88,24 +87,36 @@ part_sweep() {
   step "decode, greedy pick in the backend: batch 1 at contexts 32 (HF's) and 2048, batch 1/16/64 at ~200 (goal >= 7000 tok/s)"
   sweep "32, 2048" 128 "1, 16, 64" 90 "$OUT/sweep-cuda.json" | grep -v "^\s*$" | tail -8
 }
-part_ab() {
+# The opt-in paths (not yet run on a GPU when written). Each: its timing on the warm card, then its logits against
+# the CPU (test/cuda.test.ts; 'all' = every case but the 600-token one). Compare with the sweep part's figures.
+e2e_with() {  # e2e_with "ENV=1 ..." FILTER TAG
+  env $1 timeout 150 $JEST test/cuda.test.ts -t "$2" --json --outputFile=/tmp/jest-$3.json > /tmp/jest-$3.log 2>&1
+  failures /tmp/jest-$3.json; grep -h "max rel err" /tmp/jest-$3.log
+}
+part_rope() {
   need_7b
-  step "A/B: QWEN_CUDA_PDL=1 at batch 1 (contexts 32, 2048); QWEN_CUBLAS_MIN_T=9 at batch 16 / 64"
-  for pdl in 0 1; do echo "QWEN_CUDA_PDL=$pdl"; QWEN_CUDA_PDL=$pdl sweep "32, 2048" 64 "" 60 /tmp/ab-pdl$pdl.json | grep -E "decode|failed"; done
-  for gr in 1; do echo "QWEN_CUDA_GRAPH=$gr (+ PDL)"; QWEN_CUDA_GRAPH=$gr sweep "32, 2048" 64 "" 60 /tmp/ab-graph.json | grep -E "decode|failed"
-    QWEN_CUDA_GRAPH=$gr QWEN_CUDA_PDL=1 sweep "32, 2048" 64 "1, 16" 60 /tmp/ab-graph-pdl.json | grep -E "decode|batch|failed"; done
-  echo "QWEN_CUDA_GRAPH=1: test/cuda.test.ts whole (logits, greedy, batched == alone; graphs replay from the 3rd step)"
-  QWEN_CUDA_GRAPH=1 timeout 150 $JEST test/cuda.test.ts -t '^(?!.*600-token)' --json --outputFile=/tmp/jest-graph.json > /tmp/jest-graph.log 2>&1
-  failures /tmp/jest-graph.json
-  echo "QWEN_CUDA_PDL=1: CUDA vs CPU logits (test/cuda.test.ts, 5/24/40-token prompts)"
-  QWEN_CUDA_PDL=1 timeout 120 $JEST test/cuda.test.ts -t 'logits of a (5|24|40)-token' --json --outputFile=/tmp/jest-pdl.json > /tmp/jest-pdl.log 2>&1
-  failures /tmp/jest-pdl.json; grep -h "max rel err" /tmp/jest-pdl.log
-  for mt in 64 9; do echo "QWEN_CUBLAS_MIN_T=$mt"; QWEN_CUBLAS_MIN_T=$mt sweep "" 0 "16, 64" 60 /tmp/ab-mint$mt.json | grep -E "batch (16|64)|failed"; done
-  echo "QWEN_GEMM_SKINNY=1 (+ PDL): batch 16 / 64, then CUDA vs CPU logits with it"
-  QWEN_GEMM_SKINNY=1 sweep "" 0 "16, 64" 60 /tmp/ab-skinny.json | grep -E "batch (16|64)|failed"
-  QWEN_GEMM_SKINNY=1 QWEN_CUDA_PDL=1 sweep "" 0 "16, 64" 60 /tmp/ab-skinny-pdl.json | grep -E "batch (16|64)|failed"
-  QWEN_GEMM_SKINNY=1 timeout 120 $JEST test/cuda.test.ts -t 'logits of a (24|40)-token' --json --outputFile=/tmp/jest-sk.json > /tmp/jest-sk.log 2>&1
-  failures /tmp/jest-sk.json; grep -h "max rel err" /tmp/jest-sk.log
+  step "QWEN_CUDA_FUSED_ROPE=1 (bias + RoPE + K/V write in one kernel): decode batch 1, then cuda.test.ts"
+  QWEN_CUDA_FUSED_ROPE=1 sweep "32, 2048" 64 "" 60 /tmp/ab-rope.json | grep -E "decode|failed"
+  e2e_with "QWEN_CUDA_FUSED_ROPE=1" '^(?!.*600-token)' rope
+}
+part_pdl() {
+  need_7b
+  step "QWEN_CUDA_PDL=1 (programmatic dependent launch): decode batch 1 and 16, then cuda.test.ts"
+  QWEN_CUDA_PDL=1 sweep "32, 2048" 64 "1, 16" 60 /tmp/ab-pdl.json | grep -E "decode|batch|failed"
+  e2e_with "QWEN_CUDA_PDL=1" '^(?!.*600-token)' pdl
+}
+part_gemm() {
+  need_7b
+  step "9-64 rows: QWEN_CUBLAS_MIN_T=9 (cuBLAS) and QWEN_GEMM_SKINNY=1 (split-K mma.sync) at batch 16 / 64"
+  for e in QWEN_CUBLAS_MIN_T=9 QWEN_GEMM_SKINNY=1; do echo "$e"; env $e sweep "" 0 "16, 64" 60 /tmp/ab-gemm.json | grep -E "batch (16|64)|failed"; done
+  e2e_with "QWEN_GEMM_SKINNY=1" 'each alone|logits of a (24|40)' skinny
+}
+part_graph() {
+  need_7b
+  step "QWEN_CUDA_GRAPH=1 (layer loop replayed as a CUDA graph), alone and with PDL: decode batch 1, then cuda.test.ts"
+  QWEN_CUDA_GRAPH=1 sweep "32, 2048" 64 "" 60 /tmp/ab-graph.json | grep -E "decode|failed"
+  QWEN_CUDA_GRAPH=1 QWEN_CUDA_PDL=1 sweep "32" 64 "" 60 /tmp/ab-graph-pdl.json | grep -E "decode|failed"
+  e2e_with "QWEN_CUDA_GRAPH=1" '^(?!.*600-token)' graph
 }
 part_profile() {
   need_7b

@@ -517,7 +517,11 @@ static void run_step_check(Backend& be, DType dt, const std::string& name, int n
   DB qb(be, qkv), ob(be, size_t(rows) * H);
   if (call_begin_step) be.begin_step(sl.data(), n);
   if (fused) {
+    auto& cb = static_cast<cu::CudaBackend&>(be);
+    const bool was = cb.fuses_qkv_bias();
+    cb.set_fused_rope(true);
     be.rope_kv_store(qb.p, &bw.w, sl.data(), n, nh, hd, 1);
+    cb.set_fused_rope(was);
   } else {
     if (with_rope) be.rope(qb.p, sl.data(), n, nh, hd);
     be.kv_store(qb.p, sl.data(), n, nh, hd, 1);
