@@ -518,7 +518,7 @@ static void run_step_check(Backend& be, DType dt, const std::string& name, int n
   if (call_begin_step) be.begin_step(sl.data(), n);
   if (fused) {
     auto& cb = static_cast<cu::CudaBackend&>(be);
-    const bool was = cb.fuses_qkv_bias();
+    const bool was = cb.fused_rope();
     cb.set_fused_rope(true);
     be.rope_kv_store(qb.p, &bw.w, sl.data(), n, nh, hd, 1);
     cb.set_fused_rope(was);
