@@ -829,14 +829,18 @@ void CudaBackend::check_kv(const char* op, int n_heads, int head_dim, int layer)
                                 std::to_string(step_kv_layers_) + ")");
 }
 
+void CudaBackend::check_rope(const char* op, int n_heads, int head_dim) const {
+  if (!rope_error_.empty()) throw std::invalid_argument(std::string(op) + ": " + rope_error_);
+  if (n_heads <= 0 || head_dim <= 0 || step_max_rot_ > head_dim)
+    throw std::invalid_argument(std::string(op) + ": rot_dims " + std::to_string(step_max_rot_) +
+                                " exceed head_dim " + std::to_string(head_dim));
+}
+
 void CudaBackend::rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim) {
   ProfScope prof(prof_, stream_, [&] { return std::string("rope"); });
   ensure_step(s, n);
   if (step_.rows <= 0) return;
-  if (!rope_error_.empty()) throw std::invalid_argument("rope: " + rope_error_);
-  if (n_heads <= 0 || head_dim <= 0 || step_max_rot_ > head_dim)
-    throw std::invalid_argument("rope: rot_dims " + std::to_string(step_max_rot_) + " exceed head_dim " +
-                                std::to_string(head_dim));
+  check_rope("rope", n_heads, head_dim);
   cu::rope(act_, qkv, step_, n_heads, head_dim, stream_);
 }
 
@@ -857,10 +861,7 @@ void CudaBackend::rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, 
   ProfScope prof(prof_, stream_, [&] { return std::string("rope_kv_store"); });
   ensure_step(s, n);
   if (step_.rows <= 0) return;
-  if (!rope_error_.empty()) throw std::invalid_argument("rope_kv_store: " + rope_error_);
-  if (n_heads <= 0 || head_dim <= 0 || step_max_rot_ > head_dim)
-    throw std::invalid_argument("rope_kv_store: rot_dims " + std::to_string(step_max_rot_) + " exceed head_dim " +
-                                std::to_string(head_dim));
+  check_rope("rope_kv_store", n_heads, head_dim);
   check_kv("rope_kv_store", n_heads, head_dim, layer);
   if (bias) {
     check_weight(*bias, act_, "rope_kv_store bias");

@@ -203,6 +203,7 @@ class CudaBackend final : public Backend {
   // begin_step(s, n) again unless the current step was made from the same slices (an op called without its
   // begin_step, or with other slices, still gets the right tables).
   void ensure_step(const SeqSlice* s, int n);
+  void check_rope(const char* op, int n_heads, int head_dim) const;  // the step's rotary problems, rot <= head_dim
   void check_kv(const char* op, int n_heads, int head_dim, int layer) const;
   int check_head(const char* op, int H, const Weight& ln_f, const Weight& lm_head) const;
   void head_rows(const Buf h, const int32_t* rows_dev, int n, int H, int V, const Weight& ln_f, const Weight& lm_head,

@@ -152,29 +152,25 @@ static __global__ void __launch_bounds__(kSkThreads)
 
   const int g = lane >> 2, c2 = (lane & 3) * 2;
   const int na = n0 + warp * 16 + g, nb = na + 8;  // the lane's two W rows (outputs)
-  if (gridDim.y == 1) {
-    const float ba = b && na < N ? to_f32(b[na]) : 0.f, bb = b && nb < N ? to_f32(b[nb]) : 0.f;
+  const bool direct = gridDim.y == 1;              // one split: y = acc (+ b) here, no partials
+  const float ba = direct && b && na < N ? to_f32(b[na]) : 0.f, bb = direct && b && nb < N ? to_f32(b[nb]) : 0.f;
+  float* const P = part + int64_t(split) * T_ * N;  // (unused when direct; part may be null then)
+  auto store = [&](int t, int n, float v, float bias) {
+    if (n >= N) return;
+    if (direct)
+      y[int64_t(t) * N + n] = from_f32<OutT>(v + bias);
+    else
+      P[int64_t(t) * N + n] = v;
+  };
 #pragma unroll
-    for (int j = 0; j < 2 * NT16; ++j)
+  for (int j = 0; j < 2 * NT16; ++j)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int t = 8 * j + c2 + e;
-        if (t >= T_) continue;
-        if (na < N) y[int64_t(t) * N + na] = from_f32<OutT>(acc[j][e] + ba);
-        if (nb < N) y[int64_t(t) * N + nb] = from_f32<OutT>(acc[j][2 + e] + bb);
-      }
-  } else {
-    float* const P = part + int64_t(split) * T_ * N;
-#pragma unroll
-    for (int j = 0; j < 2 * NT16; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int t = 8 * j + c2 + e;
-        if (t >= T_) continue;
-        if (na < N) P[int64_t(t) * N + na] = acc[j][e];
-        if (nb < N) P[int64_t(t) * N + nb] = acc[j][2 + e];
-      }
-  }
+    for (int e = 0; e < 2; ++e) {
+      const int t = 8 * j + c2 + e;
+      if (t >= T_) continue;
+      store(t, na, acc[j][e], ba);
+      store(t, nb, acc[j][2 + e], bb);
+    }
 }
 
 // y[i] = sum_s part[s][i] (+ b[i % N]), rounded once. grid-stride over T * N.

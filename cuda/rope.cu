@@ -3,6 +3,7 @@
 // heads. Memory bound and tiny (rows*2H elements); rows of no slice (gaps) are left alone.
 #include "common.cuh"
 #include "rope.cuh"
+#include "rope_row.cuh"
 
 namespace qwen::cu {
 
@@ -18,14 +19,7 @@ static __global__ void rope_kernel(T* __restrict__ qkv, StepView v, int n_heads,
   if (si < 0) return;  // uniform over the block: no thread reaches the barrier below
   const DevSlice s = v.slices[si];
   const int p = s.pos0 + (row - s.row0), half = s.rot_dims / 2;
-  const float* inv_freq = v.inv_freq + s.freq;
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    const float theta = float(p) * inv_freq[i];  // fp32 product, as the reference
-    cs[i] = float(cos(double(theta)));
-    sn[i] = float(sin(double(theta)));
-  }
-  float qscale = 1.f;  // logN factor of this position, fp32
-  if (s.logn_base > 0 && p + 1 > s.logn_base) qscale = float(log(double(p + 1)) / log(double(s.logn_base)));
+  const float qscale = rope_row_setup(v, s, p, true, cs, sn);  // logN factor of this position, fp32
   __syncthreads();
 
   const int H = n_heads * head_dim;

@@ -4,6 +4,7 @@
 // 24k small blocks. Blocks holding only v heads skip the cos/sin table.
 #include "common.cuh"
 #include "rope_kv_store.cuh"
+#include "rope_row.cuh"
 
 namespace qwen::cu {
 
@@ -24,16 +25,7 @@ static __global__ void __launch_bounds__(256)
   const int nh2 = 2 * n_heads;
   const int h0 = blockIdx.y * kRkvHeads, h1 = min(3 * n_heads, h0 + kRkvHeads);
   const int hr1 = min(h1, nh2);  // heads [h0, hr1) rotate (q, then k); [max(h0, nh2), h1) are v heads
-  if (h0 < hr1) {
-    const float* inv_freq = v.inv_freq + s.freq;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      const float theta = float(p) * inv_freq[i];  // fp32 product, as the reference
-      cs[i] = float(cos(double(theta)));
-      sn[i] = float(sin(double(theta)));
-    }
-  }
-  float qscale = 1.f;  // logN factor of this position, fp32
-  if (s.logn_base > 0 && p + 1 > s.logn_base) qscale = float(log(double(p + 1)) / log(double(s.logn_base)));
+  const float qscale = rope_row_setup(v, s, p, h0 < hr1, cs, sn);  // logN factor of this position, fp32
   __syncthreads();
 
   const int H = n_heads * head_dim;

@@ -12,13 +12,7 @@
 import { addon } from '../lib/native/binding';
 import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
 import { type SamplerConfig, createSampler } from '../lib/sampling';
-import { QwenError } from '../lib/errors';
-import { resolve } from '../lib/generation/config';
-import { generateAll } from '../lib/generation/generate';
-import { MAX_POSITIONS } from '../lib/model/limits';
-import { loadModel, type Model, Sequence } from '../lib/model/model';
-import type { SequenceLike } from '../lib/types';
-import { removeDir, tinyCheckpoint } from './helpers/fixtures';
+import { expectNativeEqualsTs, expectPickEqualsSample, tsPath, useTinyModel } from './helpers/nativePath';
 import { U, randArray, rng, storeWeight } from './helpers/weights';
 
 const TOL = 110 * U + 6e-9;
@@ -82,29 +76,7 @@ function samplerOf(c: Case) {
 /** The native pick of row `logits` equals the TS sampler's sample() of it. */
 function expectSameAsSampler(got: NativePick, c: Case, logits: Float32Array, what: string) {
   const s = samplerOf(c);
-  let want;
-  try {
-    want = s.sample(Float32Array.from(logits));
-  } catch (e) {
-    expect(e).toBeInstanceOf(QwenError);
-    expect((e as QwenError).code).toBe('E_BACKEND');
-    expect(got).toEqual({ id: -1 }); // no usable logit: the caller raises E_BACKEND
-    return;
-  }
-  if (got.id !== want.id) throw new Error(`${what}: id ${got.id}, the sampler picked ${want.id}`);
-  expect(got.logprob === undefined).toBe(want.logprob === undefined);
-  if (want.logprob !== undefined && !(Math.abs(got.logprob! - want.logprob) <= TOL)) {
-    throw new Error(`${what}: logprob ${got.logprob}, the sampler's ${want.logprob}`);
-  }
-  expect(got.top === undefined).toBe(want.topLogprobs === undefined);
-  if (want.topLogprobs) {
-    expect(got.top!.map((t) => t.id)).toEqual(want.topLogprobs.map((t) => t.id));
-    got.top!.forEach((t, k) => {
-      if (!(Math.abs(t.logprob - want.topLogprobs![k].logprob) <= TOL)) {
-        throw new Error(`${what}: top[${k}] logprob ${t.logprob}, the sampler's ${want.topLogprobs![k].logprob}`);
-      }
-    });
-  }
+  expectPickEqualsSample(got, () => s.sample(Float32Array.from(logits)), TOL, what);
 }
 
 /** Logits on a grid of 1/8 in [-lo, hi]: plenty of exact ties (the pick resolves them by the lowest id). */
@@ -281,30 +253,7 @@ test('Sampler.pickRequest carries the sampler\'s own penalty history (what the h
 // generate(): the native pick against the TS path (the same Sequence without forwardPick), on the tiny checkpoint.
 const DEVICES: Array<'cpu' | 'cuda'> = cuda ? ['cpu', 'cuda'] : ['cpu'];
 describe.each(DEVICES)('generate() on %s: native greedy pick == TS sampler path', (device) => {
-  let dir: string;
-  let model: Model;
-  beforeAll(async () => {
-    dir = await tinyCheckpoint('bf16');
-    model = await loadModel(dir, { device });
-  }, 120000);
-  afterAll(async () => {
-    await model?.dispose();
-    if (dir) removeDir(dir);
-  });
-
-  /** The same sequence, seen by generate() without forwardPick: it samples on the logits in TS. */
-  const tsOnly = (seq: SequenceLike): SequenceLike => ({
-    forward: (ids, o) => seq.forward(ids, o),
-    get length() {
-      return seq.length;
-    },
-    dispose: () => seq.dispose(),
-  });
-  function tsPath(prompt: string, opts: Record<string, unknown>) {
-    const ids = model.tokenizer.encode(prompt, { allowedSpecial: 'all' });
-    const config = resolve(model.generationConfig, { tokenizerVocabSize: model.tokenizer.vocabSize, ...opts }, { contextLimit: MAX_POSITIONS, promptLength: ids.length });
-    return generateAll(tsOnly(model.createSequence()), model.tokenizer, ids, config);
-  }
+  const t = useTinyModel(device);
 
   // A random model rarely picks an id of its history, so penalties in [-2, 2] seldom change its greedy text; rp < 1
   // doubles the positive logits of every prompt id, which does (checked). The op tests above make every penalty count.
@@ -317,27 +266,10 @@ describe.each(DEVICES)('generate() on %s: native greedy pick == TS sampler path'
   ])('%j', async (opts, differs) => {
     const prompt = 'The capital of France is the capital of';
     const n = 24;
-    const want = await tsPath(prompt, { ...opts, maxNewTokens: n });
-    const picks = jest.spyOn(Sequence.prototype, 'forwardPick');
-    const forwards = jest.spyOn(Sequence.prototype, 'forward');
-    const got = await model.generate(prompt, { ...opts, maxNewTokens: n }).result();
-    expect([picks.mock.calls.length, forwards.mock.calls.length]).toEqual([n, 0]); // no logits crossed over
-    picks.mockRestore();
-    forwards.mockRestore();
-    expect(got.tokens).toEqual(want.tokens);
-    expect(got.text).toBe(want.text);
-    expect(got.finishReason).toBe(want.finishReason);
-    expect(got.usage).toEqual(want.usage);
-    expect(got.logprobs === undefined).toBe(want.logprobs === undefined);
-    got.logprobs?.forEach((lp, i) => {
-      const w = want.logprobs![i];
-      expect(lp.id).toBe(w.id);
-      expect(Math.abs(lp.logprob - w.logprob)).toBeLessThanOrEqual(TOL);
-      expect(lp.topLogprobs?.map((t) => t.id)).toEqual(w.topLogprobs?.map((t) => t.id));
-      lp.topLogprobs?.forEach((t, k) => expect(Math.abs(t.logprob - w.topLogprobs![k].logprob)).toBeLessThanOrEqual(TOL));
-    });
+    const want = await expectNativeEqualsTs(t.model, prompt, { ...opts, maxNewTokens: n }, TOL);
+    expect(want.usage.completionTokens).toBe(n);
     if (differs) {
-      const plain = await tsPath(prompt, { doSample: false, repetitionPenalty: 1, maxNewTokens: n });
+      const plain = await tsPath(t.model, prompt, { doSample: false, repetitionPenalty: 1, maxNewTokens: n });
       expect(plain.tokens).not.toEqual(want.tokens);
     }
   }, 60000);
@@ -347,20 +279,20 @@ describe.each(DEVICES)('generate() on %s: native greedy pick == TS sampler path'
     const greedy = { doSample: false, repetitionPenalty: 1.1, maxNewTokens: 16 };
     const sampled = { seed: 7, temperature: 0.9, topP: 0.9, maxNewTokens: 16 };
     let mixed = 0;
-    const off = model.onStep((s) => {
+    const off = t.model.onStep((s) => {
       if (s.sequences === 3 && s.decodeTokens === 3) mixed++;
     });
     // Three sequences in every step, one asking for a logits row and two for picks (greedy and sampled). The two
     // greedy ones see the same rows of the same steps, so they must agree token for token.
-    const [g, s, t] = await Promise.all([
-      model.generate(prompt, greedy).result(),
-      model.generate(prompt, sampled).result(),
-      tsPath(prompt, greedy),
+    const [g, s, ts] = await Promise.all([
+      t.model.generate(prompt, greedy).result(),
+      t.model.generate(prompt, sampled).result(),
+      tsPath(t.model, prompt, greedy),
     ]);
     off();
     expect(mixed).toBeGreaterThan(10);
-    expect(g.tokens).toEqual(t.tokens);
-    expect(g.text).toBe(t.text);
+    expect(g.tokens).toEqual(ts.tokens);
+    expect(g.text).toBe(ts.text);
     expect(s.usage.completionTokens).toBeGreaterThan(0);
   }, 60000);
 });

@@ -10,14 +10,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { addon } from '../lib/native/binding';
 import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
-import { Rng, type SamplerConfig, createSampler } from '../lib/sampling';
-import { QwenError } from '../lib/errors';
-import { resolve } from '../lib/generation/config';
-import { generateAll } from '../lib/generation/generate';
-import { MAX_POSITIONS } from '../lib/model/limits';
-import { loadModel, type Model, Sequence } from '../lib/model/model';
-import type { SequenceLike } from '../lib/types';
-import { removeDir, tinyCheckpoint } from './helpers/fixtures';
+import { Rng, type SampleResult, type SamplerConfig, createSampler } from '../lib/sampling';
+import { expectNativeEqualsTs, expectPickEqualsSample, tsPath, useTinyModel } from './helpers/nativePath';
 import { randArray, rng } from './helpers/weights';
 
 const LOG_TOL = 2 * 2 ** -52 * 128;
@@ -80,31 +74,8 @@ function pair(c: Cfg, row: Row, seed: number) {
   return { native: mk(), ts: mk() };
 }
 
-function expectSame(got: NativePick, want: (() => ReturnType<ReturnType<typeof createSampler>['sample']>), what: string) {
-  let w;
-  try {
-    w = want();
-  } catch (e) {
-    expect(e).toBeInstanceOf(QwenError);
-    expect((e as QwenError).code).toBe('E_BACKEND');
-    if (got.id !== -1) throw new Error(`${what}: id ${got.id}, the sampler found no usable logit`);
-    return;
-  }
-  if (got.id !== w.id) throw new Error(`${what}: id ${got.id}, the sampler drew ${w.id}`);
-  expect(got.logprob === undefined).toBe(w.logprob === undefined);
-  if (w.logprob !== undefined && !(Math.abs(got.logprob! - w.logprob) <= LOG_TOL)) {
-    throw new Error(`${what}: logprob ${got.logprob}, the sampler's ${w.logprob}`);
-  }
-  expect(got.top === undefined).toBe(w.topLogprobs === undefined);
-  if (w.topLogprobs) {
-    const ids = got.top!.map((t) => t.id), wids = w.topLogprobs.map((t) => t.id);
-    if (ids.join() !== wids.join()) throw new Error(`${what}: top ids ${ids}, the sampler's ${wids}`);
-    got.top!.forEach((t, k) => {
-      if (!(Math.abs(t.logprob - w!.topLogprobs![k].logprob) <= LOG_TOL)) {
-        throw new Error(`${what}: top[${k}] logprob ${t.logprob}, the sampler's ${w!.topLogprobs![k].logprob}`);
-      }
-    });
-  }
+function expectSame(got: NativePick, want: () => SampleResult, what: string) {
+  expectPickEqualsSample(got, want, LOG_TOL, what);
 }
 
 /** Native picks of rows (one request each, built by Sampler.pickRequest) vs sample() of the same rows. */
@@ -316,30 +287,7 @@ test('Sampler.pickRequest when sampling: only the active warpers, one rng draw p
 // generate() with doSample: the native pick against the TS path (the same Sequence without forwardPick).
 const DEVICES: Array<'cpu' | 'cuda'> = cuda ? ['cpu', 'cuda'] : ['cpu'];
 describe.each(DEVICES)('generate() on %s with doSample: native pick == TS sampler path', (device) => {
-  let dir: string;
-  let model: Model;
-  beforeAll(async () => {
-    dir = await tinyCheckpoint('bf16');
-    model = await loadModel(dir, { device });
-  }, 120000);
-  afterAll(async () => {
-    await model?.dispose();
-    if (dir) removeDir(dir);
-  });
-
-  /** The same sequence, seen by generate() without forwardPick: it samples on the logits in TS. */
-  const tsOnly = (seq: SequenceLike): SequenceLike => ({
-    forward: (ids, o) => seq.forward(ids, o),
-    get length() {
-      return seq.length;
-    },
-    dispose: () => seq.dispose(),
-  });
-  function tsPath(prompt: string, opts: Record<string, unknown>) {
-    const ids = model.tokenizer.encode(prompt, { allowedSpecial: 'all' });
-    const config = resolve(model.generationConfig, { tokenizerVocabSize: model.tokenizer.vocabSize, ...opts }, { contextLimit: MAX_POSITIONS, promptLength: ids.length });
-    return generateAll(tsOnly(model.createSequence()), model.tokenizer, ids, config);
-  }
+  const t = useTinyModel(device);
 
   test.each([
     [{ doSample: true, seed: 1, temperature: 1, topP: 0.8, repetitionPenalty: 1.1, logprobs: 5 }],
@@ -350,27 +298,9 @@ describe.each(DEVICES)('generate() on %s with doSample: native pick == TS sample
   ] as Array<[Record<string, number | boolean>]>)('%j', async (opts) => {
     const prompt = 'The capital of France is the capital of';
     const n = 24;
-    const want = await tsPath(prompt, { ...opts, maxNewTokens: n });
-    const picks = jest.spyOn(Sequence.prototype, 'forwardPick');
-    const forwards = jest.spyOn(Sequence.prototype, 'forward');
-    const got = await model.generate(prompt, { ...opts, maxNewTokens: n }).result();
-    expect([picks.mock.calls.length, forwards.mock.calls.length]).toEqual([got.usage.completionTokens, 0]); // no logits crossed over
-    picks.mockRestore();
-    forwards.mockRestore();
-    expect(got.tokens).toEqual(want.tokens);
-    expect(got.text).toBe(want.text);
-    expect(got.finishReason).toBe(want.finishReason);
-    expect(got.usage).toEqual(want.usage);
-    expect(got.logprobs === undefined).toBe(want.logprobs === undefined);
-    got.logprobs?.forEach((lp, i) => {
-      const w = want.logprobs![i];
-      expect(lp.id).toBe(w.id);
-      expect(Math.abs(lp.logprob - w.logprob)).toBeLessThanOrEqual(LOG_TOL);
-      expect(lp.topLogprobs?.map((t) => t.id)).toEqual(w.topLogprobs?.map((t) => t.id));
-      lp.topLogprobs?.forEach((t, k) => expect(Math.abs(t.logprob - w.topLogprobs![k].logprob)).toBeLessThanOrEqual(LOG_TOL));
-    });
+    const want = await expectNativeEqualsTs(t.model, prompt, { ...opts, maxNewTokens: n }, LOG_TOL);
     // a different seed draws something else: the seed (hence u) matters
-    const other = await tsPath(prompt, { ...opts, seed: (opts.seed as number) + 100, maxNewTokens: n });
+    const other = await tsPath(t.model, prompt, { ...opts, seed: (opts.seed as number) + 100, maxNewTokens: n });
     if (opts.topK !== 1) expect(other.tokens).not.toEqual(want.tokens);
   }, 60000);
 });
