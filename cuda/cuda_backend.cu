@@ -35,6 +35,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
+#include <tuple>
 
 #include "../cuda/cuda_backend.h"
 #include "add.cuh"
@@ -1020,11 +1022,24 @@ void CudaBackend::keep_sampled(const float* lg, int r0, int n, int V, const Pick
 
 void CudaBackend::draw_sampled(int V, const PickSpec* specs, int R, PickResult* out) {
   auto* host = static_cast<float*>(sample_host_.get(0));
-  SampleScratch scratch;
-  for (int r = 0, k = 0; r < R; ++r) {
-    if (!specs[r].do_sample) continue;
-    sample_row(host + size_t(k) * V, pick_limit(specs[r], V), specs[r], out[r], scratch);
-    ++k;
+  std::vector<int> sampled;  // row of the k-th sampled row (its logits are at host + k * V)
+  for (int r = 0; r < R; ++r)
+    if (specs[r].do_sample) sampled.push_back(r);
+  if (sampled.empty()) return;
+  if (sampled.size() > 1 && !draw_pool_) {
+    const int hw = int(std::thread::hardware_concurrency());
+    draw_pool_ = std::make_unique<ThreadPool>(std::max(1, std::min(hw > 0 ? hw / 2 : 1, 8)));
+  }
+  const int threads = draw_pool_ ? draw_pool_->size() : 1;
+  if (int(draw_scratch_.size()) < threads) draw_scratch_.resize(size_t(threads));
+  auto draw = [&](int k, int thread) {
+    const int r = sampled[size_t(k)];
+    sample_row(host + size_t(k) * V, pick_limit(specs[r], V), specs[r], out[r], draw_scratch_[size_t(thread)]);
+  };
+  if (sampled.size() == 1 || !draw_pool_) {
+    for (int k = 0; k < int(sampled.size()); ++k) draw(k, 0);
+  } else {
+    draw_pool_->parallel_for(int(sampled.size()), draw);
   }
 }
 

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "cpu/sample.h"
+#include "cpu/thread_pool.h"
 #include "cublas_dyn.h"
 #include "profile.cuh"
 #include "step.cuh"
@@ -253,6 +255,10 @@ class CudaBackend final : public Backend {
   DeviceScratch pick_out_;          // DevPickOut[R] on the device
   PinnedHost pick_host_;            // DevPickOut[R] on the host
   PinnedHost sample_host_;          // [sampled rows][V] penalized logits of a pick call's sampled rows
+  // Host threads for the draws of sampled rows (~0.2-0.5 ms each at Qwen's V: serial, 64 rows would outlast the GPU
+  // step), made at the first call with two or more; one scratch per thread, kept.
+  std::unique_ptr<ThreadPool> draw_pool_;
+  std::vector<SampleScratch> draw_scratch_;
   // The current step (begin_step): what it was built from, the uploaded view, and what the ops must refuse.
   struct StepKey {
     int row0, T, pos0;
