@@ -33,7 +33,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <exception>
+#include <iterator>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <tuple>
@@ -572,15 +576,29 @@ void CudaBackend::linear(const Buf x, const Weight& W, const Weight* b, int T, B
 // buffer, uploaded by begin_step before the replay, so a replay computes the new step. Opt-in until timed (on an H100
 // the 48-step greedy comparison of cuda.test.ts passes with it).
 std::string CudaBackend::layers_key() const {
-  std::string k(reinterpret_cast<const char*>(&step_), sizeof(StepView));
-  const void* extra[3] = {attn_ws_.ptr(), gemm_ws_.ptr(), reinterpret_cast<const void*>(uintptr_t(graph_gen_))};
-  k.append(reinterpret_cast<const char*>(extra), sizeof(extra));
+  std::string k;
+  auto put = [&k](const auto& v) { k.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  put(step_.slices), put(step_.block_ids), put(step_.inv_freq), put(step_.row_slice), put(step_.small_rows);
+  put(step_.flash_tiles), put(step_.n), put(step_.rows), put(step_.n_small), put(step_.n_tiles);
+  put(step_.nchunks_small), put(step_.nchunks_all);
+  put(attn_ws_.ptr()), put(gemm_ws_.ptr()), put(graph_gen_), put(fused_rope_);
+  // Switches the ops read at every call (attention.cu; tests flip them): part of what a recording baked in.
+  for (const char* name : {"QWEN_ATTN_FLASH", "QWEN_ATTN_SPLIT"}) {
+    const char* v = std::getenv(name);
+    k.append(v ? v : "-").push_back('\0');
+  }
   return k;
 }
 
 bool CudaBackend::begin_layers() {
-  if (!graph_on_ || capturing_ || prof_.on() || !step_valid_ || step_.rows <= 0) return false;
-  if (graphs_.size() > 64) clear_graphs();  // keys of steps long gone (other batch sizes, old contexts)
+  // A step some op will refuse (no rotary parameters, no cache) must reach the ops: a replay skips their checks.
+  if (!graph_on_ || capturing_ || prof_.on() || !step_valid_ || step_.rows <= 0 || !rope_error_.empty() ||
+      !kv_error_.empty())
+    return false;
+  if (graphs_.size() > 64) {  // keys of steps long gone (other batch sizes, old contexts): drop the never-recorded
+    for (auto it = graphs_.begin(); it != graphs_.end();) it = it->second.exec ? std::next(it) : graphs_.erase(it);
+    if (graphs_.size() > 48) clear_graphs();
+  }
   std::string key = layers_key();
   LayerGraph& g = graphs_[key];
   if (g.exec) {
@@ -594,8 +612,8 @@ bool CudaBackend::begin_layers() {
   return false;
 }
 
-void CudaBackend::end_layers() {
-  if (!capturing_) return;
+bool CudaBackend::end_layers() {
+  if (!capturing_) return true;
   capturing_ = false;
   cudaGraph_t graph = nullptr;
   cudaError_t e = cudaStreamEndCapture(stream_, &graph);
@@ -603,24 +621,28 @@ void CudaBackend::end_layers() {
   if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
   if (graph) cudaGraphDestroy(graph);
   if (e != cudaSuccess) {
-    // The layer ops were recorded, not run: this step has no result. Turn graphs off so the next step runs them.
+    // The layer ops were recorded, not run. Graphs go off for this backend; the engine runs the ops again.
     cudaGetLastError();
     graph_on_ = false;
     clear_graphs();
-    throw std::runtime_error(std::string("CUDA graph capture of the layer loop failed (") + cudaGetErrorString(e) +
-                             "); graphs are now off for this model (QWEN_CUDA_GRAPH)");
+    std::fprintf(stderr, "[qwen] CUDA graph capture of the layer loop failed (%s); graphs are off for this model\n",
+                 cudaGetErrorString(e));
+    return false;
   }
   graphs_[capture_key_].exec = exec;
   CUDA_CHECK(cudaGraphLaunch(exec, stream_));  // run what was recorded
+  return true;
 }
 
 void CudaBackend::abort_layers() noexcept {
   if (!capturing_) return;
   capturing_ = false;
+  graph_on_ = false;  // an op threw while recording: record no more (a capture-only error would repeat every step)
   cudaGraph_t graph = nullptr;
   cudaStreamEndCapture(stream_, &graph);
   if (graph) cudaGraphDestroy(graph);
   cudaGetLastError();
+  clear_graphs();
 }
 
 void CudaBackend::clear_graphs() noexcept {
@@ -1038,9 +1060,20 @@ void CudaBackend::draw_sampled(int V, const PickSpec* specs, int R, PickResult* 
   };
   if (sampled.size() == 1 || !draw_pool_) {
     for (int k = 0; k < int(sampled.size()); ++k) draw(k, 0);
-  } else {
-    draw_pool_->parallel_for(int(sampled.size()), draw);
+    return;
   }
+  // A worker must not throw (the pool would terminate the process): the first error is kept and rethrown here.
+  std::exception_ptr err;
+  std::mutex mu;
+  draw_pool_->parallel_for(int(sampled.size()), [&](int k, int thread) {
+    try {
+      draw(k, thread);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!err) err = std::current_exception();
+    }
+  });
+  if (err) std::rethrow_exception(err);
 }
 
 void CudaBackend::final_pick(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head,

@@ -178,7 +178,7 @@ class CudaBackend final : public Backend {
   std::pair<void*, size_t> gemm_ws();
   // CUDA graphs of the layer loop (QWEN_CUDA_GRAPH=1): see begin_layers in cuda_backend.cu.
   bool begin_layers() override;
-  void end_layers() override;
+  bool end_layers() override;
   void abort_layers() noexcept override;
   void attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer, Buf out) override;
   void swiglu(const Buf a, const Buf g, int T, int F, Buf out) override;

@@ -192,12 +192,13 @@ template <typename T, typename OutT, int NT16>
 static void launch_skinny(const T* x, const T* W, const T* b, OutT* y, int T_, int N, int K, float* ws,
                           size_t ws_bytes, cudaStream_t stream) {
   using C = SkCfg<T, NT16>;
-  static bool attr = false;  // per instantiation; the attribute is per function and device
-  if (!attr) {
+  // Once per instantiation (the attribute is per function and device; device 0 only); a thread-safe static.
+  static const bool attr = [] {
     CUDA_CHECK(cudaFuncSetAttribute(gemm_skinny_kernel<T, OutT, NT16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     int(C::kSmem)));
-    attr = true;
-  }
+    return true;
+  }();
+  (void)attr;
   const int ktiles = ceil_div(K, kSkBK);
   int splits = want_splits(N, K);
   const size_t cap = ws ? ws_bytes / (size_t(T_) * size_t(N) * sizeof(float)) : 0;  // partials the workspace holds

@@ -186,9 +186,10 @@ class Backend {
   // Optional recording of the layer loop (CUDA graphs). The engine calls begin_layers() right after begin_step: true
   // means the backend replayed a recording made for exactly this step's shape (same StepView, buffers and
   // workspaces) and the engine must NOT issue the layer ops; false means it issues them (the backend may be recording
-  // them) and then calls end_layers(), or abort_layers() when an op threw.
+  // them) and then calls end_layers(), or abort_layers() when an op threw. end_layers() false: the recording failed
+  // and nothing of it ran, so the engine issues the ops again (the backend records no more).
   virtual bool begin_layers() { return false; }
-  virtual void end_layers() {}
+  virtual bool end_layers() { return true; }
   virtual void abort_layers() noexcept {}
   // Rows per forward pass (Engine::step packs a step's tokens into passes of at most this many; workspace memory
   // grows with it). CPU: 512 keeps the activations cache-friendly; CUDA: 2048 (bigger GEMMs run nearer the peak).

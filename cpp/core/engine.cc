@@ -237,30 +237,33 @@ void Engine::forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, c
   // Each residual add is fused with the RMSNorm that reads its result (add_rmsnorm): ln_2 of the same layer, ln_1 of
   // the next; the first ln_1 and the last add stand alone. The MLP's w1 / w2 / SwiGLU is one op (mlp_swiglu).
   // The layer loop, h -> h. A backend may replay a recording of it for a step of the same shape (CUDA graphs).
+  auto layers = [&] {
+    be.rmsnorm(h_, w_.layers[0].ln_1, c.eps, T, H, x_);                // x = RMSNorm(h; ln_1 of layer 0)
+    const bool fuse_bias = be.fuses_qkv_bias();
+    for (int l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& L = w_.layers[size_t(l)];
+      be.linear(x_, L.c_attn_w, fuse_bias ? nullptr : &L.c_attn_b, T, qkv_);  // qkv[T,3H] = x Wqkv^T (+b)
+      // (+ b), RoPE q,k per sequence, q *= logn(pos), post-RoPE k and v -> the cache
+      be.rope_kv_store(qkv_, fuse_bias ? &L.c_attn_b : nullptr, s, n, c.n_heads, c.head_dim, l);
+      be.attention(qkv_, s, n, c.n_heads, c.head_dim, l, att_);         // att[T,H]
+      be.linear(att_, L.attn_c_proj, nullptr, T, proj_);                // proj = att Wo^T
+      be.add_rmsnorm(h_, proj_, L.ln_2, c.eps, T, H, x_);               // h += proj; x = RMSNorm(h; ln_2)
+      be.mlp_swiglu(x_, L.w1, L.w2, T, a_, g_);                         // a[T,F] = w1(x) * silu(w2(x))
+      be.linear(a_, L.mlp_c_proj, nullptr, T, proj_);                   // proj = a Wc^T
+      if (l + 1 < c.n_layers)  // h += proj; x = RMSNorm(h; ln_1 of the next layer)
+        be.add_rmsnorm(h_, proj_, w_.layers[size_t(l) + 1].ln_1, c.eps, T, H, x_);
+      else
+        be.add(h_, proj_, T, H);                                        // h += proj
+    }
+  };
   if (!be.begin_layers()) {
     try {
-      be.rmsnorm(h_, w_.layers[0].ln_1, c.eps, T, H, x_);                // x = RMSNorm(h; ln_1 of layer 0)
-      const bool fuse_bias = be.fuses_qkv_bias();
-      for (int l = 0; l < c.n_layers; ++l) {
-        const LayerWeights& L = w_.layers[size_t(l)];
-        be.linear(x_, L.c_attn_w, fuse_bias ? nullptr : &L.c_attn_b, T, qkv_);  // qkv[T,3H] = x Wqkv^T (+b)
-        // (+ b), RoPE q,k per sequence, q *= logn(pos), post-RoPE k and v -> the cache
-        be.rope_kv_store(qkv_, fuse_bias ? &L.c_attn_b : nullptr, s, n, c.n_heads, c.head_dim, l);
-        be.attention(qkv_, s, n, c.n_heads, c.head_dim, l, att_);         // att[T,H]
-        be.linear(att_, L.attn_c_proj, nullptr, T, proj_);                // proj = att Wo^T
-        be.add_rmsnorm(h_, proj_, L.ln_2, c.eps, T, H, x_);               // h += proj; x = RMSNorm(h; ln_2)
-        be.mlp_swiglu(x_, L.w1, L.w2, T, a_, g_);                         // a[T,F] = w1(x) * silu(w2(x))
-        be.linear(a_, L.mlp_c_proj, nullptr, T, proj_);                   // proj = a Wc^T
-        if (l + 1 < c.n_layers)  // h += proj; x = RMSNorm(h; ln_1 of the next layer)
-          be.add_rmsnorm(h_, proj_, w_.layers[size_t(l) + 1].ln_1, c.eps, T, H, x_);
-        else
-          be.add(h_, proj_, T, H);                                        // h += proj
-      }
+      layers();
     } catch (...) {
       be.abort_layers();
       throw;
     }
-    be.end_layers();
+    if (!be.end_layers()) layers();  // the recording failed and nothing ran: run the ops now
   }
   if (R > 0) be.final_logits(h_, rows, R, H, w_.ln_f, w_.lm_head, c.eps, out);  // logits[R,V]
   if (P > 0) be.final_pick(h_, prows, P, H, w_.ln_f, w_.lm_head, c.eps, specs, picks);  // picks[P]: ids (+ logprobs)

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 #include "core/pick.h"
@@ -159,10 +161,19 @@ void pick_rows(ThreadPool& pool, float* logits, int R, int V, const PickSpec* sp
     if (specs[r].do_sample) sampled.push_back(r);
   if (sampled.empty()) return;
   std::vector<SampleScratch> scratch(static_cast<size_t>(pool.size()));
+  // A pool task must not throw (the pool would terminate the process): the first error is kept and rethrown here.
+  std::exception_ptr err;
+  std::mutex mu;
   pool.parallel_for(int(sampled.size()), [&](int t, int thread) {
-    const int r = sampled[size_t(t)];
-    sample_row(logits + size_t(r) * size_t(V), pick_limit(specs[r], V), specs[r], out[r], scratch[size_t(thread)]);
+    try {
+      const int r = sampled[size_t(t)];
+      sample_row(logits + size_t(r) * size_t(V), pick_limit(specs[r], V), specs[r], out[r], scratch[size_t(thread)]);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!err) err = std::current_exception();
+    }
   });
+  if (err) std::rethrow_exception(err);
 }
 
 }  // namespace qwen
