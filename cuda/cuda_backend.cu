@@ -878,7 +878,7 @@ void CudaBackend::kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads,
 
 void CudaBackend::rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, int n, int n_heads, int head_dim,
                                 int layer) {
-  if (!fused_rope_) {  // QWEN_CUDA_FUSED_ROPE=0: the composition (no bias here: fuses_qkv_bias() is false)
+  if (!fused_rope_) {  // QWEN_CUDA_FUSED_ROPE=0: the composition (which refuses a bias)
     Backend::rope_kv_store(qkv, bias, s, n, n_heads, head_dim, layer);
     return;
   }

@@ -170,9 +170,9 @@ class Backend {
     linear(x, w2, nullptr, T, g);
     swiglu(a, g, T, int(w1.rows), a);
   }
-  // rope, then kv_store, after adding the QKV bias b[3H] (nullable) to every row of qkv[T,3H]. A backend whose
-  // fuses_qkv_bias() is false takes the bias in linear() instead (the engine asks) and gets bias == nullptr here.
-  // Afterwards the q part of qkv holds the rotated, logN-scaled queries; the k and v parts are unspecified (attention
+  // rope, then kv_store, after adding the QKV bias b[3H] (nullable) to every row of qkv[T,3H]. The engine keeps the
+  // bias in linear() and passes nullptr (CUDA's fused kernel can add it, but rounding the GEMM output before the add
+  // cost accuracy on the H100; op_check tests that variant). Afterwards the q part of qkv holds the rotated, logN-scaled queries; the k and v parts are unspecified (attention
   // reads K and V from the cache only).
   virtual void rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, int n, int n_heads, int head_dim,
                              int layer) {
@@ -180,9 +180,6 @@ class Backend {
     rope(qkv, s, n, n_heads, head_dim);
     kv_store(qkv, s, n, n_heads, head_dim, layer);
   }
-  // true: the engine runs the QKV linear WITHOUT its bias and hands the bias to rope_kv_store (CUDA: the GEMM then
-  // needs no bias pass, and the add rides in the rope launch). Decided once per backend, not per step.
-  virtual bool fuses_qkv_bias() const { return false; }
   // Optional recording of the layer loop (CUDA graphs). The engine calls begin_layers() right after begin_step: true
   // means the backend replayed a recording made for exactly this step's shape (same StepView, buffers and
   // workspaces) and the engine must NOT issue the layer ops; false means it issues them (the backend may be recording

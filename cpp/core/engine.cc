@@ -239,12 +239,10 @@ void Engine::forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, c
   // The layer loop, h -> h. A backend may replay a recording of it for a step of the same shape (CUDA graphs).
   auto layers = [&] {
     be.rmsnorm(h_, w_.layers[0].ln_1, c.eps, T, H, x_);                // x = RMSNorm(h; ln_1 of layer 0)
-    const bool fuse_bias = be.fuses_qkv_bias();
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& L = w_.layers[size_t(l)];
-      be.linear(x_, L.c_attn_w, fuse_bias ? nullptr : &L.c_attn_b, T, qkv_);  // qkv[T,3H] = x Wqkv^T (+b)
-      // (+ b), RoPE q,k per sequence, q *= logn(pos), post-RoPE k and v -> the cache
-      be.rope_kv_store(qkv_, fuse_bias ? &L.c_attn_b : nullptr, s, n, c.n_heads, c.head_dim, l);
+      be.linear(x_, L.c_attn_w, &L.c_attn_b, T, qkv_);                  // qkv[T,3H] = x Wqkv^T + b
+      be.rope_kv_store(qkv_, nullptr, s, n, c.n_heads, c.head_dim, l);  // RoPE q,k; q *= logn(pos); k, v -> cache
       be.attention(qkv_, s, n, c.n_heads, c.head_dim, l, att_);         // att[T,H]
       be.linear(att_, L.attn_c_proj, nullptr, T, proj_);                // proj = att Wo^T
       be.add_rmsnorm(h_, proj_, L.ln_2, c.eps, T, H, x_);               // h += proj; x = RMSNorm(h; ln_2)

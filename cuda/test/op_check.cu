@@ -848,6 +848,19 @@ static PickCase pick_case(int V, int r, std::mt19937& g) {
   if (c.spec.top_n < -1) c.spec.top_n = -1;
   return c;
 }
+// R cases pick_case(V, r0 + r) into cs and their specs (which point into cs: keep cs alive and unchanged).
+static std::vector<PickSpec> pick_specs(std::vector<PickCase>& cs, int V, int R, int r0, std::mt19937& g) {
+  cs.clear();
+  for (int r = 0; r < R; ++r) cs.push_back(pick_case(V, r0 + r, g));
+  std::vector<PickSpec> specs;
+  for (auto& c : cs) {
+    c.spec.ids = c.ids.data();
+    c.spec.counts = c.counts.data();
+    c.spec.n_ids = int(c.ids.size());
+    specs.push_back(c.spec);
+  }
+  return specs;
+}
 static void test_final_pick(Backend& be, DType dt) {
   std::mt19937 g(77);
   {  // pick_logits: Qwen's V, grid values (ties), NaN / -Infinity, +Infinity, no usable logit, padding ids high
@@ -863,14 +876,7 @@ static void test_final_pick(Backend& be, DType dt) {
     for (int i = 0; i < V; ++i) L[size_t(4) * V + i] = i < V - 85 ? (i % 2 ? NAN : -INFINITY) : 1.f;  // row 4: none
     for (int i = 0; i < V; ++i) L[size_t(5) * V + i] = i == 10 ? 200.f : i == 20 ? 150.f : 0.f;        // row 5: spread
     std::vector<PickCase> cs;
-    std::vector<PickSpec> specs;
-    for (int r = 0; r < R; ++r) cs.push_back(pick_case(V, r + 20, g));
-    for (auto& c : cs) {
-      c.spec.ids = c.ids.data();
-      c.spec.counts = c.counts.data();
-      c.spec.n_ids = int(c.ids.size());
-      specs.push_back(c.spec);
-    }
+    const std::vector<PickSpec> specs = pick_specs(cs, V, R, 20, g);
     std::vector<PickResult> got(static_cast<size_t>(R));
     be.pick_logits(L.data(), R, V, specs.data(), got.data());
     for (int r = 0; r < R; ++r) {
@@ -892,14 +898,7 @@ static void test_final_pick(Backend& be, DType dt) {
     for (int r = 0; r < R; ++r) rows[size_t(r)] = (r * 7) % T;
     vecf logits(size_t(R) * V);
     std::vector<PickCase> cs;
-    std::vector<PickSpec> specs;
-    for (int r = 0; r < R; ++r) cs.push_back(pick_case(V, r, g));
-    for (auto& c : cs) {
-      c.spec.ids = c.ids.data();
-      c.spec.counts = c.counts.data();
-      c.spec.n_ids = int(c.ids.size());
-      specs.push_back(c.spec);
-    }
+    const std::vector<PickSpec> specs = pick_specs(cs, V, R, 0, g);
     std::vector<PickResult> got(static_cast<size_t>(R));
     be.final_pick(hb.p, rows.data(), R, H, gd.w, Wd.w, 1e-6f, specs.data(), got.data());
     be.final_logits(hb.p, rows.data(), R, H, gd.w, Wd.w, 1e-6f, logits.data());
@@ -1102,14 +1101,10 @@ static void perf(Backend& be, DType dt) {
       if (cudaMalloc(&ws, wsb) == cudaSuccess) {
         for (int T : {16, 64}) {
           DB x(be, size_t(T) * g.K), y(be, size_t(T) * g.N);
-          be.synchronize();  // x, y were made on the backend's (non-blocking) stream; the calls go to stream 0
-          auto call = [&] { cu::gemm_skinny(dt, dt, x.p, w.data, nullptr, y.p, T, g.N, g.K, ws, wsb, 0); };
-          call();
-          cudaDeviceSynchronize();
-          const auto t0 = std::chrono::steady_clock::now();
-          for (int i = 0; i < 10; ++i) call();
-          cudaDeviceSynchronize();
-          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 10;
+          const cudaStream_t st = static_cast<cu::CudaBackend&>(be).stream();  // time_it syncs this stream
+          const double s = time_it(be, 10, [&] {
+            cu::gemm_skinny(dt, dt, x.p, w.data, nullptr, y.p, T, g.N, g.K, ws, wsb, st);
+          });
           std::printf("PERF skinny T=%4d N=%6d K=%5d  %8.1f us  %6.0f GB/s of W\n", T, g.N, g.K, s * 1e6,
                       double(g.N) * g.K * es / s / 1e9);
         }

@@ -19,6 +19,14 @@ export interface E2eResult {
   gpuMemory: { inUseGB: number; weightsGB: number; kvGB: number; otherGB: number } | null;
 }
 
+/** forwardPick's request for plain greedy decoding: no penalties; ids past the tokenizer's vocabulary never picked. */
+export function greedyPickRequest(model: Model) {
+  return {
+    repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, ids: new Int32Array(0), counts: new Int32Array(0),
+    vocabLimit: model.tokenizer.vocabSize,
+  };
+}
+
 /** Bytes the decoder reads per token: every weight except the embedding table, of which it gathers one row. */
 function streamedBytes(model: Model): number {
   return model.weightBytes.total - model.weightBytes.embedding;
@@ -63,10 +71,7 @@ export async function benchE2e(
   const vocab = model.tokenizer.vocabSize; // ids past it are lm_head padding, never produced
   let best = 0;
   for (let v = 1; v < vocab; v++) if (logits[v] > logits[best]) best = v;
-  const pick = {
-    repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, ids: new Int32Array(0), counts: new Int32Array(0),
-    vocabLimit: vocab,
-  };
+  const pick = greedyPickRequest(model);
   t0 = process.hrtime.bigint();
   for (let i = 0; i < opts.decode; i++) best = (await seq.forwardPick([best], pick)).id;
   const decodeMs = Number(process.hrtime.bigint() - t0) / 1e6 / opts.decode;

@@ -19,6 +19,7 @@ import { loadModel, Model } from '../model/model';
 import { ffnWidth } from '../model/config';
 import type { StepStats } from '../model/scheduler';
 import { clientPrompt } from './concurrency';
+import { greedyPickRequest } from './e2e';
 import { median, nowMs } from './timing';
 
 export interface E2ePoint {
@@ -125,14 +126,6 @@ export function prefillFlops(model: Model, T: number): number {
   return 2 * T * L * (3 * H * H + H * H + 3 * F * H) + 2 * T * T * H * L + 2 * H * c.vocab_size;
 }
 
-/** forwardPick's spec for plain greedy decoding (no penalties; ids past the tokenizer's vocabulary never picked). */
-function greedySpec(model: Model) {
-  return {
-    repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, ids: new Int32Array(0), counts: new Int32Array(0),
-    vocabLimit: model.tokenizer.vocabSize,
-  };
-}
-
 export async function runSweep(o: SweepOptions): Promise<E2eRun> {
   const t0 = nowMs();
   const model = await loadModel(o.dir, { device: o.device, dtype: o.dtype, threads: o.threads });
@@ -159,7 +152,7 @@ export async function runSweep(o: SweepOptions): Promise<E2eRun> {
         const pms = nowMs() - t;
         const flops = prefillFlops(model, ctx);
         const samples: number[] = [];
-        const spec = greedySpec(model);
+        const spec = greedyPickRequest(model);
         let next = argmax(logits);
         for (let i = 0; i <= o.decodeSteps; i++) {
           t = nowMs();
@@ -212,7 +205,7 @@ async function batchAxis(
   const sizes = [...new Set(o.batchSizes)].sort((a, b) => a - b);
   const n = sizes[sizes.length - 1];
   const seqs = Array.from({ length: n }, () => model.createSequence());
-  const spec = greedySpec(model);
+  const spec = greedyPickRequest(model);
   try {
     let t = nowMs();
     await Promise.all(seqs.map((s, i) => s.forward(clientPrompt(o.batchContext, i))));
