@@ -10,6 +10,7 @@
 #include "addon/wraps.h"
 #include "core/backend.h"
 #include "core/engine.h"
+#include "cpu/sample_fx.h"
 
 namespace qwen {
 namespace {
@@ -362,6 +363,36 @@ Napi::Object InitOps(Napi::Env env, Napi::Object exports) {
                                                                         info[1].As<Napi::Number>().Int32Value()));
               }));
   exports.Set("maxPositions", Napi::Number::New(env, kMaxPositions));
+  // sampleFx(logits: Float32Array (penalized), pick with doSample) -> { id, logprob?, top?, route, z, total, gap,
+  // band }: the host reference of the fixed-point sampled pick (cpp/cpu/sample_fx.h) that the CUDA device draw must
+  // equal; z / total / gap / band in units of 2^-43 (test/sample-fx.test.ts).
+  exports.Set("sampleFx", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                Napi::Env e = info.Env();
+                if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsObject())
+                  throw Napi::TypeError::New(e, "sampleFx(logits: Float32Array, pick)");
+                Napi::Float32Array L = info[0].As<Napi::Float32Array>();
+                const int V = int(L.ElementLength());
+                if (V < 1) throw Napi::RangeError::New(e, "sampleFx: logits must not be empty");
+                auto hold = pick_from_js(info[1].As<Napi::Object>(), V);
+                const PickSpec& s = hold->spec;
+                if (!s.do_sample) throw Napi::RangeError::New(e, "sampleFx: pick.doSample must be true");
+                if (pick_repetition_on(s) || pick_openai_on(s))
+                  throw Napi::RangeError::New(e, "sampleFx: takes penalized logits (no penalties in the pick)");
+                const int n = pick_limit(s, V);
+                std::vector<float> W(static_cast<size_t>(n));
+                const FxRowIn in = fx_row_in(L.Data(), n, s);
+                FxOut o;
+                sample_fx_row(L.Data(), W.data(), in, o);
+                PickResult r;
+                fx_result(o, s.top_n, r);
+                Napi::Object out = pick_to_js(e, r, s);
+                out.Set("route", o.route);
+                out.Set("z", fx_dbl(o.z));
+                out.Set("total", fx_dbl(o.total));
+                out.Set("gap", o.gap);
+                out.Set("band", fx_band(n, fx_dbl(o.total)));
+                return out;
+              }));
   return exports;
 }
 

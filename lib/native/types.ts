@@ -185,6 +185,10 @@ export interface Addon {
   cpuInfo(): CpuInfo;
   cudaInfo(): CudaInfo;
   ntkAlpha(L: number, S: number): number;
+  /** Test only: the host fixed-point sampled pick (cpp/core/sample_fx.h); z / total / gap / band in 2^-43 units. */
+  sampleFx(
+    logits: Float32Array, pick: NativePickRequest,
+  ): NativePick & { route: number; z: number; total: number; gap: number; band: number };
   /** DRAM read bandwidth in GB/s streaming `megabytes` with `threads` threads (benchmarks only; synchronous). */
   readBandwidth(megabytes: number, threads: number): number;
   maxPositions: number;
