@@ -58,9 +58,11 @@
 #include "rmsnorm.cuh"
 #include "rope.cuh"
 #include "rope_kv_store.cuh"
+#include "sample_fx.cuh"
 #include "swiglu.cuh"
 #include "core/pick.h"
 #include "cpu/sample.h"
+#include "cpu/sample_fx.h"
 
 namespace qwen {
 namespace cu {
@@ -338,6 +340,8 @@ CudaBackend::CudaBackend(const BackendOptions& opt) {
       graph_on_ = g && std::strcmp(g, "1") == 0;
       const char* f = std::getenv("QWEN_CUDA_FUSED_ROPE");
       fused_rope_ = !(f && std::strcmp(f, "0") == 0);
+      const char* x = std::getenv("QWEN_SAMPLE_FX");
+      sample_fx_ = x && std::strcmp(x, "1") == 0;
     }
     act_ = choose_act_dtype(opt.dtype, info.cc_major);
     esize_ = dtype_size(act_);
@@ -1001,26 +1005,57 @@ void CudaBackend::final_logits(const Buf h, const int* rows, int R, int H, const
 // rows of a step up to 256); the upload (rows, per-row specs, penalty entries) is one staged copy and the results one
 // copy of R x sizeof(DevPickOut) back, instead of R x V x 4 bytes of logits.
 const char* CudaBackend::stage_pick(const int* rows, int R, int V, const PickSpec* specs, size_t* o_rows,
-                                    size_t* o_specs, size_t* o_entries) {
-  for (int r = 0; r < R; ++r)
+                                    size_t* o_specs, size_t* o_entries, size_t* o_samples) {
+  bool sampled = false;
+  for (int r = 0; r < R; ++r) {
     if (specs[r].n_ids > 0 && (!specs[r].ids || !specs[r].counts))
       throw std::invalid_argument("final_pick: row " + std::to_string(r) + " has n_ids but no ids / counts");
+    sampled = sampled || specs[r].do_sample;
+  }
   const PickLayout l = pick_layout(specs, R, V, rows != nullptr);
-  char* host = pick_stage_.host(l.bytes, stream_);
+  const bool fx = sample_fx_ && sampled;
+  const size_t bytes = l.bytes + (fx ? size_t(R) * sizeof(DevSampleRow) : 0);  // l.bytes is 16-byte aligned
+  char* host = pick_stage_.host(bytes, stream_);
   pick_fill(host, l, rows, specs, R, V);
-  pick_stage_.upload(l.bytes, nullptr, 0, stream_);
+  for (int r = 0; fx && r < R; ++r) {
+    const DevSampleRow d = sample_fx_row_of(specs[r], V);
+    std::memcpy(host + l.bytes + size_t(r) * sizeof(DevSampleRow), &d, sizeof d);
+  }
+  pick_stage_.upload(bytes, nullptr, 0, stream_);
   *o_rows = l.o_rows;
   *o_specs = l.o_specs;
   *o_entries = l.o_entries;
+  *o_samples = fx ? l.bytes : 0;
   return pick_stage_.device();
 }
 
-void CudaBackend::finish_pick(const void* dev_out, int R, const PickSpec* specs, PickResult* out) {
+void CudaBackend::finish_pick(const void* dev_out, const FxOut* dev_fx, int R, const PickSpec* specs,
+                              PickResult* out) {
   const size_t bytes = size_t(R) * sizeof(DevPickOut);
   void* host = pick_host_.get(std::max<size_t>(bytes, 64 * sizeof(DevPickOut)));  // every earlier copy was waited for
   CUDA_CHECK(cudaMemcpyAsync(host, dev_out, bytes, cudaMemcpyDeviceToHost, stream_));
+  FxOut* fx = nullptr;
+  if (dev_fx) {
+    fx = static_cast<FxOut*>(sample_out_host_.get(std::max<size_t>(size_t(R), 64) * sizeof(FxOut)));
+    CUDA_CHECK(cudaMemcpyAsync(fx, dev_fx, size_t(R) * sizeof(FxOut), cudaMemcpyDeviceToHost, stream_));
+  }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   pick_results(static_cast<const DevPickOut*>(host), specs, R, out);
+  for (int r = 0; fx && r < R; ++r)
+    if (specs[r].do_sample) fx_result(fx[r], specs[r].top_n, out[r]);
+}
+
+void CudaBackend::sample_on_device(const float* lg, int r0, int n, int V, const DevSampleRow* rows_dev,
+                                   const DevPickOut* picks, FxOut* out) {
+  if (!exp_table_up_) {
+    void* t = exp_table_.get(sizeof kPickExpTable, stream_, "sampling exp table");
+    CUDA_CHECK(cudaMemcpyAsync(t, kPickExpTable, sizeof kPickExpTable, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the source is pageable host memory
+    exp_table_up_ = true;
+  }
+  auto* w = static_cast<float*>(sample_w_.get(size_t(std::max(n, 1)) * V * sizeof(float), stream_, "sampling weights"));
+  cu::sample_fx(lg, w, n, V, rows_dev + r0, picks + r0, static_cast<const double*>(exp_table_.ptr()), out + r0,
+                stream_);
 }
 
 void CudaBackend::keep_sampled(const float* lg, int r0, int n, int V, const PickSpec* specs, int R) {
@@ -1082,45 +1117,53 @@ void CudaBackend::final_pick(const Buf h, const int* rows, int R, int H, const W
   static_assert(sizeof(int) == sizeof(int32_t), "rows are staged as int32");
   if (R <= 0) return;
   const int V = check_head("final_pick", H, ln_f, lm_head);
-  size_t o_rows = 0, o_specs = 0, o_entries = 0;
-  const char* dv = stage_pick(rows, R, V, specs, &o_rows, &o_specs, &o_entries);
+  size_t o_rows = 0, o_specs = 0, o_entries = 0, o_samples = 0;
+  const char* dv = stage_pick(rows, R, V, specs, &o_rows, &o_specs, &o_entries, &o_samples);
   const int32_t* rows_dev = reinterpret_cast<const int32_t*>(dv + o_rows);
   const DevPickRow* specs_dev = reinterpret_cast<const DevPickRow*>(dv + o_specs);
   const DevPickEntry* entries_dev = reinterpret_cast<const DevPickEntry*>(dv + o_entries);
+  const DevSampleRow* samples_dev = o_samples ? reinterpret_cast<const DevSampleRow*>(dv + o_samples) : nullptr;
   const int rc = std::min(R, kPickRowChunk);
   void* xn = xn_.get(size_t(rc) * H * esize_, stream_, "final-logits normalised rows");
   float* lg = static_cast<float*>(logits_.get(size_t(rc) * V * sizeof(float), stream_, "final logits"));
   auto* dout = static_cast<DevPickOut*>(pick_out_.get(size_t(R) * sizeof(DevPickOut), stream_, "final_pick results"));
+  FxOut* dfx = samples_dev ? static_cast<FxOut*>(sample_out_.get(size_t(R) * sizeof(FxOut), stream_, "sampled picks"))
+                           : nullptr;
   for (int r0 = 0; r0 < R; r0 += rc) {
     const int n = std::min(rc, R - r0);
     head_rows(h, rows_dev + r0, n, H, V, ln_f, lm_head, eps, xn, lg);
     cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
-    keep_sampled(lg, r0, n, V, specs, R);
+    if (dfx) sample_on_device(lg, r0, n, V, samples_dev, dout, dfx);
+    else keep_sampled(lg, r0, n, V, specs, R);
   }
-  finish_pick(dout, R, specs, out);
-  draw_sampled(V, specs, R, out);
+  finish_pick(dout, dfx, R, specs, out);
+  if (!dfx) draw_sampled(V, specs, R, out);
 }
 
 void CudaBackend::pick_logits(const float* logits, int R, int V, const PickSpec* specs, PickResult* out) {
   ProfScope prof(prof_, stream_, [&] { return "pick_logits R=" + std::to_string(R); });
   if (R <= 0) return;
   if (V <= 0) throw std::invalid_argument("pick_logits: V must be >= 1");
-  size_t o_rows = 0, o_specs = 0, o_entries = 0;
-  const char* dv = stage_pick(nullptr, R, V, specs, &o_rows, &o_specs, &o_entries);
+  size_t o_rows = 0, o_specs = 0, o_entries = 0, o_samples = 0;
+  const char* dv = stage_pick(nullptr, R, V, specs, &o_rows, &o_specs, &o_entries, &o_samples);
   const DevPickRow* specs_dev = reinterpret_cast<const DevPickRow*>(dv + o_specs);
   const DevPickEntry* entries_dev = reinterpret_cast<const DevPickEntry*>(dv + o_entries);
+  const DevSampleRow* samples_dev = o_samples ? reinterpret_cast<const DevSampleRow*>(dv + o_samples) : nullptr;
   const int rc = std::min(R, kPickRowChunk);
   float* lg = static_cast<float*>(logits_.get(size_t(rc) * V * sizeof(float), stream_, "final logits"));
   auto* dout = static_cast<DevPickOut*>(pick_out_.get(size_t(R) * sizeof(DevPickOut), stream_, "final_pick results"));
+  FxOut* dfx = samples_dev ? static_cast<FxOut*>(sample_out_.get(size_t(R) * sizeof(FxOut), stream_, "sampled picks"))
+                           : nullptr;
   for (int r0 = 0; r0 < R; r0 += rc) {
     const int n = std::min(rc, R - r0);
     CUDA_CHECK(cudaMemcpyAsync(lg, logits + size_t(r0) * V, size_t(n) * V * sizeof(float), cudaMemcpyHostToDevice,
                                stream_));
     cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
-    keep_sampled(lg, r0, n, V, specs, R);
+    if (dfx) sample_on_device(lg, r0, n, V, samples_dev, dout, dfx);
+    else keep_sampled(lg, r0, n, V, specs, R);
   }
-  finish_pick(dout, R, specs, out);
-  draw_sampled(V, specs, R, out);
+  finish_pick(dout, dfx, R, specs, out);
+  if (!dfx) draw_sampled(V, specs, R, out);
 }
 
 }  // namespace cu

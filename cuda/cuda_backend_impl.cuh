@@ -14,7 +14,9 @@
 #include "cpu/sample.h"
 #include "cpu/thread_pool.h"
 #include "cublas_dyn.h"
+#include "pick.cuh"
 #include "profile.cuh"
+#include "sample_fx.cuh"
 #include "step.cuh"
 
 namespace qwen::cu {
@@ -211,9 +213,14 @@ class CudaBackend final : public Backend {
                  float eps, void* xn, float* lg);
   // final_pick / pick_logits: the one staged upload of a call (rows | DevPickRow[R] | penalty entries), returning its
   // device base; then the results DevPickOut[R] (device) -> pinned host -> out (one copy, one synchronize).
+  // With the device draw on (sample_fx_) and a sampled row in the call, DevSampleRow[R] follow at *o_samples (else 0).
   const char* stage_pick(const int* rows, int R, int V, const PickSpec* specs, size_t* o_rows, size_t* o_specs,
-                         size_t* o_entries);
-  void finish_pick(const void* dev_out, int R, const PickSpec* specs, PickResult* out);
+                         size_t* o_entries, size_t* o_samples);
+  // dev_fx: the device draws' FxOut[R] (sampled rows), copied back with the picks; nullptr: the host draws them.
+  void finish_pick(const void* dev_out, const FxOut* dev_fx, int R, const PickSpec* specs, PickResult* out);
+  // The device draw (sample_fx.cu) of rows [r0, r0 + n) of a call, on their penalized logits lg[n, V].
+  void sample_on_device(const float* lg, int r0, int n, int V, const DevSampleRow* rows_dev, const DevPickOut* picks,
+                        FxOut* out);
   // Sampled rows (do_sample) of a pick call: their penalized logits rows lg[n, V] (rows r0.. of the call) copied back
   // to sample_host_, then drawn on the host by cpu/sample.cc (the TS sampler's arithmetic, exact) — see pick.cuh.
   void keep_sampled(const float* lg, int r0, int n, int V, const PickSpec* specs, int R);
@@ -254,6 +261,14 @@ class CudaBackend final : public Backend {
   DeviceScratch pick_out_;          // DevPickOut[R] on the device
   PinnedHost pick_host_;            // DevPickOut[R] on the host
   PinnedHost sample_host_;          // [sampled rows][V] penalized logits of a pick call's sampled rows
+  // QWEN_SAMPLE_FX=1 (read at construction; opt-in until run on a GPU): sampled rows are drawn on the device
+  // (sample_fx.cu) and only FxOut[R] comes back.
+  bool sample_fx_ = false;
+  DeviceScratch exp_table_;         // kPickExpTable on the device, uploaded at the first device draw
+  bool exp_table_up_ = false;
+  DeviceScratch sample_w_;          // the device draw's weights [RC, V]
+  DeviceScratch sample_out_;        // FxOut[R] on the device
+  PinnedHost sample_out_host_;      // FxOut[R] on the host
   // Host threads for the draws of sampled rows (~0.2-0.5 ms each at Qwen's V: serial, 64 rows would outlast the GPU
   // step), made at the first call with two or more; one scratch per thread, kept.
   std::unique_ptr<ThreadPool> draw_pool_;

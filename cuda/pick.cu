@@ -220,7 +220,8 @@ void pick_fill(char* host, const PickLayout& l, const int* rows, const PickSpec*
     d.repetition = s.repetition;
     d.flags = pick_repetition_on(s) ? 1 : 0;
     d.n = pick_limit(s, V);
-    d.top_n = s.top_n < kMaxPickTop ? s.top_n : kMaxPickTop;
+    // a sampled row's logprobs come from its draw (host or sample_fx): the pick only penalizes it and finds its max
+    d.top_n = s.do_sample ? -1 : s.top_n < kMaxPickTop ? s.top_n : kMaxPickTop;
     d.e0 = e;
     for (int k = 0; k < s.n_ids; ++k) {
       bool oa = false;

@@ -10,7 +10,8 @@
 #   diag      40/300/513/600-token prompts on the tiny checkpoint, one CUDA model at a time, each step logged
 #   e2e       test/cuda.test.ts: CUDA vs CPU logits (tiny, NTK + logN), greedy equality, batched == alone
 #   jest      test/ops.test.ts on the CUDA backends (QWEN_OPS_FILTER, default '^cuda')
-#   pick      test/pick.test.ts on CUDA: native greedy pick == the TS sampler
+#   pick      test/pick.test.ts, sample.test.ts on CUDA: native picks == the TS sampler; sample-fx.test.ts: the device
+#             draw (QWEN_SAMPLE_FX=1) == its host reference
 #   bench     qwen-node bench, 7b bf16: prefill 2048, 64 greedy decode steps
 #   sweep     decode with the greedy pick in the backend: batch 1 at HF's contexts (prompt 32, 128 steps) and at
 #             2048, then batch 1 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
@@ -71,8 +72,8 @@ part_jest() {
   failures /tmp/jest-ops.json
 }
 part_pick() {
-  step "jest: native greedy and sampled picks on CUDA vs the TS sampler (test/pick.test.ts, test/sample.test.ts, CUDA blocks)"
-  timeout 60 $JEST test/pick.test.ts test/sample.test.ts -t cuda --json --outputFile=/tmp/jest-pick.json > /tmp/jest-pick.log 2>&1; echo "jest exit $?"
+  step "jest: native greedy and sampled picks on CUDA vs the TS sampler, device draw vs its host reference (test/pick.test.ts, test/sample.test.ts, test/sample-fx.test.ts: CUDA blocks)"
+  timeout 90 $JEST test/pick.test.ts test/sample.test.ts test/sample-fx.test.ts -t cuda --json --outputFile=/tmp/jest-pick.json > /tmp/jest-pick.log 2>&1; echo "jest exit $?"
   failures /tmp/jest-pick.json
 }
 part_bench() {

@@ -25,6 +25,7 @@
 #include "core/backend.h"
 #include "core/dtype.h"
 #include "core/kv_cache.h"
+#include "cpu/sample_fx.h"
 
 using namespace qwen;
 using vecd = std::vector<double>;
@@ -771,7 +772,8 @@ struct PickRef {
   double logprob = 0;
   std::vector<std::pair<int, double>> top;
 };
-static PickRef ref_pick(const float* row, int V, const PickSpec& s) {
+// The row with the spec's penalties applied (double, rounded once to fp32: the TS rules).
+static std::vector<float> penalized(const float* row, int V, const PickSpec& s) {
   std::vector<float> L(row, row + V);
   const int n = s.vocab_limit > 0 && s.vocab_limit < V ? s.vocab_limit : V;
   const bool rep = s.repetition != 1.0, oa = s.presence != 0.0 || s.frequency != 0.0;
@@ -786,6 +788,11 @@ static PickRef ref_pick(const float* row, int V, const PickSpec& s) {
     }
     L[size_t(id)] = x;
   }
+  return L;
+}
+static PickRef ref_pick(const float* row, int V, const PickSpec& s) {
+  const std::vector<float> L = penalized(row, V, s);
+  const int n = s.vocab_limit > 0 && s.vocab_limit < V ? s.vocab_limit : V;
   PickRef r;
   float m = -INFINITY;
   for (int i = 0; i < n; ++i)
@@ -912,7 +919,134 @@ static void test_final_pick(Backend& be, DType dt) {
   }
 }
 
+// ---- the device draw (QWEN_SAMPLE_FX=1, cuda/sample_fx.cu) against its host reference (cpu/sample_fx.cc): equal bit
+// for bit (integer sums), over rows and configs that take every route of core/sample_fx.h
+static std::unique_ptr<Backend> make_sample_fx(const char* dtype) {
+  setenv("QWEN_SAMPLE_FX", "1", 1);
+  auto be = make(dtype);
+  unsetenv("QWEN_SAMPLE_FX");
+  return be;
+}
+static void test_sample_fx(const char* dts) {
+  auto be = make_sample_fx(dts);
+  const int V = 151936, lim = V - 85, R = 8;
+  std::mt19937 g(91);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_real_distribution<double> ud(0.0, 1.0);
+  std::uniform_int_distribution<int> q(-80, 80), pos(0, lim - 1);
+  vecf L(size_t(R) * V);
+  auto row = [&](int r) { return L.data() + size_t(r) * V; };
+  for (int r = 0; r < R; ++r) {
+    float* x = row(r);
+    if (r == 0 || r == 1) {  // model-like: a Gaussian body and a few peaks (the probe settles)
+      for (int i = 0; i < V; ++i) x[i] = 2.5f * nd(g);
+      for (int k = 0; k < 4 + 8 * r; ++k) x[pos(g)] = 8.f + 6.f * float(ud(g));
+    } else if (r == 2) {  // flat: the histogram
+      for (int i = 0; i < V; ++i) x[i] = 0.5f * nd(g);
+    } else if (r == 3) {  // grid values: ties everywhere
+      for (int i = 0; i < V; ++i) x[i] = float(q(g)) / 8.f;
+    } else if (r == 4) {  // NaN, -Infinity, a 3-way tie at the max
+      for (int i = 0; i < V; ++i) x[i] = i % 7 == 0 ? NAN : i % 11 == 3 ? -INFINITY : float(q(g)) / 8.f;
+      for (int i : {300, 17, 301}) x[i] = 11.f;
+    } else if (r == 5) {  // +Infinity at two ids
+      for (int i = 0; i < V; ++i) x[i] = float(q(g)) / 8.f;
+      x[900] = x[20] = INFINITY;
+    } else if (r == 6) {  // a wide spread: most weights are 0
+      for (int i = 0; i < V; ++i) x[i] = i == 10 ? 200.f : i == 20 || i == 30 ? 150.f : 0.f;
+    } else {  // ~3000 ids within 8 nats of the best (the probe's head overflows: the sorted head or the histogram)
+      for (int i = 0; i < V; ++i) x[i] = i % 50 == 0 ? 4.f * float(ud(g)) : -20.f + nd(g);
+    }
+  }
+  std::vector<int32_t> pen_ids = {17, 300, 900, 10, 5, 6}, pen_counts = {1, 0, 2, 1, 3, 0};
+  int rows = 0, bad = 0, seen[5] = {0, 0, 0, 0, 0};
+  for (const double temp : {0.7, 1.0, 1.5})
+    for (const int k : {0, 1, 5, 50})
+      for (const double p : {0.1, 0.8, 0.95, 1.0}) {
+        std::vector<PickSpec> specs(static_cast<size_t>(R));
+        for (int r = 0; r < R; ++r) {
+          PickSpec& s = specs[size_t(r)];
+          s.vocab_limit = lim;
+          s.do_sample = true;
+          s.temperature = temp;
+          s.top_k = k;
+          s.top_p = p;
+          s.u = ud(g);
+          s.top_n = (rows + r) % 4 == 0 ? -1 : (rows + r) % 4 == 1 ? 0 : (rows + r) % 4 == 2 ? 5 : 20;
+          if (r % 3 == 1) {  // penalties: the kernel applies them before the draw
+            s.ids = pen_ids.data();
+            s.counts = pen_counts.data();
+            s.n_ids = int(pen_ids.size());
+            s.repetition = 1.1;
+            s.presence = 0.4;
+            s.frequency = 0.3;
+          }
+        }
+        std::vector<PickResult> got(static_cast<size_t>(R));
+        be->pick_logits(L.data(), R, V, specs.data(), got.data());
+        for (int r = 0; r < R; ++r) {
+          const PickSpec& s = specs[size_t(r)];
+          const std::vector<float> P = penalized(row(r), V, s);
+          std::vector<float> W(static_cast<size_t>(lim));
+          FxOut o;
+          sample_fx_row(P.data(), W.data(), fx_row_in(P.data(), lim, s), o);
+          PickResult want;
+          fx_result(o, s.top_n, want);
+          ++seen[o.route];
+          const PickResult& h = got[size_t(r)];
+          bool same = h.id == want.id && h.n_top == want.n_top && (want.id < 0 || s.top_n < 0 || h.logprob == want.logprob);
+          for (int t = 0; same && t < want.n_top; ++t)
+            same = h.top_ids[t] == want.top_ids[t] && h.top_logprobs[t] == want.top_logprobs[t];
+          if (!same && bad++ < 5)
+            std::printf("  sample_fx row %d T=%g k=%d p=%g u=%.17g top_n=%d: device id %d lp %.17g, host id %d lp %.17g "
+                        "(route %d)\n", r, temp, k, p, s.u, s.top_n, h.id, h.logprob, want.id, want.logprob, o.route);
+          ++rows;
+        }
+      }
+  expect(bad == 0, std::string("sample_fx device == host reference (") + dts + ", " + std::to_string(rows) +
+                       " rows): " + std::to_string(bad) + " differ");
+  expect(seen[0] && seen[1] && seen[2] && seen[3] && seen[4],
+         "sample_fx rows take every route (all/top-k/probe/head/hist: " + std::to_string(seen[0]) + "/" +
+             std::to_string(seen[1]) + "/" + std::to_string(seen[2]) + "/" + std::to_string(seen[3]) + "/" +
+             std::to_string(seen[4]) + ")");
+}
+
 static double time_it(Backend& be, int reps, const std::function<void()>& f);
+// final_pick of R sampled rows (Qwen-7B-Chat's top_p 0.8, temperature 0.7): host draws vs the device draw
+static void perf_sample(const char* dts) {
+  const int H = 4096, V = 151936;
+  for (const bool fx : {false, true}) {
+    auto be = fx ? make_sample_fx(dts) : make(dts);
+    std::vector<uint16_t> host(size_t(V) * H, 0x3c00);
+    std::mt19937 g(5);
+    std::uniform_int_distribution<int> bits(0x3a00, 0x3e00);
+    for (size_t i = 0; i < host.size(); i += 13) host[i] = uint16_t(bits(g));
+    Weight hw;
+    hw.data = host.data();
+    hw.dtype = DType::BF16;
+    hw.rows = V;
+    hw.cols = H;
+    Weight w = be->upload(hw);
+    vecf gv(H, 1.f);
+    DW gd(*be, gv, 1, H);
+    for (int R : {1, 16, 64}) {
+      DB hb(*be, rnd(size_t(R) * H, 1.f, be->act_dtype(), 71));
+      std::vector<int> rows(static_cast<size_t>(R));
+      for (int r = 0; r < R; ++r) rows[size_t(r)] = r;
+      PickSpec s;
+      s.vocab_limit = V - 85;
+      s.do_sample = true;
+      s.temperature = 0.7;
+      s.top_p = 0.8;
+      s.u = 0.37;
+      std::vector<PickSpec> specs(static_cast<size_t>(R), s);
+      std::vector<PickResult> out(static_cast<size_t>(R));
+      const double t = time_it(*be, 10, [&] { be->final_pick(hb.p, rows.data(), R, H, gd.w, w, 1e-6f, specs.data(), out.data()); });
+      std::printf("PERF final_pick sampled R=%2d %s draw %8.1f us\n", R, fx ? "device" : "host  ", t * 1e6);
+    }
+    be->release(w);
+  }
+}
+
 static void perf_pick(Backend& be, DType dt) {
   const int H = 4096, V = 151936;
   std::vector<uint16_t> host(size_t(V) * H, 0x3c00);
@@ -1147,7 +1281,9 @@ int main(int argc, char** argv) {
       std::printf("==== %s: cuBLAS %s %s\n", dts, cb.cublas_in_use() ? "on" : "off", cb.cublas_note().c_str());
       if (pick_only) {
         test_final_pick(*be, dt);
+        test_sample_fx(dts);
         if (do_perf && dt == DType::BF16) perf_pick(*be, dt);
+        if (do_perf && dt == DType::BF16) perf_sample(dts);
         continue;
       }
       test_embedding_upload(*be, dt);
@@ -1167,9 +1303,11 @@ int main(int argc, char** argv) {
       test_fused(*be, dt);
       test_final_logits(*be, dt);
       test_final_pick(*be, dt);
+      if (dt == DType::BF16) test_sample_fx(dts);  // the draw runs on fp32 logits whatever the act type
       test_errors(*be);
       if (do_perf && dt == DType::BF16) perf(*be, dt);
       if (do_perf && dt == DType::BF16) perf_pick(*be, dt);
+      if (do_perf && dt == DType::BF16) perf_sample(dts);
     } catch (const std::exception& e) {
       ++g_fail;
       std::printf("FAIL %s: exception: %s\n", dts, e.what());
