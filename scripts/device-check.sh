@@ -17,6 +17,7 @@
 #             2048, then batch 1 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
 #   rope, pdl, gemm, graph   A/B of the switches (QWEN_CUDA_FUSED_ROPE=0, QWEN_CUDA_PDL, QWEN_GEMM_SKINNY and
 #             QWEN_CUBLAS_MIN_T=9, QWEN_CUDA_GRAPH): timing on the same warm card, then test/cuda.test.ts under each
+#   sample    sampled decode (temperature 0.7, top_p 0.8) at batch 1 / 16 / 64: the host draw vs QWEN_SAMPLE_FX=1
 #   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): the bench (prefill 2048 after a warm-up
 #             2048, 32 decode steps), then batch 64 at context ~200
 #   conc      continuous batching: 1 / 16 / 64 clients, 200-token prompts, 64 new tokens
@@ -24,7 +25,7 @@
 #   memcheck  compute-sanitizer memcheck over op_check
 set -uo pipefail
 OUT=${OUT:-/tmp/qwen-out}; mkdir -p "$OUT"
-PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep rope pdl gemm graph profile conc hf memcheck}
+PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep rope pdl gemm graph sample profile conc hf memcheck}
 t_start=$(date +%s)
 step() { echo; echo "=== $1 ($(( $(date +%s) - t_start )) s)"; }
 CK=/dev/shm/qwen7b
@@ -39,10 +40,10 @@ conc() {  # conc LEVELS TIMEOUT
     .then((r) => require('fs').writeFileSync('$OUT/concurrency-cuda.json', JSON.stringify(r, null, 1)))
     .catch((e) => { console.error('concurrency failed:', e.stack); process.exit(1); });" 2>&1 | tail -14
 }
-sweep() {  # sweep CONTEXTS DECODE_STEPS BATCH_SIZES TIMEOUT JSON_PATH
+sweep() {  # sweep CONTEXTS DECODE_STEPS BATCH_SIZES TIMEOUT JSON_PATH [EXTRA_OPTIONS]
   timeout "$4" node -e "
   require('./dist/bench/sweep.js').runSweep({ dir: '$CK', device: 'cuda', dtype: 'bf16', mode: 'cuda-bf16', threads: 16,
-    contexts: [$1], decodeSteps: $2, batchSizes: [$3], batchContext: 200, batchSteps: 32, pick: true, peakGflops: null,
+    contexts: [$1], decodeSteps: $2, batchSizes: [$3], batchContext: 200, batchSteps: 32, pick: true, peakGflops: null, ${6:-}
     log: (s) => console.error(s) })
     .then((r) => require('fs').writeFileSync('$5', JSON.stringify(r, null, 1)))
     .catch((e) => { console.error('sweep failed:', e.stack); process.exit(1); });" 2>&1
@@ -119,6 +120,13 @@ part_graph() {
   QWEN_CUDA_GRAPH=1 QWEN_CUDA_PDL=1 sweep "32" 64 "" 60 /tmp/ab-graph-pdl.json | grep -E "decode|failed"
   e2e_with "QWEN_CUDA_GRAPH=1" 'greedy|logits of a 24-token' graph
 }
+part_sample() {
+  need_7b
+  step "sampled decode (temperature 0.7, top_p 0.8): host draw vs the device draw (QWEN_SAMPLE_FX=1) at batch 1 / 16 / 64"
+  for e in QWEN_SAMPLE_FX=0 QWEN_SAMPLE_FX=1; do
+    echo "$e"; env $e sweep "32" 32 "1, 16, 64" 60 /tmp/ab-sample.json "sample: { temperature: 0.7, topK: 0, topP: 0.8 }," | grep -E "decode|batch|failed"
+  done
+}
 part_profile() {
   need_7b
   step "per-op and per-step GPU time (QWEN_CUDA_PROFILE=1; each step class's first step is reported alone)"
@@ -148,7 +156,7 @@ part_memcheck() {
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-if [[ " $PARTS " =~ \ (bench|conc|profile|sweep|rope|pdl|gemm|graph)\  ]]; then  # the parts that call need_7b
+if [[ " $PARTS " =~ \ (bench|conc|profile|sweep|rope|pdl|gemm|graph|sample)\  ]]; then  # the parts that call need_7b
   (node bin/qwen-node.js make-random --preset 7b --dtype bf16 --seed 1 --out $CK > /tmp/make7b.log 2>&1; echo "exit $?" >> /tmp/make7b.log) &
   MK=$!
 fi

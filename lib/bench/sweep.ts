@@ -19,6 +19,8 @@ import { loadModel, Model } from '../model/model';
 import { ffnWidth } from '../model/config';
 import type { StepStats } from '../model/scheduler';
 import { clientPrompt } from './concurrency';
+import type { NativePickRequest } from '../native/types';
+import { Rng } from '../sampling';
 import { greedyPickRequest } from './e2e';
 import { median, nowMs } from './timing';
 
@@ -98,8 +100,20 @@ export interface SweepOptions {
    * returning vocab_size logits per sequence: what a greedy user gets, and what HF's generate() times. Default false.
    */
   pick?: boolean;
+  /**
+   * With `pick`: every decode step DRAWS its id inside the backend with these warpers (doSample, u from a seeded Rng):
+   * what a sampling user gets. On CUDA the draw runs on the host (cpu/sample.cc) or, with QWEN_SAMPLE_FX=1, on the
+   * device (cuda/sample_fx.cu); this times the difference.
+   */
+  sample?: { temperature: number; topK: number; topP: number };
   peakGflops: number | null;
   log: (s: string) => void;
+}
+
+/** The decode steps' pick request: greedy, or a sampled draw with the next u of `rng` (o.sample). */
+function stepPick(model: Model, o: SweepOptions, rng: Rng): NativePickRequest {
+  const greedy = greedyPickRequest(model);
+  return o.sample ? { ...greedy, doSample: true, ...o.sample, u: rng.next() } : greedy;
 }
 
 export function promptIds(n: number): number[] {
@@ -152,9 +166,10 @@ export async function runSweep(o: SweepOptions): Promise<E2eRun> {
         const pms = nowMs() - t;
         const flops = prefillFlops(model, ctx);
         const samples: number[] = [];
-        const spec = greedyPickRequest(model);
+        const rng = new Rng(ctx);
         let next = argmax(logits);
         for (let i = 0; i <= o.decodeSteps; i++) {
+          const spec = stepPick(model, o, rng);
           t = nowMs();
           if (o.pick) next = (await seq.forwardPick([next], spec)).id;
           else logits = await seq.forward([next]);
@@ -205,7 +220,7 @@ async function batchAxis(
   const sizes = [...new Set(o.batchSizes)].sort((a, b) => a - b);
   const n = sizes[sizes.length - 1];
   const seqs = Array.from({ length: n }, () => model.createSequence());
-  const spec = greedyPickRequest(model);
+  const rng = new Rng(n);
   try {
     let t = nowMs();
     await Promise.all(seqs.map((s, i) => s.forward(clientPrompt(o.batchContext, i))));
@@ -225,7 +240,8 @@ async function batchAxis(
           if (i > 0) ctxSum += group.reduce((m, s) => m + s.length, 0) / B;
           t = nowMs();
           const id = (j: number) => (o.batchContext * 31 + i * 7 + j) % 151643;
-          if (o.pick) await Promise.all(group.map((s, j) => s.forwardPick([id(j)], spec)));
+          const specs = group.map(() => stepPick(model, o, rng));
+          if (o.pick) await Promise.all(group.map((s, j) => s.forwardPick([id(j)], specs[j])));
           else await Promise.all(group.map((s, j) => s.forward([id(j)])));
           if (i > 0) samples.push(nowMs() - t); // step 0 is untimed (it may grow the KV cache)
         }
