@@ -13,6 +13,7 @@ import { addon } from '../lib/native/binding';
 import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
 import { type SamplerConfig, createSampler } from '../lib/sampling';
 import { expectNativeEqualsTs, expectPickEqualsSample, tsPath, useTinyModel } from './helpers/nativePath';
+import { gridRow } from './helpers/rows';
 import { U, randArray, rng, storeWeight } from './helpers/weights';
 
 const TOL = 110 * U + 6e-9;
@@ -80,11 +81,6 @@ function expectSameAsSampler(got: NativePick, c: Case, logits: Float32Array, wha
 }
 
 /** Logits on a grid of 1/8 in [-lo, hi]: plenty of exact ties (the pick resolves them by the lowest id). */
-function gridRow(V: number, seed: number, lo = 10, hi = 10): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: V }, () => Math.round((r() * (hi + lo) - lo) * 8) / 8);
-}
-
 /** The rows of one pickLogits call: every special case, each with its own penalties and logprobs request. */
 function cases(V: number): Case[] {
   const L = V - 85; // the tokenizer's limit: the last 85 rows are lm_head padding

@@ -12,11 +12,12 @@ import { addon } from '../lib/native/binding';
 import type { NativePick, NativePickRequest } from '../lib/native/types';
 import { Rng, type SamplerConfig, createSampler } from '../lib/sampling';
 import { expectPickEqualsSample } from './helpers/nativePath';
-import { randArray, rng } from './helpers/weights';
+import { QWEN_LIMIT, QWEN_V, adversarialRows, gridRow, modelRow } from './helpers/rows';
+import { randArray } from './helpers/weights';
 
 const LOG_TOL = 2 * 2 ** -52 * 128;
-const V = 151936;
-const LIMIT = 151851; // Qwen's tokenizer: ids >= this are lm_head padding rows
+const V = QWEN_V;
+const LIMIT = QWEN_LIMIT;
 const a = addon();
 
 interface Cfg {
@@ -83,18 +84,6 @@ function compare(c: Cfg, x: Float32Array, vocabLimit: number, seed: number, what
   return res;
 }
 
-/** Model-like rows: a Gaussian-ish body with a few peaks (the probe's usual case), and a flat one (the histogram). */
-function modelRow(seed: number, peaks: number, spread: number): Float32Array {
-  const x = randArray(V, seed, spread);
-  const r = rng(seed + 1);
-  for (let j = 0; j < peaks; j++) x[Math.floor(r() * LIMIT)] = 8 + 6 * r();
-  return x;
-}
-function gridRow(n: number, seed: number, lo = 10, hi = 10): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => Math.round((r() * (hi + lo) - lo) * 8) / 8);
-}
-
 const TEMPS = [0.3, 0.7, 1, 1.5];
 const KS = [0, 1, 5, 50];
 const PS = [0.1, 0.8, 0.95, 1];
@@ -137,66 +126,8 @@ test('many seeds on one config (Qwen-7B-Chat: top_p 0.8, logprobs 3)', () => {
   expect(inBand).toEqual([]);
 });
 
-/** Adversarial rows (n = 1003 wide, limit 1000), every config of the grid on each (sample.test.ts's, no penalties). */
-function adversarial(): Array<[string, Float32Array]> {
-  const n = 1003, lim = 1000;
-  const out: Array<[string, Float32Array]> = [];
-  out.push(['grid ties', gridRow(n, 1, 2, 2)]);
-  {
-    const x = gridRow(n, 2);
-    const r = rng(3);
-    for (let i = 0; i < n; i++) {
-      const u = r();
-      if (u < 0.15) x[i] = NaN;
-      else if (u < 0.3) x[i] = -Infinity;
-    }
-    for (const i of [300, 17, 301]) x[i] = 11;
-    out.push(['NaN, -Infinity, a 3-way tie at the max', x]);
-  }
-  {
-    const x = gridRow(n, 4);
-    for (const i of [900, 20, 40, lim + 1]) x[i] = Infinity;
-    x[21] = NaN;
-    out.push(['+Infinity at three ids (and one padding row)', x]);
-  }
-  {
-    const x = new Float32Array(n).fill(-Infinity);
-    for (let i = 0; i < n; i += 3) x[i] = NaN;
-    x[123] = 0.5;
-    out.push(['one finite logit', x]);
-  }
-  {
-    const x = new Float32Array(n).fill(NaN);
-    x[7] = 1;
-    x[8] = -Infinity;
-    x[9] = 1;
-    out.push(['top_k beyond the non-NaN ids (three, -Infinity among them)', x]);
-  }
-  {
-    const x = new Float32Array(n).fill(-Infinity);
-    for (const i of [3, 30, 300, 600]) x[i] = 0; // four weights of exactly 1: masses 1, 2, 3, 4
-    x[601] = -0; // -0 ties +0 by value, sorts after it
-    out.push(['exact masses: top_p lands on a cumulative boundary', x]);
-  }
-  {
-    const x = new Float32Array(n).fill(-Infinity);
-    for (let i = 0; i < lim; i += 2) x[i] = 0; // 500 equal weights
-    out.push(['500 equal weights', x]);
-  }
-  {
-    const x = new Float32Array(n).fill(NaN);
-    x[lim + 1] = 3; // only a padding row is usable
-    out.push(['no usable logit below the limit', x]);
-  }
-  {
-    const x = new Float32Array(n).fill(0);
-    x[10] = 200;
-    x[20] = 150;
-    x[30] = 150;
-    out.push(['a wide spread: most weights are 0', x]);
-  }
-  return out;
-}
+/** Adversarial rows (n = 1003 wide, limit 1000), every config of the grid on each (no penalties here). */
+const adversarial = (): Array<[string, Float32Array]> => adversarialRows().map((r) => [r.what, r.logits]);
 /** Rows whose weights (1 or 0) and masses are exact in both arithmetics: compared even in band. */
 const EXACT = new Set(['one finite logit', 'top_k beyond the non-NaN ids (three, -Infinity among them)', 'exact masses: top_p lands on a cumulative boundary', '500 equal weights']);
 

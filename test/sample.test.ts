@@ -12,11 +12,12 @@ import { addon } from '../lib/native/binding';
 import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
 import { Rng, type SampleResult, type SamplerConfig, createSampler } from '../lib/sampling';
 import { expectNativeEqualsTs, expectPickEqualsSample, tsPath, useTinyModel } from './helpers/nativePath';
-import { randArray, rng } from './helpers/weights';
+import { ADVERSARIAL_LIMIT, QWEN_LIMIT, QWEN_V, adversarialRows, gridRow, modelRow } from './helpers/rows';
+import { randArray } from './helpers/weights';
 
 const LOG_TOL = 2 * 2 ** -52 * 128;
-const V = 151936;
-const LIMIT = 151851; // Qwen's tokenizer: ids >= this are lm_head padding rows
+const V = QWEN_V;
+const LIMIT = QWEN_LIMIT;
 const a = addon();
 const cuda = a.cudaInfo().available;
 const BACKENDS: Array<[string, NativeBackendOptions]> = [['cpu', { device: 'cpu', dtype: 'auto', threads: 2 }]];
@@ -94,18 +95,6 @@ function compare(ops: NativeOps, c: Cfg, rows: Row[], seeds: number[], what: str
   return got;
 }
 
-/** Model-like rows: a Gaussian-ish body with a few peaks (the probe's usual case), and a flat one (the histogram). */
-function modelRow(seed: number, peaks: number, spread: number): Float32Array {
-  const x = randArray(V, seed, spread);
-  const r = rng(seed + 1);
-  for (let j = 0; j < peaks; j++) x[Math.floor(r() * LIMIT)] = 8 + 6 * r();
-  return x;
-}
-function gridRow(n: number, seed: number, lo = 10, hi = 10): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => Math.round((r() * (hi + lo) - lo) * 8) / 8);
-}
-
 const TEMPS = [0.3, 0.7, 1, 1.5];
 const KS = [0, 1, 5, 50];
 const PS = [0.1, 0.8, 0.95, 1];
@@ -154,69 +143,8 @@ describe.each(BACKENDS)('%s sampled pick == TS Sampler', (_name, opts) => {
   });
 
   /** Adversarial rows (n = 1003 wide, limit 1000), every config of the grid on each. */
-  function adversarial(): Array<[string, Row]> {
-    const n = 1003, lim = 1000;
-    const out: Array<[string, Row]> = [];
-    const row = (x: Float32Array, prompt: number[] = [], generated: number[] = []): Row => ({ logits: x, prompt, generated, vocabLimit: lim });
-    out.push(['grid ties', row(gridRow(n, 1, 2, 2))]);
-    {
-      const x = gridRow(n, 2);
-      const r = rng(3);
-      for (let i = 0; i < n; i++) {
-        const u = r();
-        if (u < 0.15) x[i] = NaN;
-        else if (u < 0.3) x[i] = -Infinity;
-      }
-      for (const i of [300, 17, 301]) x[i] = 11;
-      out.push(['NaN, -Infinity, a 3-way tie at the max', row(x, [5], [17])]);
-    }
-    {
-      const x = gridRow(n, 4);
-      x[900] = Infinity;
-      x[20] = Infinity;
-      x[40] = Infinity;
-      x[lim + 1] = Infinity;
-      x[21] = NaN;
-      out.push(['+Infinity at three ids (and one padding row)', row(x, [900])]);
-    }
-    {
-      const x = new Float32Array(n).fill(-Infinity);
-      for (let i = 0; i < n; i += 3) x[i] = NaN;
-      x[123] = 0.5;
-      out.push(['one finite logit', row(x)]);
-    }
-    {
-      const x = new Float32Array(n).fill(NaN);
-      x[7] = 1;
-      x[8] = -Infinity;
-      x[9] = 1;
-      out.push(['top_k beyond the non-NaN ids (three, -Infinity among them)', row(x)]);
-    }
-    {
-      const x = new Float32Array(n).fill(-Infinity);
-      for (const i of [3, 30, 300, 600]) x[i] = 0; // four weights of exactly 1: masses 1, 2, 3, 4
-      x[601] = -0; // -0 ties +0 by value, sorts after it
-      out.push(['exact masses: top_p lands on a cumulative boundary', row(x)]);
-    }
-    {
-      const x = new Float32Array(n).fill(-Infinity);
-      for (let i = 0; i < lim; i += 2) x[i] = 0; // 500 equal weights
-      out.push(['500 equal weights', row(x)]);
-    }
-    {
-      const x = new Float32Array(n).fill(NaN);
-      x[lim + 1] = 3; // only a padding row is usable
-      out.push(['no usable logit below the limit', row(x)]);
-    }
-    {
-      const x = new Float32Array(n).fill(0);
-      x[10] = 200;
-      x[20] = 150;
-      x[30] = 150;
-      out.push(['a wide spread: most weights are 0', row(x)]);
-    }
-    return out;
-  }
+  const adversarial = (): Array<[string, Row]> =>
+    adversarialRows().map((r) => [r.what, { logits: r.logits, prompt: r.prompt, generated: r.generated, vocabLimit: ADVERSARIAL_LIMIT }]);
 
   test.each(adversarial())('%s', (_what, row) => {
     let i = 0;
