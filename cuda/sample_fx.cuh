@@ -14,8 +14,6 @@
 
 namespace qwen::cu {
 
-constexpr int kSampleThreads = 1024;
-
 // One row of the call (uploaded as raw bytes); on = 0: not a sampled row (the block exits).
 struct DevSampleRow {
   double inv_t, top_p, u;

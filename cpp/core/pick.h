@@ -47,7 +47,8 @@ extern const double kPickExpTable[kPickExpSteps * kPickExpMax + 1];  // e^(-k/64
 // candidates.ts expNeg: e^-s for s >= 0 by table + cubic correction; 0 for s >= 104 or NaN. Every product is rounded
 // on its own, as JS evaluates it: the host code is compiled with contraction off (the pragmas below; callers in
 // cpp/cpu/sample.cc too, so it inlines), the device code uses the _rn intrinsics, which nvcc never fuses.
-#ifdef __CUDACC__
+// (QWEN_SIMT_EMU: cuda/test/simt_emu.h runs device code on the host and supplies __device__ and the _rn intrinsics.)
+#if defined(__CUDACC__) || defined(QWEN_SIMT_EMU)
 __device__ __forceinline__ double pick_exp_neg_dev(double s, const double* table) {
   if (!(s < kPickExpMax)) return 0.0;
   const double t = __dmul_rn(s, double(kPickExpSteps));
@@ -57,7 +58,8 @@ __device__ __forceinline__ double pick_exp_neg_dev(double s, const double* table
   const double b = __dsub_rn(1.0, __dmul_rn(r, a));
   return __dmul_rn(table[k], __dsub_rn(1.0, __dmul_rn(r, b)));
 }
-#else
+#endif
+#ifndef __CUDACC__
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #elif defined(__GNUC__)

@@ -163,6 +163,14 @@ QWEN_PICK_HD inline bool fx_pred(const FxPred& p, float x, float w, int32_t id) 
   return ok && fx_within(p.cut, x, w, id) && fx_within(p.cut2, x, w, id);
 }
 
+// Does the set (or its order's key) read the weight? Not before weigh() wrote them (the top-k select runs first).
+QWEN_PICK_HD inline bool fx_needs_w(FxOrder o, const FxPred& p) {
+  const bool base = p.base == FxBase::HeadW || p.base == FxBase::NotHeadW || p.base == FxBase::BinEq ||
+                    p.base == FxBase::BinGt || p.base == FxBase::HistKept;
+  return o == FxOrder::Weight || base || (p.cut.on && p.cut.order == FxOrder::Weight) ||
+         (p.cut2.on && p.cut2.order == FxOrder::Weight);
+}
+
 // The probe's head as a key range: the smallest logit key whose s = (m - x) * inv_t is below HEAD_S. s falls as x
 // grows (each rounding is monotone) and s(m) = 0, so {x : s < HEAD_S} = {key >= kmin}. m finite.
 QWEN_PICK_HD inline bool fx_in_head(float x, double m, double inv_t) {
@@ -217,13 +225,14 @@ struct FxOut {
   uint64_t z = 0;   // kept mass (fixed)
   uint64_t total = 0;  // mass of all eligible ids (fixed): bounds every sum compared (fx_band)
   double gap = 0;   // smallest distance of a decision from its threshold (fixed units); +Infinity: none taken
-  int32_t top_id[kMaxPickTop];
-  float top_w[kMaxPickTop];
+  int32_t top_id[kMaxPickTop] = {};
+  float top_w[kMaxPickTop] = {};
 };
+static_assert(sizeof(FxOut) == 200, "FxOut is copied from the device as raw bytes");
 
 // Ops (block-collective on the device: every thread calls each with the same arguments and gets the same result):
 //   FxStats weigh(const FxRowIn&, float kth, uint32_t kmin, bool probe)   weights W[i] = pick_weight, sums, counts
-//   FxSel select(FxOrder, const FxPred&, uint64_t T, bool by_count, bool need_id)
+//   FxSel select(FxOrder, const FxPred&, uint64_t T, bool by_count, bool need_id)      T >= 1 (every call site)
 //   FxSel find_id(const FxPred&, uint64_t T)                              the same in id order, by mass
 //   FxHist hist(uint64_t T)
 //   int gather(FxOrder, const FxPred&, int max, int32_t* ids, float* w)   <= max elements, sorted by the order
@@ -277,6 +286,10 @@ QWEN_PICK_HD void sample_fx(Ops& ops, const FxRowIn& in, FxOut& out) {
   const uint32_t kmin = probe ? fx_head_kmin(in.m, in.inv_t) : 0;
   const FxStats st = ops.weigh(in, kth, kmin, probe);
   out.total = st.total;
+  if (st.total == 0) {  // 1 / temperature overflowed to +Infinity (temperature < ~5.6e-309): 0 * inf weighs the max 0
+    out.id = in.argmax;
+    return;
+  }
 
   int32_t route = kFxAll;
   FxPred kept;  // the kept set and the draw's order (route)

@@ -4,6 +4,7 @@
 #include "cpu/sample_fx.h"
 
 #include <algorithm>
+#include <cassert>
 #include <utility>
 #include <vector>
 
@@ -57,8 +58,11 @@ struct HostFxOps {
   // the set's elements as (key, id), sorted (key desc, id asc)
   std::vector<std::pair<uint32_t, int32_t>> sorted(FxOrder o, const FxPred& p) const {
     std::vector<std::pair<uint32_t, int32_t>> v;
-    for (int i = 0; i < n; ++i)
-      if (fx_pred(p, L[i], W[i], i)) v.emplace_back(fx_key(o, L[i], W[i]), i);
+    const bool need_w = fx_needs_w(o, p);
+    for (int i = 0; i < n; ++i) {
+      const float w = need_w ? W[i] : 0.f;
+      if (fx_pred(p, L[i], w, i)) v.emplace_back(fx_key(o, L[i], w), i);
+    }
     std::sort(v.begin(), v.end(), [](const std::pair<uint32_t, int32_t>& a, const std::pair<uint32_t, int32_t>& b) {
       return a.first > b.first || (a.first == b.first && a.second < b.second);
     });
@@ -66,6 +70,7 @@ struct HostFxOps {
   }
 
   FxSel select(FxOrder o, const FxPred& p, uint64_t T, bool by_count, bool /*need_id*/) const {
+    assert(T >= 1);
     FxSel s;
     uint64_t acc = 0;
     for (const auto& e : sorted(o, p)) {

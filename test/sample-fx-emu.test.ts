@@ -1,0 +1,38 @@
+/**
+ * The CUDA device draw's block primitives (cuda/sample_fx_ops.cuh: the radix selects, chunked scans, histogram and
+ * gather the GPU runs for QWEN_SAMPLE_FX=1) executed on the CPU by a SIMT emulation (cuda/test/simt_emu.h: one thread
+ * per CUDA thread of a block, barriers for __syncthreads and the warp shuffles), against the host reference
+ * cpp/cpu/sample_fx.cc: every FxOut equal bit for bit over rows and configs that take all five routes
+ * (cuda/test/sample_fx_emu.cc). This checks that device code's logic on every CI run; its behaviour on a real GPU
+ * (memory model, lockstep) is op_check's test_sample_fx and the CUDA block of test/sample-fx.test.ts.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+const ROOT = path.join(__dirname, '..');
+
+test('device primitives under the SIMT emulation == the host reference, all routes', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-emu-'));
+  try {
+    const exe = path.join(dir, 'sample_fx_emu');
+    execFileSync(process.env.CXX || 'g++', [
+      '-std=c++20', '-O2', '-pthread', '-Wno-unknown-pragmas', '-Icpp', '-Icuda', 'cuda/test/sample_fx_emu.cc',
+      'cpp/cpu/sample_fx.cc', 'cpp/core/pick_tables.cc', '-o', exe,
+    ], { cwd: ROOT, stdio: 'pipe' });
+    let out: string;
+    try {
+      out = execFileSync(exe, ['4096'], { encoding: 'utf8' });
+    } catch (e) {
+      throw new Error(`sample_fx_emu failed:\n${(e as { stdout?: string }).stdout ?? e}`);
+    }
+    const m = /(\d+) rows, (\d+) differ, routes (\d+)\/(\d+)\/(\d+)\/(\d+)\/(\d+)/.exec(out);
+    expect(m).not.toBeNull();
+    expect(Number(m![1])).toBe(54);
+    expect(Number(m![2])).toBe(0);
+    for (let r = 3; r <= 7; r++) expect(Number(m![r])).toBeGreaterThan(0);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, 240000);
