@@ -8,6 +8,7 @@
 #include "common.cuh"
 #include "core/pick.h"
 #include "pick.cuh"
+#include "sample_fx_ops.cuh"
 
 namespace qwen::cu {
 
@@ -63,12 +64,26 @@ __device__ __forceinline__ double block_sum_d(double v, double* sh) {
   return v;
 }
 
+// The smallest logit key whose fp32 weight expf(x - m) is non-zero (m = +Infinity: only +Infinity weighs). expf is
+// monotone, so those keys are [top_kmin, key(+Infinity)]; a binary search over the keys below key(m) (weight 1).
+__device__ uint32_t top_kmin(float m) {
+  if (m == INFINITY) return kFxKeyPosInf;
+  uint32_t lo = kFxKeyNegInf, hi = fx_logit_key(m);
+  while (hi - lo > 1) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    if (expf(fx_key_logit(mid) - m) > 0.f) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
+
 // grid (R), block kPickThreads.
 __global__ void __launch_bounds__(kPickThreads)
     pick_kernel(float* logits, int V, const DevPickRow* __restrict__ rows, const DevPickEntry* __restrict__ entries,
                 DevPickOut* __restrict__ out) {
   __shared__ Cand sh[32];
   __shared__ double shd[32];
+  __shared__ sfx::Smem fs;  // the top-n list's select
   const DevPickRow spec = rows[blockIdx.x];
   float* L = logits + size_t(blockIdx.x) * size_t(V);  // written below: plain (coherent) loads only
   const int tid = threadIdx.x, nt = blockDim.x;
@@ -85,47 +100,17 @@ __global__ void __launch_bounds__(kPickThreads)
   }
   __syncthreads();  // the block's global writes are visible to the whole block after this
 
-  // 2. argmax (+ this thread's best top_n)
+  // 2. argmax
   const int n = spec.n;
-  const int keep = spec.top_n > 1 ? spec.top_n : 1;
-  float tx[kMaxPickTop];
-  int ti[kMaxPickTop];
-  int tl = 0;
-  if (keep == 1) {
-    Cand b = none();
-    for (int base = tid; base < n; base += kUnroll * kPickThreads) {
-      float v[kUnroll];
-      load_unrolled(L, base, n, v);
+  Cand b = none();
+  for (int base = tid; base < n; base += kUnroll * kPickThreads) {
+    float v[kUnroll];
+    load_unrolled(L, base, n, v);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (v[u] > b.x) b = Cand{v[u], base + u * kPickThreads};  // strict: NaN / -Infinity never, ties keep the first
-    }
-    if (b.i != INT_MAX) {
-      tx[0] = b.x;
-      ti[0] = b.i;
-      tl = 1;
-    }
-  } else {
-    for (int base = tid; base < n; base += kUnroll * kPickThreads) {
-      float v[kUnroll];
-      load_unrolled(L, base, n, v);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const float x = v[u];
-        if (!(x > -INFINITY)) continue;
-        if (tl == keep && !(x > tx[keep - 1])) continue;  // ids increase along the thread: an equal value ranks after
-        int k = tl < keep ? tl++ : keep - 1;
-        while (k > 0 && x > tx[k - 1]) {
-          tx[k] = tx[k - 1];
-          ti[k] = ti[k - 1];
-          --k;
-        }
-        tx[k] = x;
-        ti[k] = base + u * kPickThreads;
-      }
-    }
+    for (int u = 0; u < kUnroll; ++u)
+      if (v[u] > b.x) b = Cand{v[u], base + u * kPickThreads};  // strict: NaN / -Infinity never, ties keep the first
   }
-  const Cand best = block_best(tl ? Cand{tx[0], ti[0]} : none(), sh);
+  const Cand best = block_best(b, sh);
   DevPickOut* o = out + blockIdx.x;
   if (best.i == INT_MAX) {  // no usable logit (uniform over the block)
     if (tid == 0) {
@@ -156,22 +141,19 @@ __global__ void __launch_bounds__(kPickThreads)
     sum = block_sum_d(s, shd);
   }
 
-  // 4. top-n: rounds of a block argmax over the threads' list heads
+  // 4. top-n: the ids of non-zero weight form a prefix of the (value desc, id asc) order, keys >= top_kmin(m); the
+  // first top_n of them by a radix select and a gather (sample_fx_ops.cuh)
   int n_top = 0;
   if (spec.top_n > 0) {
-    int head = 0;
-    for (int k = 0; k < spec.top_n; ++k) {
-      const Cand c = head < tl ? Cand{tx[head], ti[head]} : none();
-      const Cand w = block_best(c, sh);
-      if (w.i == INT_MAX) break;
-      if (!(m == INFINITY ? w.x == INFINITY : expf(w.x - m) > 0.f)) break;  // weighs 0: so do the rest
-      if (c.i == w.i) ++head;
-      if (tid == 0) {
-        o->top_id[k] = w.i;
-        o->top_x[k] = w.x;
+    sfx::DevFxOps ops{L, nullptr, n, nullptr, fs};
+    int32_t ids[kMaxPickTop];
+    float xs[kMaxPickTop];
+    n_top = ops.top_logits(top_kmin(m), spec.top_n, ids, xs);
+    if (tid == 0)
+      for (int k = 0; k < n_top; ++k) {
+        o->top_id[k] = ids[k];
+        o->top_x[k] = xs[k];
       }
-      n_top = k + 1;
-    }
   }
   if (tid == 0) {
     o->id = best.i;

@@ -3,12 +3,12 @@
 //   1. the row's penalty entries (ids < n with the repetition and / or presence-frequency penalty to apply): x in
 //      double, rounded once to fp32 (the TS sampler's arithmetic; the presence / frequency amount comes from the host,
 //      cpp/core/pick.h);
-//   2. argmax over ids [0, n): (value desc, id asc), NaN and -Infinity never taken; with top_n > 1 every thread also
-//      keeps its own best top_n (ids increase along a thread, so ties rank by id for free);
+//   2. argmax over ids [0, n): (value desc, id asc), NaN and -Infinity never taken;
 //   3. top_n >= 0: sum of the fp32 weights expf(x - max) over the row, accumulated in double (count of +Infinity when
 //      the max is +Infinity);
-//   4. top_n > 0: top_n rounds of a block argmax over the threads' list heads (the winner's thread pops its head);
-//      ids whose fp32 weight is 0 end the list.
+//   4. top_n > 0: the first top_n ids in (value desc, id asc) order among those of non-zero fp32 weight (a key range,
+//      pick.cu top_kmin): a radix select for the top_n-th and a gather (the primitives of sample_fx_ops.cuh), ~5 reads
+//      of the row from L2 instead of top_n block rounds over per-thread lists.
 // The device writes max, the sum and the (id, logit) lists; the host turns them into logprobs in double
 // (pick_results), so only R x 184 bytes come back. A sampled row (PickSpec::do_sample) goes through the same launch
 // for its penalties only: CudaBackend copies its penalized row back and draws on the host (cpp/cpu/sample.cc), so its

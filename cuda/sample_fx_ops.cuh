@@ -312,16 +312,19 @@ struct DevFxOps {
     return h;
   }
 
+  // w[k]: the weight of ids[k] (0 when the ops have no weights, W null)
   __device__ int gather(FxOrder o, const FxPred& p, int max, int32_t* ids, float* w) {
+    const bool need_w = fx_needs_w(o, p);
     if (threadIdx.x == 0) s.g_n = 0;
     __syncthreads();
     for (int i = threadIdx.x; i < n; i += kT) {
-      if (!fx_pred(p, L[i], W[i], i)) continue;
+      const float wi = need_w ? W[i] : 0.f;
+      if (!fx_pred(p, L[i], wi, i)) continue;
       const int k = atomicAdd(&s.g_n, 1);
       if (k < max) {
-        s.g_key[k] = fx_key(o, L[i], W[i]);
+        s.g_key[k] = fx_key(o, L[i], wi);
         s.g_id[k] = i;
-        s.g_w[k] = W[i];
+        s.g_w[k] = W ? W[i] : 0.f;
       }
     }
     __syncthreads();
@@ -347,6 +350,19 @@ struct DevFxOps {
       w[k] = s.g_w[k];
     }
     __syncthreads();
+    return got;
+  }
+
+  // The greedy pick's top list (pick.cu): the first `top` ids in (value desc, id asc) order (-0 ties +0) whose logit
+  // key lies in [kmin, key(+Infinity)], and their logits. Reads no weights (W may be null).
+  __device__ int top_logits(uint32_t kmin, int top, int32_t* ids, float* xs) {
+    FxPred p;
+    p.base = FxBase::HeadS;
+    p.kmin = kmin;
+    const FxSel c = select(FxOrder::Value, p, uint64_t(top), true, true);
+    p.cut2 = fx_cut_at(FxOrder::Value, c);
+    const int got = gather(FxOrder::Value, p, top, ids, xs);
+    for (int k = 0; k < got; ++k) xs[k] = L[ids[k]];
     return got;
   }
 

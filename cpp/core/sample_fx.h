@@ -104,7 +104,9 @@ QWEN_PICK_HD inline uint64_t fx_ceil(double x) {
 inline double fx_band(int n, double s_fx) { return 2.0 * n + 2.0 * (n * 0x1p-53) * s_fx + 4.0; }
 
 // ---- what the primitives act on ----
-enum class FxOrder : int32_t { Logit = 0, Weight = 1 };  // (key desc, id asc); Logit: fx_logit_key, Weight: fx_bits(w)
+// (key desc, id asc). Logit: fx_logit_key (the sampler's sortList: -0 below +0); Weight: fx_bits(w); Value: the logit
+// by float comparison, -0 tying +0 (the greedy pick's top list, pick.cu).
+enum class FxOrder : int32_t { Logit = 0, Weight = 1, Value = 2 };
 enum class FxBase : int32_t {
   All = 0,
   NotNan,    // the top-k list's candidates
@@ -133,7 +135,7 @@ struct FxPred {
 };
 
 QWEN_PICK_HD inline uint32_t fx_key(FxOrder o, float x, float w) {
-  return o == FxOrder::Logit ? fx_logit_key(x) : fx_bits(w);
+  return o == FxOrder::Logit ? fx_logit_key(x) : o == FxOrder::Value ? fx_logit_key(x == 0.f ? 0.f : x) : fx_bits(w);
 }
 QWEN_PICK_HD inline bool fx_within(const FxCut& c, float x, float w, int32_t id) {
   if (!c.on) return true;

@@ -132,7 +132,7 @@ struct HostFxOps {
     const int got = std::min(max, int(v.size()));
     for (int k = 0; k < got; ++k) {
       ids[k] = v[size_t(k)].second;
-      w[k] = W[v[size_t(k)].second];
+      w[k] = W ? W[v[size_t(k)].second] : 0.f;
     }
     return got;
   }

@@ -2,9 +2,11 @@
 // emulation of simt_emu.h, against the host reference (cpp/cpu/sample_fx.cc): the whole FxOut must be equal bit for
 // bit, on rows and configs that take every route. No GPU needed; test/sample-fx-emu.test.ts builds and runs it:
 //   g++ -std=c++20 -O2 -pthread -Icpp -Icuda cuda/test/sample_fx_emu.cc cpp/cpu/sample_fx.cc cpp/core/pick_tables.cc
-//   ./a.out [V]     prints "N rows, M differ, routes a/b/c/d/e"; exit 1 if any differ or a route was not taken
+//   ./a.out [V]     prints "N rows, M differ, routes a/b/c/d/e" and "N top lists, M differ" (pick.cu's top-n list);
+//                   exit 1 if any differ or a route was not taken
 #include "simt_emu.h"  // first: it defines what the device code expects
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +34,49 @@ static FxOut device_draw(const float* L, float* W, const FxRowIn& in) {
 }
 
 static bool same(const FxOut& a, const FxOut& b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// pick.cu's top list (DevFxOps::top_logits) for max m: the emulated device code with pick.cu's key bound (same binary
+// search, host expf) against a plain reference: every id of non-zero weight expf(x - m), sorted (value desc, id asc).
+static uint32_t top_kmin(float m) {
+  if (m == INFINITY) return kFxKeyPosInf;
+  uint32_t lo = kFxKeyNegInf, hi = fx_logit_key(m);
+  while (hi - lo > 1) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    if (std::exp(fx_key_logit(mid) - m) > 0.f) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
+static bool top_list_ok(const float* L, int n, int top) {
+  float m = -INFINITY;
+  for (int i = 0; i < n; ++i) m = L[i] > m ? L[i] : m;
+  if (m == -INFINITY) return true;  // the kernel asks for no list then
+  std::vector<int32_t> want;
+  for (int i = 0; i < n; ++i)
+    if (L[i] == L[i] && (m == INFINITY ? L[i] == INFINITY : std::exp(L[i] - m) > 0.f)) want.push_back(i);
+  std::sort(want.begin(), want.end(), [&](int32_t a, int32_t b) { return L[a] > L[b] || (L[a] == L[b] && a < b); });
+  if (int(want.size()) > top) want.resize(size_t(top));
+  static cu::sfx::Smem s;
+  std::memset(&s, 0xcd, sizeof s);
+  int32_t ids[kMaxPickTop];
+  float xs[kMaxPickTop];
+  int got = -1;
+  simt::run_block(cu::sfx::kSampleThreads, [&] {
+    cu::sfx::DevFxOps ops{L, nullptr, n, nullptr, s};
+    int32_t i[kMaxPickTop];
+    float x[kMaxPickTop];
+    const int g = ops.top_logits(top_kmin(m), top, i, x);
+    if (threadIdx.x == 0) {
+      got = g;
+      std::copy(i, i + g, ids);
+      std::copy(x, x + g, xs);
+    }
+  });
+  if (got != int(want.size())) return false;
+  for (int k = 0; k < got; ++k)
+    if (ids[k] != want[size_t(k)] || std::memcmp(&xs[k], &L[want[size_t(k)]], sizeof(float)) != 0) return false;
+  return true;
+}
 
 int main(int argc, char** argv) {
   const int V = argc > 1 ? std::atoi(argv[1]) : 4096, lim = V - 85;
@@ -101,5 +146,12 @@ int main(int argc, char** argv) {
   std::printf("%d rows, %d differ, routes %d/%d/%d/%d/%d\n", n, bad, seen[0], seen[1], seen[2], seen[3], seen[4]);
   const bool all_routes = seen[0] && seen[1] && seen[2] && seen[3] && seen[4];
   if (!all_routes) std::printf("not every route was taken\n");
-  return bad == 0 && all_routes ? 0 : 1;
+  int lists = 0, bad_lists = 0;
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (const int top : {1, 5, 20}) {
+      ++lists;
+      if (!top_list_ok(rows[r].data(), lim, top) && bad_lists++ < 10) std::printf("DIFF top list row %zu top %d\n", r, top);
+    }
+  std::printf("%d top lists, %d differ\n", lists, bad_lists);
+  return bad == 0 && all_routes && bad_lists == 0 ? 0 : 1;
 }
