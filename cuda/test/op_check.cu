@@ -1008,6 +1008,54 @@ static void test_sample_fx(const char* dts) {
          "sample_fx rows take every route (all/top-k/probe/head/hist: " + std::to_string(seen[0]) + "/" +
              std::to_string(seen[1]) + "/" + std::to_string(seen[2]) + "/" + std::to_string(seen[3]) + "/" +
              std::to_string(seen[4]) + ")");
+
+  // final_pick (the lm_head GEMM, then pick_kernel and the device draw) of 64 rows, greedy and sampled mixed, penalties
+  // on some: each row against the host on final_logits' logits of the same rows (one 64-row GEMM in both: identical)
+  {
+    const int T = 320, H = 64, Vs = 1003, Rf = 64;
+    const DType dt = be->act_dtype();
+    vecf h = rnd(size_t(T) * H, 2.f, dt, 80), gw = rnd(H, 1.f, dt, 81), W = rnd(size_t(Vs) * H, 1.f, dt, 82);
+    DB hb(*be, h);
+    DW gd(*be, gw, 1, H), Wd(*be, W, Vs, H);
+    std::vector<int> rws(static_cast<size_t>(Rf));
+    for (int r = 0; r < Rf; ++r) rws[size_t(r)] = (r * 5) % T;
+    std::vector<PickCase> cs;
+    std::vector<PickSpec> specs = pick_specs(cs, Vs, Rf, 0, g);
+    for (int r = 0; r < Rf; ++r) {
+      PickSpec& sp = specs[size_t(r)];
+      if (r % 4 == 3) continue;  // greedy rows among the sampled ones
+      sp.do_sample = true;
+      sp.temperature = r % 3 == 0 ? 0.7 : 1.0;
+      sp.top_k = r % 5 == 0 ? 20 : 0;
+      sp.top_p = r % 2 ? 0.8 : 1.0;
+      sp.u = ud(g);
+    }
+    std::vector<PickResult> got(static_cast<size_t>(Rf));
+    be->final_pick(hb.p, rws.data(), Rf, H, gd.w, Wd.w, 1e-6f, specs.data(), got.data());
+    vecf logits(size_t(Rf) * Vs);
+    be->final_logits(hb.p, rws.data(), Rf, H, gd.w, Wd.w, 1e-6f, logits.data());
+    int wrong = 0;
+    for (int r = 0; r < Rf; ++r) {
+      const PickSpec& sp = specs[size_t(r)];
+      const PickResult& hgot = got[size_t(r)];
+      if (!sp.do_sample) {
+        wrong += same_pick(hgot, ref_pick(logits.data() + size_t(r) * Vs, Vs, sp), sp) ? 0 : 1;
+        continue;
+      }
+      const std::vector<float> P = penalized(logits.data() + size_t(r) * Vs, Vs, sp);
+      const int n = pick_limit(sp, Vs);
+      std::vector<float> Wt(static_cast<size_t>(n));
+      FxOut o;
+      sample_fx_row(P.data(), Wt.data(), fx_row_in(P.data(), n, sp), o);
+      PickResult want;
+      fx_result(o, sp.top_n, want);
+      bool same = hgot.id == want.id && hgot.n_top == want.n_top && (want.id < 0 || sp.top_n < 0 || hgot.logprob == want.logprob);
+      for (int t = 0; same && t < want.n_top; ++t) same = hgot.top_ids[t] == want.top_ids[t];
+      wrong += same ? 0 : 1;
+    }
+    expect(wrong == 0, std::string("final_pick R=64, sampled rows drawn on the device, greedy rows among them (") + dts +
+                           "): " + std::to_string(wrong) + " rows differ from the host");
+  }
 }
 
 static double time_it(Backend& be, int reps, const std::function<void()>& f);
