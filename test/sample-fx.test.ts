@@ -10,9 +10,9 @@
  */
 import { addon } from '../lib/native/binding';
 import type { NativePick, NativePickRequest } from '../lib/native/types';
-import { Rng, type SamplerConfig, createSampler } from '../lib/sampling';
+import { Rng, createSampler } from '../lib/sampling';
 import { expectPickEqualsSample } from './helpers/nativePath';
-import { QWEN_LIMIT, QWEN_V, adversarialRows, gridRow, modelRow } from './helpers/rows';
+import { QWEN_LIMIT, QWEN_V, adversarialRows, gridRow, modelRow, sampledConfig } from './helpers/rows';
 import { randArray } from './helpers/weights';
 
 const LOG_TOL = 2 * 2 ** -52 * 128;
@@ -40,20 +40,6 @@ afterEach(() => {
   if (process.env.SAMPLE_FX_STATS) console.log(`${expect.getState().currentTestName}: ${inBand.length} in band`);
 });
 
-function configOf(c: Cfg, vocabLimit: number, seed: number): SamplerConfig {
-  return {
-    doSample: true,
-    temperature: c.temperature,
-    topK: c.topK,
-    topP: c.topP,
-    repetitionPenalty: 1,
-    presencePenalty: 0,
-    frequencyPenalty: 0,
-    tokenizerVocabSize: vocabLimit,
-    seed,
-    ...(c.logprobs !== undefined ? { logprobs: c.logprobs } : {}),
-  };
-}
 
 /**
  * sampleFx of `x` (one sampler builds the request) vs sample() of a copy (its twin of the same seed). In band: counted
@@ -61,7 +47,7 @@ function configOf(c: Cfg, vocabLimit: number, seed: number): SamplerConfig {
  * (weights 1, integer masses), where the band is only a conservative bound and the two must agree.
  */
 function compare(c: Cfg, x: Float32Array, vocabLimit: number, seed: number, what: string, strict = false): FxResult {
-  const cfg = configOf(c, vocabLimit, seed);
+  const cfg = sampledConfig(c, vocabLimit, seed);
   const req = createSampler(cfg).pickRequest()!;
   expect(req.doSample).toBe(true);
   const res = a.sampleFx(x, req);
@@ -210,7 +196,7 @@ test('deterministic, and the logits are left alone', () => {
   for (const [x, lim] of [[modelRow(9, 12, 2), LIMIT], [randArray(V, 10, 0.5), LIMIT], [gridRow(1003, 11, 2, 2), 1000]] as const) {
     const before = Float32Array.from(x);
     for (const c of [{ temperature: 1, topK: 0, topP: 0.8, logprobs: 20 }, { temperature: 0.7, topK: 50, topP: 0.95, logprobs: 5 }, { temperature: 1.5, topK: 0, topP: 1 }]) {
-      const req = createSampler(configOf(c, lim, 5)).pickRequest()!;
+      const req = createSampler(sampledConfig(c, lim, 5)).pickRequest()!;
       const r1 = a.sampleFx(x, req);
       const r2 = a.sampleFx(x, req);
       expect(r2).toEqual(r1);
@@ -257,7 +243,7 @@ cudaDescribe('cuda device draw (QWEN_SAMPLE_FX=1) == sampleFx', () => {
       for (const topK of KS)
         for (const topP of PS) {
           const logprobs = LOGPROBS[i++ % LOGPROBS.length];
-          const reqs = rows.map(([, lim], j) => createSampler(configOf({ temperature, topK, topP, logprobs }, lim, 17 * i + j)).pickRequest()!);
+          const reqs = rows.map(([, lim], j) => createSampler(sampledConfig({ temperature, topK, topP, logprobs }, lim, 17 * i + j)).pickRequest()!);
           const all = new Float32Array(rows.length * V);
           rows.forEach(([x], j) => all.set(x, j * V));
           const got = ops.pickLogits(all, rows.length, V, reqs);
@@ -275,7 +261,7 @@ cudaDescribe('cuda device draw (QWEN_SAMPLE_FX=1) == sampleFx', () => {
     for (const topK of KS)
       for (const topP of [...PS, 0.5])
         for (const logprobs of LOGPROBS) {
-          const req = createSampler(configOf({ temperature: 1, topK, topP, logprobs }, 1000, 5 * i++)).pickRequest()!;
+          const req = createSampler(sampledConfig({ temperature: 1, topK, topP, logprobs }, 1000, 5 * i++)).pickRequest()!;
           const got = ops.pickLogits(x, 1, x.length, [req])[0];
           const { route: _r, z: _z, total: _t, gap: _g, band: _b, ...want } = a.sampleFx(x, req);
           expect(got).toEqual(want);

@@ -10,9 +10,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { addon } from '../lib/native/binding';
 import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
-import { Rng, type SampleResult, type SamplerConfig, createSampler } from '../lib/sampling';
+import { Rng, type SampleResult, createSampler } from '../lib/sampling';
 import { expectNativeEqualsTs, expectPickEqualsSample, tsPath, useTinyModel } from './helpers/nativePath';
-import { ADVERSARIAL_LIMIT, QWEN_LIMIT, QWEN_V, adversarialRows, gridRow, modelRow } from './helpers/rows';
+import { ADVERSARIAL_LIMIT, QWEN_LIMIT, QWEN_V, adversarialRows, gridRow, modelRow, sampledConfig } from './helpers/rows';
 import { randArray } from './helpers/weights';
 
 const LOG_TOL = 2 * 2 ** -52 * 128;
@@ -50,25 +50,11 @@ interface Row {
   vocabLimit: number;
 }
 
-function configOf(c: Cfg, vocabLimit: number, seed: number): SamplerConfig {
-  return {
-    doSample: true,
-    temperature: c.temperature,
-    topK: c.topK,
-    topP: c.topP,
-    repetitionPenalty: c.rp,
-    presencePenalty: c.presence,
-    frequencyPenalty: c.frequency,
-    tokenizerVocabSize: vocabLimit,
-    seed,
-    ...(c.logprobs !== undefined ? { logprobs: c.logprobs } : {}),
-  };
-}
 
 /** Two samplers of the same seed and history: one builds the native request, the other samples the row in TS. */
 function pair(c: Cfg, row: Row, seed: number) {
   const mk = () => {
-    const s = createSampler(configOf(c, row.vocabLimit, seed), row.prompt);
+    const s = createSampler(sampledConfig(c, row.vocabLimit, seed), row.prompt);
     s.accept(row.generated);
     return s;
   };
@@ -195,7 +181,7 @@ describe.each(BACKENDS)('%s sampled pick == TS Sampler', (_name, opts) => {
 });
 
 test('Sampler.pickRequest when sampling: only the active warpers, one rng draw per request, the same stream as sample()', () => {
-  const cfg = configOf({ temperature: 0.7, topK: 0, topP: 0.9, rp: 1, presence: 0, frequency: 0 }, 10, 42);
+  const cfg = sampledConfig({ temperature: 0.7, topK: 0, topP: 0.9, rp: 1, presence: 0, frequency: 0 }, 10, 42);
   const s = createSampler(cfg);
   const r = new Rng(42);
   for (let k = 0; k < 3; k++) {

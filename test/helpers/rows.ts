@@ -2,6 +2,7 @@
  * Logit rows for the pick / sampler tests (test/pick.test.ts, sample.test.ts, sample-fx.test.ts): Qwen-shaped model
  * rows, grid rows (ties everywhere) and the adversarial small rows every sampled-pick comparison runs.
  */
+import type { SamplerConfig } from '../../lib/sampling';
 import { randArray, rng } from './weights';
 
 export const QWEN_V = 151936;
@@ -90,4 +91,29 @@ export function adversarialRows(): AdversarialRow[] {
     row('a wide spread: most weights are 0', x);
   }
   return out;
+}
+
+/** A sampled config of the pick tests; penalties off unless given. */
+export interface SampledCfg {
+  temperature: number;
+  topK: number;
+  topP: number;
+  rp?: number;
+  presence?: number;
+  frequency?: number;
+  logprobs?: number;
+}
+export function sampledConfig(c: SampledCfg, vocabLimit: number, seed: number): SamplerConfig {
+  return {
+    doSample: true,
+    temperature: c.temperature,
+    topK: c.topK,
+    topP: c.topP,
+    repetitionPenalty: c.rp ?? 1,
+    presencePenalty: c.presence ?? 0,
+    frequencyPenalty: c.frequency ?? 0,
+    tokenizerVocabSize: vocabLimit,
+    seed,
+    ...(c.logprobs !== undefined ? { logprobs: c.logprobs } : {}),
+  };
 }
