@@ -903,20 +903,11 @@ void CudaBackend::rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, 
 void CudaBackend::attention(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer,
                             Buf out) {
   ensure_step(s, n);
-  ProfScope prof(prof_, stream_, [&] {
-    const AttnArgs a{act_, qkv, out, step_, n_heads, head_dim, layer};
-    return std::string("attention ") + attention_path(a) + " rows=" + std::to_string(step_.rows);
-  });
+  const AttnArgs a{act_, qkv, out, step_, n_heads, head_dim, layer};
+  ProfScope prof(prof_, stream_,
+                 [&] { return std::string("attention ") + attention_path(a) + " rows=" + std::to_string(step_.rows); });
   if (step_.rows <= 0) return;
   check_kv("attention", n_heads, head_dim, layer);
-  AttnArgs a;
-  a.act = act_;
-  a.qkv = qkv;
-  a.out = out;
-  a.step = step_;
-  a.n_heads = n_heads;
-  a.head_dim = head_dim;
-  a.layer = layer;
   const size_t ws_bytes = attention_workspace_bytes(a);
   void* ws = ws_bytes ? attn_ws_.get(ws_bytes, stream_, "attention workspace") : nullptr;
   cu::attention(a, ws, ws_bytes, stream_);
@@ -1004,8 +995,7 @@ void CudaBackend::final_logits(const Buf h, const int* rows, int R, int H, const
 // final_pick: the final_logits GEMM into the device logits scratch, then ONE pick launch per kPickRowChunk rows (all
 // rows of a step up to 256); the upload (rows, per-row specs, penalty entries) is one staged copy and the results one
 // copy of R x sizeof(DevPickOut) back, instead of R x V x 4 bytes of logits.
-const char* CudaBackend::stage_pick(const int* rows, int R, int V, const PickSpec* specs, size_t* o_rows,
-                                    size_t* o_specs, size_t* o_entries, size_t* o_samples) {
+CudaBackend::PickCall CudaBackend::stage_pick(const int* rows, int R, int V, const PickSpec* specs) {
   bool sampled = false;
   for (int r = 0; r < R; ++r) {
     if (specs[r].n_ids > 0 && (!specs[r].ids || !specs[r].counts))
@@ -1022,40 +1012,53 @@ const char* CudaBackend::stage_pick(const int* rows, int R, int V, const PickSpe
     std::memcpy(host + l.bytes + size_t(r) * sizeof(DevSampleRow), &d, sizeof d);
   }
   pick_stage_.upload(bytes, nullptr, 0, stream_);
-  *o_rows = l.o_rows;
-  *o_specs = l.o_specs;
-  *o_entries = l.o_entries;
-  *o_samples = fx ? l.bytes : 0;
-  return pick_stage_.device();
-}
-
-void CudaBackend::finish_pick(const void* dev_out, const FxOut* dev_fx, int R, const PickSpec* specs,
-                              PickResult* out) {
-  const size_t bytes = size_t(R) * sizeof(DevPickOut);
-  void* host = pick_host_.get(std::max<size_t>(bytes, 64 * sizeof(DevPickOut)));  // every earlier copy was waited for
-  CUDA_CHECK(cudaMemcpyAsync(host, dev_out, bytes, cudaMemcpyDeviceToHost, stream_));
-  FxOut* fx = nullptr;
-  if (dev_fx) {
-    fx = static_cast<FxOut*>(sample_out_host_.get(std::max<size_t>(size_t(R), 64) * sizeof(FxOut)));
-    CUDA_CHECK(cudaMemcpyAsync(fx, dev_fx, size_t(R) * sizeof(FxOut), cudaMemcpyDeviceToHost, stream_));
+  const char* dv = pick_stage_.device();
+  PickCall c;
+  c.rows = reinterpret_cast<const int32_t*>(dv + l.o_rows);
+  c.specs = reinterpret_cast<const DevPickRow*>(dv + l.o_specs);
+  c.entries = reinterpret_cast<const DevPickEntry*>(dv + l.o_entries);
+  c.out = static_cast<DevPickOut*>(pick_out_.get(size_t(R) * sizeof(DevPickOut), stream_, "final_pick results"));
+  if (fx) {
+    c.samples = reinterpret_cast<const DevSampleRow*>(dv + l.bytes);
+    c.fx = static_cast<FxOut*>(sample_out_.get(size_t(R) * sizeof(FxOut), stream_, "sampled picks"));
   }
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  pick_results(static_cast<const DevPickOut*>(host), specs, R, out);
-  for (int r = 0; fx && r < R; ++r)
-    if (specs[r].do_sample) fx_result(fx[r], specs[r].top_n, out[r]);
+  return c;
 }
 
-void CudaBackend::sample_on_device(const float* lg, int r0, int n, int V, const DevSampleRow* rows_dev,
-                                   const DevPickOut* picks, FxOut* out) {
+void CudaBackend::pick_chunk(const PickCall& c, float* lg, int r0, int n, int V, const PickSpec* specs, int R) {
+  cu::pick(lg, n, V, c.specs + r0, c.entries, c.out + r0, stream_);
+  if (!c.samples) {
+    keep_sampled(lg, r0, n, V, specs, R);
+    return;
+  }
   if (!exp_table_up_) {
     void* t = exp_table_.get(sizeof kPickExpTable, stream_, "sampling exp table");
     CUDA_CHECK(cudaMemcpyAsync(t, kPickExpTable, sizeof kPickExpTable, cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // the source is pageable host memory
     exp_table_up_ = true;
   }
-  auto* w = static_cast<float*>(sample_w_.get(size_t(std::max(n, 1)) * V * sizeof(float), stream_, "sampling weights"));
-  cu::sample_fx(lg, w, n, V, rows_dev + r0, picks + r0, static_cast<const double*>(exp_table_.ptr()), out + r0,
+  auto* w = static_cast<float*>(sample_w_.get(size_t(n) * V * sizeof(float), stream_, "sampling weights"));
+  cu::sample_fx(lg, w, n, V, c.samples + r0, c.out + r0, static_cast<const double*>(exp_table_.ptr()), c.fx + r0,
                 stream_);
+}
+
+void CudaBackend::finish_pick(const PickCall& c, int R, int V, const PickSpec* specs, PickResult* out) {
+  const size_t bytes = size_t(R) * sizeof(DevPickOut);
+  void* host = pick_host_.get(std::max<size_t>(bytes, 64 * sizeof(DevPickOut)));  // every earlier copy was waited for
+  CUDA_CHECK(cudaMemcpyAsync(host, c.out, bytes, cudaMemcpyDeviceToHost, stream_));
+  FxOut* fx = nullptr;
+  if (c.fx) {
+    fx = static_cast<FxOut*>(sample_out_host_.get(std::max<size_t>(size_t(R), 64) * sizeof(FxOut)));
+    CUDA_CHECK(cudaMemcpyAsync(fx, c.fx, size_t(R) * sizeof(FxOut), cudaMemcpyDeviceToHost, stream_));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  pick_results(static_cast<const DevPickOut*>(host), specs, R, out);
+  if (!fx) {
+    draw_sampled(V, specs, R, out);
+    return;
+  }
+  for (int r = 0; r < R; ++r)
+    if (specs[r].do_sample) fx_result(fx[r], specs[r].top_n, out[r]);
 }
 
 void CudaBackend::keep_sampled(const float* lg, int r0, int n, int V, const PickSpec* specs, int R) {
@@ -1117,53 +1120,32 @@ void CudaBackend::final_pick(const Buf h, const int* rows, int R, int H, const W
   static_assert(sizeof(int) == sizeof(int32_t), "rows are staged as int32");
   if (R <= 0) return;
   const int V = check_head("final_pick", H, ln_f, lm_head);
-  size_t o_rows = 0, o_specs = 0, o_entries = 0, o_samples = 0;
-  const char* dv = stage_pick(rows, R, V, specs, &o_rows, &o_specs, &o_entries, &o_samples);
-  const int32_t* rows_dev = reinterpret_cast<const int32_t*>(dv + o_rows);
-  const DevPickRow* specs_dev = reinterpret_cast<const DevPickRow*>(dv + o_specs);
-  const DevPickEntry* entries_dev = reinterpret_cast<const DevPickEntry*>(dv + o_entries);
-  const DevSampleRow* samples_dev = o_samples ? reinterpret_cast<const DevSampleRow*>(dv + o_samples) : nullptr;
+  const PickCall c = stage_pick(rows, R, V, specs);
   const int rc = std::min(R, kPickRowChunk);
   void* xn = xn_.get(size_t(rc) * H * esize_, stream_, "final-logits normalised rows");
   float* lg = static_cast<float*>(logits_.get(size_t(rc) * V * sizeof(float), stream_, "final logits"));
-  auto* dout = static_cast<DevPickOut*>(pick_out_.get(size_t(R) * sizeof(DevPickOut), stream_, "final_pick results"));
-  FxOut* dfx = samples_dev ? static_cast<FxOut*>(sample_out_.get(size_t(R) * sizeof(FxOut), stream_, "sampled picks"))
-                           : nullptr;
   for (int r0 = 0; r0 < R; r0 += rc) {
     const int n = std::min(rc, R - r0);
-    head_rows(h, rows_dev + r0, n, H, V, ln_f, lm_head, eps, xn, lg);
-    cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
-    if (dfx) sample_on_device(lg, r0, n, V, samples_dev, dout, dfx);
-    else keep_sampled(lg, r0, n, V, specs, R);
+    head_rows(h, c.rows + r0, n, H, V, ln_f, lm_head, eps, xn, lg);
+    pick_chunk(c, lg, r0, n, V, specs, R);
   }
-  finish_pick(dout, dfx, R, specs, out);
-  if (!dfx) draw_sampled(V, specs, R, out);
+  finish_pick(c, R, V, specs, out);
 }
 
 void CudaBackend::pick_logits(const float* logits, int R, int V, const PickSpec* specs, PickResult* out) {
   ProfScope prof(prof_, stream_, [&] { return "pick_logits R=" + std::to_string(R); });
   if (R <= 0) return;
   if (V <= 0) throw std::invalid_argument("pick_logits: V must be >= 1");
-  size_t o_rows = 0, o_specs = 0, o_entries = 0, o_samples = 0;
-  const char* dv = stage_pick(nullptr, R, V, specs, &o_rows, &o_specs, &o_entries, &o_samples);
-  const DevPickRow* specs_dev = reinterpret_cast<const DevPickRow*>(dv + o_specs);
-  const DevPickEntry* entries_dev = reinterpret_cast<const DevPickEntry*>(dv + o_entries);
-  const DevSampleRow* samples_dev = o_samples ? reinterpret_cast<const DevSampleRow*>(dv + o_samples) : nullptr;
+  const PickCall c = stage_pick(nullptr, R, V, specs);
   const int rc = std::min(R, kPickRowChunk);
   float* lg = static_cast<float*>(logits_.get(size_t(rc) * V * sizeof(float), stream_, "final logits"));
-  auto* dout = static_cast<DevPickOut*>(pick_out_.get(size_t(R) * sizeof(DevPickOut), stream_, "final_pick results"));
-  FxOut* dfx = samples_dev ? static_cast<FxOut*>(sample_out_.get(size_t(R) * sizeof(FxOut), stream_, "sampled picks"))
-                           : nullptr;
   for (int r0 = 0; r0 < R; r0 += rc) {
     const int n = std::min(rc, R - r0);
     CUDA_CHECK(cudaMemcpyAsync(lg, logits + size_t(r0) * V, size_t(n) * V * sizeof(float), cudaMemcpyHostToDevice,
                                stream_));
-    cu::pick(lg, n, V, specs_dev + r0, entries_dev, dout + r0, stream_);
-    if (dfx) sample_on_device(lg, r0, n, V, samples_dev, dout, dfx);
-    else keep_sampled(lg, r0, n, V, specs, R);
+    pick_chunk(c, lg, r0, n, V, specs, R);
   }
-  finish_pick(dout, dfx, R, specs, out);
-  if (!dfx) draw_sampled(V, specs, R, out);
+  finish_pick(c, R, V, specs, out);
 }
 
 }  // namespace cu

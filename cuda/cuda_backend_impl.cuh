@@ -211,16 +211,22 @@ class CudaBackend final : public Backend {
   int check_head(const char* op, int H, const Weight& ln_f, const Weight& lm_head) const;
   void head_rows(const Buf h, const int32_t* rows_dev, int n, int H, int V, const Weight& ln_f, const Weight& lm_head,
                  float eps, void* xn, float* lg);
-  // final_pick / pick_logits: the one staged upload of a call (rows | DevPickRow[R] | penalty entries), returning its
-  // device base; then the results DevPickOut[R] (device) -> pinned host -> out (one copy, one synchronize).
-  // With the device draw on (sample_fx_) and a sampled row in the call, DevSampleRow[R] follow at *o_samples (else 0).
-  const char* stage_pick(const int* rows, int R, int V, const PickSpec* specs, size_t* o_rows, size_t* o_specs,
-                         size_t* o_entries, size_t* o_samples);
-  // dev_fx: the device draws' FxOut[R] (sampled rows), copied back with the picks; nullptr: the host draws them.
-  void finish_pick(const void* dev_out, const FxOut* dev_fx, int R, const PickSpec* specs, PickResult* out);
-  // The device draw (sample_fx.cu) of rows [r0, r0 + n) of a call, on their penalized logits lg[n, V].
-  void sample_on_device(const float* lg, int r0, int n, int V, const DevSampleRow* rows_dev, const DevPickOut* picks,
-                        FxOut* out);
+  // One final_pick / pick_logits call: its one staged upload (rows | DevPickRow[R] | penalty entries, then
+  // DevSampleRow[R] when the device draws: sample_fx_ and a sampled row in the call) and its result buffers.
+  struct PickCall {
+    const int32_t* rows = nullptr;  // final_pick's rows of h
+    const DevPickRow* specs = nullptr;
+    const DevPickEntry* entries = nullptr;
+    const DevSampleRow* samples = nullptr;  // null: sampled rows are drawn on the host
+    DevPickOut* out = nullptr;              // [R]
+    FxOut* fx = nullptr;                    // [R] the device draws (with samples)
+  };
+  PickCall stage_pick(const int* rows, int R, int V, const PickSpec* specs);
+  // Rows [r0, r0 + n) of the call on their logits lg[n, V]: pick_kernel, then the device draw of the sampled rows or
+  // their copy to the host.
+  void pick_chunk(const PickCall& c, float* lg, int r0, int n, int V, const PickSpec* specs, int R);
+  // DevPickOut[R] (and FxOut[R]) -> pinned host -> out (one synchronize); then the host draws, if the device did not.
+  void finish_pick(const PickCall& c, int R, int V, const PickSpec* specs, PickResult* out);
   // Sampled rows (do_sample) of a pick call: their penalized logits rows lg[n, V] (rows r0.. of the call) copied back
   // to sample_host_, then drawn on the host by cpu/sample.cc (the TS sampler's arithmetic, exact) — see pick.cuh.
   void keep_sampled(const float* lg, int r0, int n, int V, const PickSpec* specs, int R);

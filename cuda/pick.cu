@@ -64,19 +64,6 @@ __device__ __forceinline__ double block_sum_d(double v, double* sh) {
   return v;
 }
 
-// The smallest logit key whose fp32 weight expf(x - m) is non-zero (m = +Infinity: only +Infinity weighs). expf is
-// monotone, so those keys are [top_kmin, key(+Infinity)]; a binary search over the keys below key(m) (weight 1).
-__device__ uint32_t top_kmin(float m) {
-  if (m == INFINITY) return kFxKeyPosInf;
-  uint32_t lo = kFxKeyNegInf, hi = fx_logit_key(m);
-  while (hi - lo > 1) {
-    const uint32_t mid = lo + (hi - lo) / 2;
-    if (expf(fx_key_logit(mid) - m) > 0.f) hi = mid;
-    else lo = mid;
-  }
-  return hi;
-}
-
 // grid (R), block kPickThreads.
 __global__ void __launch_bounds__(kPickThreads)
     pick_kernel(float* logits, int V, const DevPickRow* __restrict__ rows, const DevPickEntry* __restrict__ entries,
@@ -141,14 +128,14 @@ __global__ void __launch_bounds__(kPickThreads)
     sum = block_sum_d(s, shd);
   }
 
-  // 4. top-n: the ids of non-zero weight form a prefix of the (value desc, id asc) order, keys >= top_kmin(m); the
+  // 4. top-n: the ids of non-zero weight form a prefix of the (value desc, id asc) order, keys >= sfx::top_kmin; the
   // first top_n of them by a radix select and a gather (sample_fx_ops.cuh)
   int n_top = 0;
   if (spec.top_n > 0) {
     sfx::DevFxOps ops{L, nullptr, n, nullptr, fs};
     int32_t ids[kMaxPickTop];
     float xs[kMaxPickTop];
-    n_top = ops.top_logits(top_kmin(m), spec.top_n, ids, xs);
+    n_top = ops.top_logits(sfx::top_kmin(m), spec.top_n, ids, xs);
     if (tid == 0)
       for (int k = 0; k < n_top; ++k) {
         o->top_id[k] = ids[k];

@@ -7,7 +7,7 @@
 //   3. top_n >= 0: sum of the fp32 weights expf(x - max) over the row, accumulated in double (count of +Infinity when
 //      the max is +Infinity);
 //   4. top_n > 0: the first top_n ids in (value desc, id asc) order among those of non-zero fp32 weight (a key range,
-//      pick.cu top_kmin): a radix select for the top_n-th and a gather (the primitives of sample_fx_ops.cuh), ~5 reads
+//      sample_fx_ops.cuh top_kmin): a radix select for the top_n-th and a gather (the primitives of sample_fx_ops.cuh), ~5 reads
 //      of the row from L2 instead of top_n block rounds over per-thread lists.
 // The device writes max, the sum and the (id, logit) lists; the host turns them into logprobs in double
 // (pick_results), so only R x 184 bytes come back. A sampled row (PickSpec::do_sample) goes through the same launch

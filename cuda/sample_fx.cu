@@ -41,7 +41,7 @@ DevSampleRow sample_fx_row_of(const PickSpec& s, int V) {
   DevSampleRow r{};
   r.on = s.do_sample ? 1 : 0;
   r.n = pick_limit(s, V);
-  r.inv_t = s.temperature != 1 ? 1 / s.temperature : 1.0;  // temperature.ts
+  r.inv_t = pick_inv_t(s);
   r.top_p = s.top_p;
   r.u = s.u;
   r.top_k = s.top_k;

@@ -86,10 +86,11 @@ __device__ inline u64 block_excl_scan_u64(u64 v, u64* total, Smem& s) {
   return s.excl[warp] + inc - v;
 }
 
-// pick.h pick_weight on the device
-__device__ __forceinline__ float fx_weight(float x, double m, double inv_t, const double* table) {
-  if (m == INFINITY) return x == INFINITY ? 1.0f : 0.0f;
-  return __double2float_rn(pick_exp_neg_dev(__dmul_rn(__dsub_rn(m, double(x)), inv_t), table));
+// The greedy pick's top list (pick.cu) holds the ids of non-zero fp32 weight expf(x - m); expf is monotone, so their
+// keys are [top_kmin(m), key(+Infinity)] (m = +Infinity: only +Infinity weighs).
+__device__ inline uint32_t top_kmin(float m) {
+  if (m == INFINITY) return kFxKeyPosInf;
+  return fx_min_key(kFxKeyNegInf, fx_logit_key(m), [m](float x) { return expf(x - m) > 0.f; });
 }
 
 struct DevFxOps {
@@ -104,7 +105,7 @@ struct DevFxOps {
     const double m = in.m;
     for (int i = threadIdx.x; i < n; i += kT) {
       const float x = L[i];
-      const float w = fx_weight(x, m, in.inv_t, tab);
+      const float w = pick_weight_dev(x, m, in.inv_t, tab);
       W[i] = w;
       const u64 f = fx_of(w);
       total += f;

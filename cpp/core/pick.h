@@ -58,6 +58,11 @@ __device__ __forceinline__ double pick_exp_neg_dev(double s, const double* table
   const double b = __dsub_rn(1.0, __dmul_rn(r, a));
   return __dmul_rn(table[k], __dsub_rn(1.0, __dmul_rn(r, b)));
 }
+// pick_weight (below) on the device.
+__device__ __forceinline__ float pick_weight_dev(float x, double m, double inv_t, const double* table) {
+  if (m == INFINITY) return x == INFINITY ? 1.0f : 0.0f;
+  return __double2float_rn(pick_exp_neg_dev(__dmul_rn(__dsub_rn(m, double(x)), inv_t), table));
+}
 #endif
 #ifndef __CUDACC__
 #if defined(__clang__)
@@ -84,6 +89,9 @@ inline float pick_weight(float x, double m, double inv_t) {
 #pragma GCC pop_options
 #endif
 #endif
+
+// temperature.ts: the weights take 1 / temperature (exactly 1 when the temperature is 1).
+inline double pick_inv_t(const PickSpec& s) { return s.temperature != 1 ? 1 / s.temperature : 1.0; }
 
 // What the boundary (lib/model checkPick, the addon) guarantees of a sampled spec; asserted again where it is used.
 inline bool pick_sample_ok(const PickSpec& s) {

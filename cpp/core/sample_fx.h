@@ -178,14 +178,22 @@ QWEN_PICK_HD inline bool fx_needs_w(FxOrder o, const FxPred& p) {
 QWEN_PICK_HD inline bool fx_in_head(float x, double m, double inv_t) {
   return fx_mul(fx_sub(m, double(x)), inv_t) < kPickHeadS;
 }
-QWEN_PICK_HD inline uint32_t fx_head_kmin(float m, double inv_t) {
-  uint32_t lo = kFxKeyNegInf, hi = fx_logit_key(m);  // s(lo) = +Infinity, s(hi) = 0
+// The smallest logit key in (lo, hi] whose logit satisfies `in`, for a predicate that holds from some key on (it
+// must fail at lo and hold at hi).
+#ifdef __CUDACC__
+#pragma nv_exec_check_disable
+#endif
+template <class In>
+QWEN_PICK_HD uint32_t fx_min_key(uint32_t lo, uint32_t hi, In in) {
   while (hi - lo > 1) {
     const uint32_t mid = lo + (hi - lo) / 2;
-    if (fx_in_head(fx_key_logit(mid), double(m), inv_t)) hi = mid;
+    if (in(fx_key_logit(mid))) hi = mid;
     else lo = mid;
   }
   return hi;
+}
+QWEN_PICK_HD inline uint32_t fx_head_kmin(float m, double inv_t) {  // s(-Infinity) = +Infinity, s(m) = 0
+  return fx_min_key(kFxKeyNegInf, fx_logit_key(m), [m, inv_t](float x) { return fx_in_head(x, double(m), inv_t); });
 }
 
 // ---- one row ----

@@ -327,7 +327,7 @@ void sample_row(float* L, int n, const PickSpec& s, PickResult& out, SampleScrat
   out = PickResult();
   Cands c(L, n, scratch.list);
   // index.ts PROCESSOR_CHAIN's warpers, in its order (the penalties ran in pick_rows)
-  if (s.temperature != 1) c.inv_t = 1 / s.temperature;  // temperature.ts
+  c.inv_t = pick_inv_t(s);
   if (s.top_k > 0) top_k(c, s.top_k);
   if (s.top_p < 1 && !top_p(c, s.top_p, scratch.head_w)) return;
   const int id = draw(c, s.u);

@@ -159,7 +159,7 @@ FxRowIn fx_row_in(const float* L, int n, const PickSpec& s) {
     }
   in.m = m;
   in.top_k = s.top_k;
-  in.inv_t = s.temperature != 1 ? 1 / s.temperature : 1.0;
+  in.inv_t = pick_inv_t(s);
   in.top_p = s.top_p;
   in.u = s.u;
   in.top_n = s.top_n;

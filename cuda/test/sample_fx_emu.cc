@@ -35,18 +35,8 @@ static FxOut device_draw(const float* L, float* W, const FxRowIn& in) {
 
 static bool same(const FxOut& a, const FxOut& b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-// pick.cu's top list (DevFxOps::top_logits) for max m: the emulated device code with pick.cu's key bound (same binary
-// search, host expf) against a plain reference: every id of non-zero weight expf(x - m), sorted (value desc, id asc).
-static uint32_t top_kmin(float m) {
-  if (m == INFINITY) return kFxKeyPosInf;
-  uint32_t lo = kFxKeyNegInf, hi = fx_logit_key(m);
-  while (hi - lo > 1) {
-    const uint32_t mid = lo + (hi - lo) / 2;
-    if (std::exp(fx_key_logit(mid) - m) > 0.f) hi = mid;
-    else lo = mid;
-  }
-  return hi;
-}
+// pick.cu's top list (DevFxOps::top_logits from sfx::top_kmin, host expf) against a plain reference: every id of
+// non-zero weight expf(x - m), sorted (value desc, id asc).
 static bool top_list_ok(const float* L, int n, int top) {
   float m = -INFINITY;
   for (int i = 0; i < n; ++i) m = L[i] > m ? L[i] : m;
@@ -65,7 +55,7 @@ static bool top_list_ok(const float* L, int n, int top) {
     cu::sfx::DevFxOps ops{L, nullptr, n, nullptr, s};
     int32_t i[kMaxPickTop];
     float x[kMaxPickTop];
-    const int g = ops.top_logits(top_kmin(m), top, i, x);
+    const int g = ops.top_logits(cu::sfx::top_kmin(m), top, i, x);
     if (threadIdx.x == 0) {
       got = g;
       std::copy(i, i + g, ids);

@@ -110,9 +110,8 @@ export interface SweepOptions {
   log: (s: string) => void;
 }
 
-/** The decode steps' pick request: greedy, or a sampled draw with the next u of `rng` (o.sample). */
-function stepPick(model: Model, o: SweepOptions, rng: Rng): NativePickRequest {
-  const greedy = greedyPickRequest(model);
+/** The decode steps' pick request: `greedy`, or a sampled draw with the next u of `rng` (o.sample). */
+function stepPick(greedy: NativePickRequest, o: SweepOptions, rng: Rng): NativePickRequest {
   return o.sample ? { ...greedy, doSample: true, ...o.sample, u: rng.next() } : greedy;
 }
 
@@ -167,9 +166,10 @@ export async function runSweep(o: SweepOptions): Promise<E2eRun> {
         const flops = prefillFlops(model, ctx);
         const samples: number[] = [];
         const rng = new Rng(ctx);
+        const greedy = greedyPickRequest(model);
         let next = argmax(logits);
         for (let i = 0; i <= o.decodeSteps; i++) {
-          const spec = stepPick(model, o, rng);
+          const spec = stepPick(greedy, o, rng);
           t = nowMs();
           if (o.pick) next = (await seq.forwardPick([next], spec)).id;
           else logits = await seq.forward([next]);
@@ -221,6 +221,7 @@ async function batchAxis(
   const n = sizes[sizes.length - 1];
   const seqs = Array.from({ length: n }, () => model.createSequence());
   const rng = new Rng(n);
+  const greedy = greedyPickRequest(model);
   try {
     let t = nowMs();
     await Promise.all(seqs.map((s, i) => s.forward(clientPrompt(o.batchContext, i))));
@@ -238,9 +239,9 @@ async function batchAxis(
       try {
         for (let i = 0; i <= o.batchSteps; i++) {
           if (i > 0) ctxSum += group.reduce((m, s) => m + s.length, 0) / B;
+          const specs = group.map(() => stepPick(greedy, o, rng));
           t = nowMs();
           const id = (j: number) => (o.batchContext * 31 + i * 7 + j) % 151643;
-          const specs = group.map(() => stepPick(model, o, rng));
           if (o.pick) await Promise.all(group.map((s, j) => s.forwardPick([id(j)], specs[j])));
           else await Promise.all(group.map((s, j) => s.forward([id(j)])));
           if (i > 0) samples.push(nowMs() - t); // step 0 is untimed (it may grow the KV cache)
