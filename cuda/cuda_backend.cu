@@ -336,12 +336,10 @@ CudaBackend::CudaBackend(const BackendOptions& opt) {
     device_ = 0;
     CUDA_CHECK(cudaSetDevice(device_));
     {  // switches (cuda/README.md "Environment"): graphs are opt-in until timed; the fused rope is the default
-      const char* g = std::getenv("QWEN_CUDA_GRAPH");
-      graph_on_ = g && std::strcmp(g, "1") == 0;
-      const char* f = std::getenv("QWEN_CUDA_FUSED_ROPE");
-      fused_rope_ = !(f && std::strcmp(f, "0") == 0);
-      const char* x = std::getenv("QWEN_SAMPLE_FX");
-      sample_fx_ = x && std::strcmp(x, "1") == 0;
+      graph_on_ = opt.switch_on("QWEN_CUDA_GRAPH", false);
+      fused_rope_ = opt.switch_on("QWEN_CUDA_FUSED_ROPE", true);
+      sample_fx_ = opt.switch_on("QWEN_SAMPLE_FX", false);
+      fold_norm_ = opt.switch_on("QWEN_FOLD_NORM", false);
     }
     act_ = choose_act_dtype(opt.dtype, info.cc_major);
     esize_ = dtype_size(act_);
@@ -549,24 +547,7 @@ void CudaBackend::linear(const Buf x, const Weight& W, const Weight* b, int T, B
   ProfScope prof(prof_, stream_, [&] {
     return "linear N=" + std::to_string(W.rows) + " K=" + std::to_string(W.cols) + " T=" + std::to_string(T);
   });
-  check_weight(W, act_, "linear");
-  if (b) {
-    check_weight(*b, act_, "linear bias");
-    if (b->rows * b->cols != W.rows) throw std::invalid_argument("linear: bias size != W rows");
-  }
-  LinearArgs a;
-  a.act = act_;
-  a.out = act_;
-  a.x = x;
-  a.W = W.data;
-  a.b = b ? b->data : nullptr;
-  a.y = y;
-  a.T = T;
-  a.N = int(W.rows);
-  a.K = int(W.cols);
-  a.cublas = cublas_;
-  std::tie(a.ws, a.ws_bytes) = gemm_ws();
-  cu::linear(a, stream_);
+  cu::linear(linear_args(x, W, b, T, y), stream_);
 }
 
 // ------------------------------------------------------------------------------------------------ layer graphs
@@ -585,7 +566,7 @@ std::string CudaBackend::layers_key() const {
   put(step_.slices), put(step_.block_ids), put(step_.inv_freq), put(step_.row_slice), put(step_.small_rows);
   put(step_.flash_tiles), put(step_.n), put(step_.rows), put(step_.n_small), put(step_.n_tiles);
   put(step_.nchunks_small), put(step_.nchunks_all);
-  put(attn_ws_.ptr()), put(gemm_ws_.ptr()), put(graph_gen_), put(fused_rope_);
+  put(attn_ws_.ptr()), put(gemm_ws_.ptr()), put(graph_gen_), put(fused_rope_), put(fold_norm_);
   // Switches the ops read at every call (attention.cu; tests flip them): part of what a recording baked in.
   for (const char* name : {"QWEN_ATTN_FLASH", "QWEN_ATTN_SPLIT"}) {
     const char* v = std::getenv(name);
@@ -942,6 +923,73 @@ void CudaBackend::mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, in
   const auto ws = gemm_ws();
   cu::mlp_swiglu(act_, x, w1.data, w2.data, T, int(w1.rows), int(w1.cols), a, g, cublas_, ws.first, ws.second,
                  stream_);
+}
+
+// The folded layer's ops: LinearArgs for W as linear() fills them.
+LinearArgs CudaBackend::linear_args(const Buf x, const Weight& W, const Weight* b, int T, Buf y) {
+  check_weight(W, act_, "linear");
+  if (b) {
+    check_weight(*b, act_, "linear bias");
+    if (b->rows * b->cols != W.rows) throw std::invalid_argument("linear: bias size != W rows");
+  }
+  LinearArgs a;
+  a.act = act_;
+  a.out = act_;
+  a.x = x;
+  a.W = W.data;
+  a.b = b ? b->data : nullptr;
+  a.y = y;
+  a.T = T;
+  a.N = int(W.rows);
+  a.K = int(W.cols);
+  a.cublas = cublas_;
+  std::tie(a.ws, a.ws_bytes) = gemm_ws();
+  return a;
+}
+
+void CudaBackend::check_gain(const Weight& g, int K, const char* op) const {
+  check_weight(g, act_, op);
+  if (g.rows * g.cols != K)
+    throw std::invalid_argument(std::string(op) + ": gain has " + std::to_string(g.rows * g.cols) +
+                                " elements, the input has " + std::to_string(K));
+}
+
+void CudaBackend::norm_linear(const Buf h, const Weight& g, float eps, const Weight& W, const Weight* b, int T, Buf x,
+                              Buf y) {
+  {
+    ProfScope prof(prof_, stream_, [&] {
+      return "norm_linear N=" + std::to_string(W.rows) + " K=" + std::to_string(W.cols) + " T=" + std::to_string(T);
+    });
+    check_gain(g, int(W.cols), "norm_linear");
+    if (cu::linear_norm(linear_args(h, W, b, T, y), g.data, eps, stream_)) return;
+  }
+  Backend::norm_linear(h, g, eps, W, b, T, x, y);
+}
+
+void CudaBackend::linear_add(const Buf x, const Weight& W, int T, Buf h, Buf y) {
+  {
+    ProfScope prof(prof_, stream_, [&] {
+      return "linear_add N=" + std::to_string(W.rows) + " K=" + std::to_string(W.cols) + " T=" + std::to_string(T);
+    });
+    if (cu::linear_add(linear_args(x, W, nullptr, T, h), stream_)) return;
+  }
+  Backend::linear_add(x, W, T, h, y);
+}
+
+void CudaBackend::norm_mlp_swiglu(const Buf h, const Weight& g, float eps, const Weight& w1, const Weight& w2, int T,
+                                  Buf x, Buf a, Buf gs) {
+  {
+    ProfScope prof(prof_, stream_,
+                   [&] { return "norm_mlp_swiglu N=" + std::to_string(w1.rows) + " T=" + std::to_string(T); });
+    check_weight(w1, act_, "norm_mlp_swiglu w1");
+    check_weight(w2, act_, "norm_mlp_swiglu w2");
+    if (w1.rows != w2.rows || w1.cols != w2.cols)
+      throw std::invalid_argument("norm_mlp_swiglu: w1 and w2 shapes differ");
+    check_gain(g, int(w1.cols), "norm_mlp_swiglu");
+    if (cu::mlp_swiglu_norm(act_, h, g.data, eps, w1.data, w2.data, T, int(w1.rows), int(w1.cols), a, stream_))
+      return;
+  }
+  Backend::norm_mlp_swiglu(h, g, eps, w1, w2, T, x, a, gs);
 }
 
 // final_logits / final_pick: the weights must be the backend's and match H; returns V.

@@ -12,6 +12,7 @@
 
 #include "core/backend.h"
 #include "cpu/sample.h"
+#include "linear.cuh"
 #include "cpu/thread_pool.h"
 #include "cublas_dyn.h"
 #include "pick.cuh"
@@ -186,6 +187,18 @@ class CudaBackend final : public Backend {
   void add(Buf h, const Buf x, int T, int H) override;
   void add_rmsnorm(Buf h, const Buf x, const Weight& g, float eps, int T, int H, Buf y) override;
   void mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, int T, Buf a, Buf g) override;
+  // The folded layer (backend.h, QWEN_FOLD_NORM=1): passes of up to 8 rows in bf16 / fp16, whose GEMVs take the
+  // RMSNorm and the residual add (cuda/gemv_io.cuh). The three ops below fold whenever that GEMV applies, switch or
+  // not (ops tests and op_check call them directly); otherwise they run the compositions.
+  bool folds_norm(int T) const override { return fold_norm_ && T <= cu::kGemvMaxT && act_ != DType::F32; }
+  void set_fold_norm(bool on) { fold_norm_ = on; }  // op_check
+  LinearArgs linear_args(const Buf x, const Weight& W, const Weight* b, int T, Buf y);  // checks W and b
+  void check_gain(const Weight& g, int K, const char* op) const;
+  void norm_linear(const Buf h, const Weight& g, float eps, const Weight& W, const Weight* b, int T, Buf x,
+                   Buf y) override;
+  void linear_add(const Buf x, const Weight& W, int T, Buf h, Buf y) override;
+  void norm_mlp_swiglu(const Buf h, const Weight& g, float eps, const Weight& w1, const Weight& w2, int T, Buf x,
+                       Buf a, Buf gs) override;
   int max_step_tokens() const override { return 2048; }
   void final_logits(const Buf h, const int* rows, int R, int H, const Weight& ln_f, const Weight& lm_head, float eps,
                     float* logits) override;
@@ -253,6 +266,7 @@ class CudaBackend final : public Backend {
   };
   bool graph_on_ = false;  // QWEN_CUDA_GRAPH=1, read at construction
   bool fused_rope_ = true;  // rope_kv_store's one kernel; QWEN_CUDA_FUSED_ROPE=0: rope, then kv_store
+  bool fold_norm_ = false;  // QWEN_FOLD_NORM=1, read at construction (folds_norm)
   bool capturing_ = false;
   std::map<std::string, LayerGraph> graphs_;
   std::string capture_key_;

@@ -18,6 +18,7 @@
 
 #include "common.cuh"
 #include "gemm_skinny.cuh"
+#include "gemv_io.cuh"
 #include "linear.cuh"
 
 namespace qwen::cu {
@@ -25,11 +26,12 @@ namespace qwen::cu {
 // ------------------------------------------------------------------------------------------------ GEMV, T <= 8
 constexpr int kGemvWarps = 8;  // rows per block
 
-// grid (ceil(N/8)), block 256. K % kVec<T> == 0, x and W 16-byte aligned.
-template <typename T, typename OutT, int NT>
+// grid (ceil(N/8)), block 256. K % kVec<T> == 0, x and W 16-byte aligned. IO (gemv_io.cuh): Norm reads the residual
+// as x and applies the RMSNorm of gain g inside; Add adds the output into y (the residual).
+template <typename T, typename OutT, int NT, GemvIO IO = GemvIO::Plain>
 static __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_vec_kernel(const T* __restrict__ x, const T* __restrict__ W, const T* __restrict__ b, OutT* __restrict__ y,
-                    int N, int K) {
+                    int N, int K, const T* __restrict__ g, float eps) {
   constexpr int VE = kVec<T>;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n = blockIdx.x * kGemvWarps + warp;
@@ -37,9 +39,22 @@ static __global__ void __launch_bounds__(kGemvWarps * 32)
   const int nv = K / VE;  // 16-byte chunks per row
   const uint4* w4 = reinterpret_cast<const uint4*>(W + int64_t(n) * K);
   const uint4* x4 = reinterpret_cast<const uint4*>(x);  // row t starts at x4 + t * nv
-  float acc[NT];
+  const uint4* g4 = reinterpret_cast<const uint4*>(g);
+  float acc[NT], ss[NT];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.f;
+  for (int t = 0; t < NT; ++t) acc[t] = ss[t] = 0.f;
+  auto chunk = [&](const uint4& wv, int c) {  // chunk c of W's row against chunk c of every x row
+    float wf[VE], gf[VE];
+    unpack16<T>(wv, wf);
+    gemv_gain<T, IO>(g4, c, gf);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      float xf[VE];
+      gemv_in<T, IO>(x4, int64_t(t) * nv + c, gf, xf, ss[t]);
+#pragma unroll
+      for (int e = 0; e < VE; ++e) acc[t] = fmaf(wf[e], xf[e], acc[t]);
+    }
+  };
 
   int i = lane;
   // The first four weight chunks are requested before pdl_wait(): under PDL they stream in while the previous kernel
@@ -57,35 +72,18 @@ static __global__ void __launch_bounds__(kGemvWarps * 32)
       for (int u = 0; u < 4; ++u) w[u] = __ldcs(w4 + i + u * 32);
     }
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      float wf[VE];
-      unpack16<T>(w[u], wf);
-#pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        float xf[VE];
-        unpack16<T>(__ldg(x4 + int64_t(t) * nv + i + u * 32), xf);
-#pragma unroll
-        for (int e = 0; e < VE; ++e) acc[t] = fmaf(wf[e], xf[e], acc[t]);
-      }
-    }
+    for (int u = 0; u < 4; ++u) chunk(w[u], i + u * 32);
   }
-  for (; i < nv; i += 32) {
-    float wf[VE];
-    unpack16<T>(__ldcs(w4 + i), wf);
+  for (; i < nv; i += 32) chunk(__ldcs(w4 + i), i);
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      float xf[VE];
-      unpack16<T>(__ldg(x4 + int64_t(t) * nv + i), xf);
-#pragma unroll
-      for (int e = 0; e < VE; ++e) acc[t] = fmaf(wf[e], xf[e], acc[t]);
-    }
+  for (int t = 0; t < NT; ++t) {
+    acc[t] = warp_sum(acc[t]);
+    if constexpr (IO == GemvIO::Norm) acc[t] *= gemv_scale<IO>(warp_sum(ss[t]), K, eps);
   }
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = warp_sum(acc[t]);
   const float bias = b ? to_f32(b[n]) : 0.f;
 #pragma unroll
   for (int t = 0; t < NT; ++t)
-    if (lane == t) y[int64_t(t) * N + n] = from_f32<OutT>(acc[t] + bias);
+    if (lane == t) gemv_out<T, OutT, IO>(y + int64_t(t) * N + n, acc[t] + bias);
 }
 
 // Any K / alignment, T <= 8 (runtime). grid (ceil(N/8)), block 256.
@@ -114,18 +112,21 @@ static __global__ void __launch_bounds__(kGemvWarps * 32)
     if (t < T_ && lane == t) y[int64_t(t) * N + n] = from_f32<OutT>(acc[t] + bias);
 }
 
-template <typename T, typename OutT>
+template <typename T, typename OutT, GemvIO IO = GemvIO::Plain>
 static void launch_gemv(const T* x, const T* W, const T* b, OutT* y, int T_, int N, int K, bool vec,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const T* g = nullptr, float eps = 0.f) {
   const dim3 grid(ceil_div(N, kGemvWarps)), block(kGemvWarps * 32);
   if (!vec) {
-    gemv_scalar_kernel<T, OutT><<<grid, block, 0, stream>>>(x, W, b, y, T_, N, K);
-    CUDA_CHECK_LAUNCH("gemv_scalar_kernel");
-    return;
+    if constexpr (IO == GemvIO::Plain) {
+      gemv_scalar_kernel<T, OutT><<<grid, block, 0, stream>>>(x, W, b, y, T_, N, K);
+      CUDA_CHECK_LAUNCH("gemv_scalar_kernel");
+      return;
+    }
+    throw std::logic_error("gemv: the folded GEMVs need the 16-byte path");
   }
   switch (T_) {
 #define QWEN_GEMV_CASE(nt) \
-  case nt: launch_pdl(gemv_vec_kernel<T, OutT, nt>, grid, block, 0, stream, x, W, b, y, N, K); break;
+  case nt: launch_pdl(gemv_vec_kernel<T, OutT, nt, IO>, grid, block, 0, stream, x, W, b, y, N, K, g, eps); break;
     QWEN_GEMV_CASE(1)
     QWEN_GEMV_CASE(2)
     QWEN_GEMV_CASE(3)
@@ -394,5 +395,29 @@ void linear(const LinearArgs& a, cudaStream_t stream) {
       run_linear<T, float>(a, path, stream);
   });
 }
+
+
+// The folded decode GEMVs: false when the 16-bit vector GEMV does not apply (nothing launched; the caller composes).
+template <GemvIO IO>
+static bool gemv_fold(const LinearArgs& a, const void* g, float eps, cudaStream_t stream) {
+  if (a.T <= 0 || a.N <= 0 || a.K <= 0) return false;
+  if (a.act == DType::F32 || a.out != a.act || choose(a) != Path::Gemv) return false;
+  if (IO == GemvIO::Norm && !aligned16(g)) return false;
+  bool done = false;
+  dispatch_act(a.act, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (sizeof(T) == 2) {
+      launch_gemv<T, T, IO>(static_cast<const T*>(a.x), static_cast<const T*>(a.W), static_cast<const T*>(a.b),
+                            static_cast<T*>(a.y), a.T, a.N, a.K, true, stream, static_cast<const T*>(g), eps);
+      done = true;
+    }
+  });
+  return done;
+}
+
+bool linear_norm(const LinearArgs& a, const void* g, float eps, cudaStream_t stream) {
+  return gemv_fold<GemvIO::Norm>(a, g, eps, stream);
+}
+bool linear_add(const LinearArgs& a, cudaStream_t stream) { return gemv_fold<GemvIO::Add>(a, nullptr, 0.f, stream); }
 
 }  // namespace qwen::cu

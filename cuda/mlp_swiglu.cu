@@ -2,6 +2,7 @@
 // output n, each lane keeps 2 x 4 16-byte loads (__ldcs, evict-first) in flight, fp32 sums, warp-shuffle reduction.
 // On the H100 profile of a 7b decode step, w1 and w2 each took ~34 us as separate GEMVs plus ~6 us for swiglu.
 #include "common.cuh"
+#include "gemv_io.cuh"
 #include "linear.cuh"
 #include "mlp_swiglu.cuh"
 #include "swiglu.cuh"
@@ -10,11 +11,12 @@ namespace qwen::cu {
 
 constexpr int kMlpWarps = 8;  // output rows per block
 
-// grid (ceil(F / 8)), block 256.
-template <typename T, int NT>
+// grid (ceil(F / 8)), block 256. Norm (gemv_io.cuh): x is the residual h, and the RMSNorm of gain g applies inside.
+template <typename T, int NT, GemvIO IO = GemvIO::Plain>
 static __global__ void __launch_bounds__(kMlpWarps * 32)
     mlp_swiglu_gemv_kernel(const T* __restrict__ x, const T* __restrict__ W1, const T* __restrict__ W2,
-                           T* __restrict__ a, int F, int K) {
+                           T* __restrict__ a, int F, int K, const T* __restrict__ g, float eps) {
+  static_assert(IO != GemvIO::Add, "the MLP's output is not a residual");
   constexpr int VE = kVec<T>;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n = blockIdx.x * kMlpWarps + warp;
@@ -23,18 +25,20 @@ static __global__ void __launch_bounds__(kMlpWarps * 32)
   const uint4* p1 = reinterpret_cast<const uint4*>(W1 + int64_t(n) * K);
   const uint4* p2 = reinterpret_cast<const uint4*>(W2 + int64_t(n) * K);
   const uint4* x4 = reinterpret_cast<const uint4*>(x);
-  float s1[NT], s2[NT];
+  const uint4* g4 = reinterpret_cast<const uint4*>(g);
+  float s1[NT], s2[NT], ss[NT];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) s1[t] = s2[t] = 0.f;
+  for (int t = 0; t < NT; ++t) s1[t] = s2[t] = ss[t] = 0.f;
 
   auto step = [&](const uint4& w1v, const uint4& w2v, int i) {
-    float f1[VE], f2[VE];
+    float f1[VE], f2[VE], gf[VE];
     unpack16<T>(w1v, f1);
     unpack16<T>(w2v, f2);
+    gemv_gain<T, IO>(g4, i, gf);
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
       float xf[VE];
-      unpack16<T>(__ldg(x4 + int64_t(t) * nv + i), xf);
+      gemv_in<T, IO>(x4, int64_t(t) * nv + i, gf, xf, ss[t]);
 #pragma unroll
       for (int e = 0; e < VE; ++e) {
         s1[t] = fmaf(f1[e], xf[e], s1[t]);
@@ -65,6 +69,11 @@ static __global__ void __launch_bounds__(kMlpWarps * 32)
   for (int t = 0; t < NT; ++t) {
     s1[t] = warp_sum(s1[t]);
     s2[t] = warp_sum(s2[t]);
+    if constexpr (IO == GemvIO::Norm) {
+      const float scale = gemv_scale<IO>(warp_sum(ss[t]), K, eps);
+      s1[t] *= scale;
+      s2[t] *= scale;
+    }
   }
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
@@ -75,12 +84,13 @@ static __global__ void __launch_bounds__(kMlpWarps * 32)
   }
 }
 
-template <typename T>
-static void launch_fused(const T* x, const T* w1, const T* w2, int T_, int F, int K, T* a, cudaStream_t stream) {
+template <typename T, GemvIO IO = GemvIO::Plain>
+static void launch_fused(const T* x, const T* w1, const T* w2, int T_, int F, int K, T* a, cudaStream_t stream,
+                         const T* g = nullptr, float eps = 0.f) {
   const dim3 grid(ceil_div(F, kMlpWarps)), block(kMlpWarps * 32);
   switch (T_) {
 #define QWEN_MLP_CASE(nt) \
-  case nt: launch_pdl(mlp_swiglu_gemv_kernel<T, nt>, grid, block, 0, stream, x, w1, w2, a, F, K); break;
+  case nt: launch_pdl(mlp_swiglu_gemv_kernel<T, nt, IO>, grid, block, 0, stream, x, w1, w2, a, F, K, g, eps); break;
     QWEN_MLP_CASE(1)
     QWEN_MLP_CASE(2)
     QWEN_MLP_CASE(3)
@@ -95,6 +105,29 @@ static void launch_fused(const T* x, const T* w1, const T* w2, int T_, int F, in
   CUDA_CHECK_LAUNCH("mlp_swiglu_gemv_kernel");
 }
 
+// Whether the one-launch GEMV applies (16-bit activations checked by the caller).
+static bool gemv_fits(int T, int K, int vec, const void* x, const void* w1, const void* w2) {
+  return T <= kGemvMaxT && K % vec == 0 && aligned16(x) && aligned16(w1) && aligned16(w2);
+}
+
+bool mlp_swiglu_norm(DType act, const void* h, const void* g, float eps, const void* w1, const void* w2, int T, int F,
+                     int K, void* a, cudaStream_t stream) {
+  if (T <= 0 || F <= 0 || K <= 0 || !aligned16(g)) return false;
+  bool done = false;
+  dispatch_act(act, [&](auto tag) {
+    using E = decltype(tag);
+    if constexpr (sizeof(E) == 2) {
+      if (gemv_fits(T, K, kVec<E>, h, w1, w2)) {
+        launch_fused<E, GemvIO::Norm>(static_cast<const E*>(h), static_cast<const E*>(w1),
+                                      static_cast<const E*>(w2), T, F, K, static_cast<E*>(a), stream,
+                                      static_cast<const E*>(g), eps);
+        done = true;
+      }
+    }
+  });
+  return done;
+}
+
 void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T, int F, int K, void* a, void* g,
                 cublas::Handle cublas, void* ws, size_t ws_bytes, cudaStream_t stream) {
   if (T <= 0 || F <= 0) return;
@@ -103,7 +136,7 @@ void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T,
   dispatch_act(act, [&](auto tag) {
     using E = decltype(tag);
     if constexpr (sizeof(E) == 2) {
-      if (T <= kGemvMaxT && K % kVec<E> == 0 && aligned16(x) && aligned16(w1) && aligned16(w2)) {
+      if (gemv_fits(T, K, kVec<E>, x, w1, w2)) {
         launch_fused<E>(static_cast<const E*>(x), static_cast<const E*>(w1), static_cast<const E*>(w2), T, F, K,
                         static_cast<E*>(a), stream);
         fused = true;

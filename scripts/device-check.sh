@@ -17,6 +17,8 @@
 #             2048, then batch 1 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
 #   rope, pdl, gemm, graph   A/B of the switches (QWEN_CUDA_FUSED_ROPE=0, QWEN_CUDA_PDL, QWEN_GEMM_SKINNY and
 #             QWEN_CUBLAS_MIN_T=9, QWEN_CUDA_GRAPH): timing on the same warm card, then test/cuda.test.ts under each
+#   fold      QWEN_FOLD_NORM=1 (RMSNorm and residual add folded into the decode GEMVs): decode batch 1 / 8, alone and
+#             with PDL + graphs, then test/cuda.test.ts under it
 #   sample    sampled decode (temperature 0.7, top_p 0.8) at batch 1 / 16 / 64: the host draw vs QWEN_SAMPLE_FX=1
 #   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): the bench (prefill 2048 after a warm-up
 #             2048, 32 decode steps), then batch 64 at context ~200
@@ -25,7 +27,7 @@
 #   memcheck  compute-sanitizer memcheck over op_check
 set -uo pipefail
 OUT=${OUT:-/tmp/qwen-out}; mkdir -p "$OUT"
-PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep rope pdl gemm graph sample profile conc hf memcheck}
+PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep rope pdl gemm graph fold sample profile conc hf memcheck}
 t_start=$(date +%s)
 step() { echo; echo "=== $1 ($(( $(date +%s) - t_start )) s)"; }
 CK=/dev/shm/qwen7b
@@ -119,6 +121,13 @@ part_graph() {
   QWEN_CUDA_GRAPH=1 sweep "32, 2048" 64 "" 60 /tmp/ab-graph.json | grep -E "decode|failed"
   QWEN_CUDA_GRAPH=1 QWEN_CUDA_PDL=1 sweep "32" 64 "" 60 /tmp/ab-graph-pdl.json | grep -E "decode|failed"
   e2e_with "QWEN_CUDA_GRAPH=1" 'greedy|logits of a 24-token' graph
+}
+part_fold() {
+  need_7b
+  step "QWEN_FOLD_NORM=1 (two launches fewer per decode layer): batch 1 and 8, then with PDL + graphs, then cuda.test.ts"
+  QWEN_FOLD_NORM=1 sweep "32, 2048" 64 "8" 60 /tmp/ab-fold.json | grep -E "decode|batch|failed"
+  QWEN_FOLD_NORM=1 QWEN_CUDA_PDL=1 QWEN_CUDA_GRAPH=1 sweep "32" 64 "" 60 /tmp/ab-fold-all.json | grep -E "decode|failed"
+  e2e_with "QWEN_FOLD_NORM=1" 'greedy|logits of a (5|24)-token|each alone' fold
 }
 part_sample() {
   need_7b

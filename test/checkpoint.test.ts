@@ -128,4 +128,7 @@ test('bad options name the parameter', async () => {
   await expect(loadModel(base, { threads: 0 })).rejects.toThrow(/options\.threads must be an integer in \[1, 1024\]/);
   await expect(loadModel(base, { thread: 2 } as never)).rejects.toThrow(/options\.thread/);
   await expect(loadModel(base, { device: 'cpu', dtype: 'fp16' })).rejects.toThrow(/options\.dtype must be 'auto', 'fp32' or 'bf16' on the CPU/);
+  await expect(loadModel(base, { switches: { QWEN_NOPE: '1' } as never })).rejects.toThrow(/options\.switches\.QWEN_NOPE must be one of QWEN_FOLD_NORM/);
+  await expect(loadModel(base, { switches: { QWEN_FOLD_NORM: 'yes' as never } })).rejects.toThrow(/options\.switches\.QWEN_FOLD_NORM must be '0' or '1'/);
+  await expect(loadModel(base, { switches: 1 as never })).rejects.toThrow(/options\.switches must be an object/);
 });

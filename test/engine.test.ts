@@ -62,6 +62,29 @@ describe.each(['bf16', 'fp16', 'fp32'] as const)('tiny %s checkpoint', (dtype) =
     seq.dispose();
   });
 
+  test('the folded layer (QWEN_FOLD_NORM=1: RMSNorms into the GEMVs that read h, residual adds into those that write it) gives the same logits bit for bit', async () => {
+    const folded = await loadModel(dir, { device: 'cpu', threads: 2, switches: { QWEN_FOLD_NORM: '1' } });
+    try {
+      // index of the first element whose bits differ, -1 if none (NaN-safe, and fast on 3.6M logits)
+      const firstDiff = (x: Float32Array, y: Float32Array) => {
+        const u = new Uint32Array(x.buffer, x.byteOffset, x.length), v = new Uint32Array(y.buffer, y.byteOffset, y.length);
+        if (u.length !== v.length) return 0;
+        for (let i = 0; i < u.length; i++) if (u[i] !== v[i]) return i;
+        return -1;
+      };
+      const p = ids(24, 31), more = ids(3, 32);
+      expect(firstDiff(await folded.logits(p), await model.logits(p))).toBe(-1);
+      const a = folded.createSequence(), b = model.createSequence();
+      await a.forward(p);
+      await b.forward(p);
+      for (const id of more) expect(firstDiff(await a.forward([id]), await b.forward([id]))).toBe(-1);
+      a.dispose();
+      b.dispose();
+    } finally {
+      await folded.dispose();
+    }
+  });
+
   test('alpha is frozen at the first forward; decoding past seq_length and multi-token chunks match float64', async () => {
     const prompt = ids(20, 5); // alpha 3 from the 20-token prefill
     const chunk = ids(7, 6); // a multi-token chunk on top of the cache: bottom-right causal mask

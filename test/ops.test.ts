@@ -210,6 +210,54 @@ describe.each(BACKENDS)('%s ops', (_name, opts, act) => {
     expectWithin(got, want, bound, `mlpSwiglu T=${T} K=${K} F=${F}`);
   });
 
+  // The folded layer's ops (QWEN_FOLD_NORM): on CUDA one GEMV each for T <= 8 with K % 8 == 0 (the RMSNorm inside,
+  // the residual add in the epilogue); T = 9 and odd K take the compositions. The normalized rows are exact (float64)
+  // in the reference: a backend that stores them first rounds each (uaMm per term of the dot product), the folded GEMV
+  // does not; both sum K products in fp32 after the norm's own sum of K squares (gamma_{2K+8} covers both sums and the
+  // few products, square root and division around them, as finalLogits' bound).
+  const normShapes: Array<[number, number, number]> = [[1, 64, 40], [4, 128, 33], [8, 4096, 24], [9, 64, 40], [2, 37, 21]];
+  test.each(normShapes)('normLinear T=%i K=%i N=%i = rmsnorm then linear (with and without bias)', (T, K, N) => {
+    const h = randArray(T * K, 101 + K, 3);
+    const g = w(randArray(K, 103, 1.5), 'BF16'), W = w(randArray(N * K, 107 + N, 0.4), 'BF16');
+    const b = w(randArray(N, 109, 1), 'BF16');
+    const xn = rmsnormRef(seen(h), T, K, g.values, 1e-6).want;
+    for (const withBias of [false, true]) {
+      const y = ops.normLinear(h, T, g.bytes, g.code, 1e-6, W.bytes, W.code, N, K, withBias ? b.bytes : null, b.code);
+      const r = linearRef(xn, T, K, W.values, N, withBias ? b.values : undefined);
+      expectWithin(y, r.want, (i) => (gamma(2 * K + 8) + uaMm) * r.mag[i] + ua * Math.abs(r.want[i]) + uaAbs, `normLinear T=${T} K=${K} N=${N}`);
+    }
+  });
+
+  test.each(normShapes)('linearAdd T=%i K=%i N=%i = h + linear', (T, K, N) => {
+    const x = randArray(T * K, 113 + K, 2), h = randArray(T * N, 127 + N, 3);
+    const W = w(randArray(N * K, 131 + N, 0.4), 'BF16');
+    const got = ops.linearAdd(x, T, W.bytes, W.code, N, K, h);
+    const r = linearRef(mmIn(x), T, K, W.values, N);
+    const hs = seen(h);
+    const want = Float64Array.from(r.want, (v, i) => hs[i] + v);
+    // the product as linear stores it (gamma_{K+2} * sum|terms| and its rounding ua), then the sum's fp32 math and
+    // rounding (U + ua); fp16 subnormals at both roundings.
+    expectWithin(got, want, (i) => (gamma(K + 2) + ua) * r.mag[i] + (U + ua) * Math.abs(want[i]) + 2 * uaAbs, `linearAdd T=${T} K=${K} N=${N}`);
+  });
+
+  test.each(normShapes)('normMlpSwiglu T=%i K=%i F=%i = mlpSwiglu of rmsnorm', (T, K, F) => {
+    const h = randArray(T * K, 137 + K, 3);
+    const g = w(randArray(K, 139, 1.5), 'BF16');
+    const w1 = w(randArray(F * K, 149 + F, 0.4), 'BF16'), w2 = w(randArray(F * K, 151 + F, 0.4), 'BF16');
+    const got = ops.normMlpSwiglu(h, T, g.bytes, g.code, 1e-6, w1.bytes, w2.bytes, w1.code, F, K);
+    const xn = rmsnormRef(seen(h), T, K, g.values, 1e-6).want;
+    const up = linearRef(xn, T, K, w1.values, F), gate = linearRef(xn, T, K, w2.values, F);
+    const silu = (z: number) => z / (1 + Math.exp(-z));
+    const want = Float64Array.from(up.want, (a, i) => a * silu(gate.want[i]));
+    // mlpSwiglu's bound with normLinear's error of each product
+    const bound = (i: number) => {
+      const da = (gamma(2 * K + 8) + uaMm) * up.mag[i] + ua * Math.abs(up.want[i]);
+      const dg = (gamma(2 * K + 8) + uaMm) * gate.mag[i] + ua * Math.abs(gate.want[i]);
+      return Math.abs(silu(gate.want[i])) * da + 1.1 * (Math.abs(up.want[i]) + da) * dg + (8 * U + ua) * Math.abs(want[i]) + uaAbs;
+    };
+    expectWithin(got, want, bound, `normMlpSwiglu T=${T} K=${K} F=${F}`);
+  });
+
   test.each(dtypes)('finalLogits (ln_f + lm_head) %s on selected rows', (dt) => {
     const T = 6, H = 40, V = 53;
     const h = randArray(T * H, 41, 3);

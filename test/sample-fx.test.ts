@@ -218,15 +218,9 @@ test('every route (0 all, 1 top-k, 2 probe, 3 sorted head, 4 histogram) was take
 const cudaDescribe = a.cudaInfo().available ? describe : describe.skip;
 cudaDescribe('cuda device draw (QWEN_SAMPLE_FX=1) == sampleFx', () => {
   let ops: ReturnType<typeof mkOps>;
+  // A switch of this backend only (jest's process.env is a copy that never reaches the addon's getenv).
   function mkOps() {
-    const before = process.env.QWEN_SAMPLE_FX;
-    process.env.QWEN_SAMPLE_FX = '1'; // read when the backend is created
-    try {
-      return new a.NativeOps({ device: 'cuda', dtype: 'fp32' });
-    } finally {
-      if (before === undefined) delete process.env.QWEN_SAMPLE_FX;
-      else process.env.QWEN_SAMPLE_FX = before;
-    }
+    return new a.NativeOps({ device: 'cuda', dtype: 'fp32', switches: { QWEN_SAMPLE_FX: '1' } });
   }
   beforeAll(() => {
     ops = mkOps();

@@ -25,6 +25,9 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
                         InstanceMethod("add", &NativeOps::Add), InstanceMethod("finalLogits", &NativeOps::FinalLogits),
                         InstanceMethod("addRmsnorm", &NativeOps::AddRmsnorm),
                         InstanceMethod("mlpSwiglu", &NativeOps::MlpSwiglu),
+                        InstanceMethod("normLinear", &NativeOps::NormLinear),
+                        InstanceMethod("linearAdd", &NativeOps::LinearAdd),
+                        InstanceMethod("normMlpSwiglu", &NativeOps::NormMlpSwiglu),
                         InstanceMethod("finalPick", &NativeOps::FinalPick),
                         InstanceMethod("pickLogits", &NativeOps::PickLogits),
                         InstanceMethod("timeLinear", &NativeOps::TimeLinear)});
@@ -280,6 +283,47 @@ class NativeOps : public Napi::ObjectWrap<NativeOps> {
       DBuf x(be_.get(), FA(info, 0)), a(be_.get(), size_t(T) * F), g(be_.get(), size_t(T) * F);
       DWeight w1(be_.get(), info[2], D(info, 4), F, K), w2(be_.get(), info[3], D(info, 4), F, K);
       be_->mlp_swiglu(x.p, w1.w, w2.w, T, a.p, g.p);
+      return a.read(info.Env());
+    });
+  }
+  // normLinear(h[T,K], T, gBytes, gDtype, eps, wBytes, dtype, N, K, biasBytes|null, biasDtype) -> [T,N]
+  Napi::Value NormLinear(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      int T = I(info, 1), N = I(info, 7), K = I(info, 8);
+      if (T < 1 || N < 1 || K < 1) throw std::invalid_argument("T, N and K must be >= 1");
+      need_len(FA(info, 0), size_t(T) * K, "h");
+      DBuf h(be_.get(), FA(info, 0)), x(be_.get(), size_t(T) * K), y(be_.get(), size_t(T) * N);
+      DWeight g(be_.get(), info[2], D(info, 3), 1, K), W(be_.get(), info[5], D(info, 6), N, K);
+      std::unique_ptr<DWeight> b;
+      if (info[9].IsTypedArray()) b = std::make_unique<DWeight>(be_.get(), info[9], D(info, 10), 1, N);
+      be_->norm_linear(h.p, g.w, float(D(info, 4)), W.w, b ? &b->w : nullptr, T, x.p, y.p);
+      return y.read(info.Env());
+    });
+  }
+  // linearAdd(x[T,K], T, wBytes, dtype, N, K, h[T,N]) -> h + x W^T
+  Napi::Value LinearAdd(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      int T = I(info, 1), N = I(info, 4), K = I(info, 5);
+      if (T < 1 || N < 1 || K < 1) throw std::invalid_argument("T, N and K must be >= 1");
+      need_len(FA(info, 0), size_t(T) * K, "x");
+      need_len(FA(info, 6), size_t(T) * N, "h");
+      DBuf x(be_.get(), FA(info, 0)), h(be_.get(), FA(info, 6)), y(be_.get(), size_t(T) * N);
+      DWeight W(be_.get(), info[2], D(info, 3), N, K);
+      be_->linear_add(x.p, W.w, T, h.p, y.p);
+      return h.read(info.Env());
+    });
+  }
+  // normMlpSwiglu(h[T,K], T, gBytes, gDtype, eps, w1Bytes, w2Bytes, dtype, F, K) -> [T,F]
+  Napi::Value NormMlpSwiglu(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      int T = I(info, 1), F = I(info, 8), K = I(info, 9);
+      if (T < 1 || F < 1 || K < 1) throw std::invalid_argument("T, F and K must be >= 1");
+      need_len(FA(info, 0), size_t(T) * K, "h");
+      DBuf h(be_.get(), FA(info, 0)), x(be_.get(), size_t(T) * K), a(be_.get(), size_t(T) * F),
+          gs(be_.get(), size_t(T) * F);
+      DWeight g(be_.get(), info[2], D(info, 3), 1, K);
+      DWeight w1(be_.get(), info[5], D(info, 7), F, K), w2(be_.get(), info[6], D(info, 7), F, K);
+      be_->norm_mlp_swiglu(h.p, g.w, float(D(info, 4)), w1.w, w2.w, T, x.p, a.p, gs.p);
       return a.read(info.Env());
     });
   }

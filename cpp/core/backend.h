@@ -8,6 +8,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -170,6 +172,34 @@ class Backend {
     linear(x, w2, nullptr, T, g);
     swiglu(a, g, T, int(w1.rows), a);
   }
+  // The folded layer (QWEN_FOLD_NORM=1; engine.cc): when folds_norm(T) is true for a pass of T rows, each layer runs
+  //   norm_linear(h; ln_1, c_attn) -> rope_kv_store -> attention -> linear_add(att, attn_c_proj; h)
+  //   -> norm_mlp_swiglu(h; ln_2, w1, w2) -> linear_add(a, mlp_c_proj; h)
+  // instead of ... linear -> add_rmsnorm -> mlp_swiglu ... The default bodies are the compositions, the same ops in
+  // the same order as the unfolded layer (the CPU honours the switch, so a test can check the folded order there).
+  // CUDA folds each RMSNorm into the GEMV that reads it and each residual add into the one that writes it (two
+  // launches fewer per decode layer; cuda/gemv_io.cuh).
+  virtual bool folds_norm(int T) const {
+    (void)T;
+    return false;
+  }
+  // y[T,N] = rmsnorm(h[T,K]; g, eps) . W^T (+ b); x[T,K] is scratch (the composition's normalized rows)
+  virtual void norm_linear(const Buf h, const Weight& g, float eps, const Weight& W, const Weight* b, int T, Buf x,
+                           Buf y) {
+    rmsnorm(h, g, eps, T, int(W.cols), x);
+    linear(x, W, b, T, y);
+  }
+  // h[T,N] += x[T,K] . W^T; y[T,N] is scratch (the composition's product)
+  virtual void linear_add(const Buf x, const Weight& W, int T, Buf h, Buf y) {
+    linear(x, W, nullptr, T, y);
+    add(h, y, T, int(W.rows));
+  }
+  // a[T,F] = mlp_swiglu(rmsnorm(h[T,K]; g, eps)); x[T,K] and gs[T,F] are scratch
+  virtual void norm_mlp_swiglu(const Buf h, const Weight& g, float eps, const Weight& w1, const Weight& w2, int T,
+                               Buf x, Buf a, Buf gs) {
+    rmsnorm(h, g, eps, T, int(w1.cols), x);
+    mlp_swiglu(x, w1, w2, T, a, gs);
+  }
   // rope, then kv_store, after adding the QKV bias b[3H] (nullable) to every row of qkv[T,3H]. The engine keeps the
   // bias in linear() and passes nullptr (CUDA's fused kernel can add it, but rounding the GEMM output before the add
   // cost accuracy on the H100; op_check tests that variant). Afterwards the q part of qkv holds the rotated, logN-scaled queries; the k and v parts are unspecified (attention
@@ -211,6 +241,16 @@ struct BackendOptions {
   std::string dtype = "auto";  // "auto" | "bf16" | "fp16" | "fp32"
   int threads = 0;             // CPU worker threads; 0 = hardware concurrency
   std::string cpu_isa;         // CPU kernels: "" = best available, or "scalar" | "avx2" | "avx512" (tests)
+  // Switches a backend reads when it is made (cuda/README.md "Environment"): name -> "0" | "1", taking precedence
+  // over the environment variable of that name (LoadOptions.switches; jest's process.env never reaches getenv).
+  std::map<std::string, std::string> switches;
+  // The switch `name`: "1" -> true, "0" -> false, from `switches`, else the environment; otherwise `dflt`.
+  bool switch_on(const char* name, bool dflt) const {
+    auto it = switches.find(name);
+    const char* v = it != switches.end() ? it->second.c_str() : std::getenv(name);
+    if (v && v[0] != '\0' && v[1] == '\0' && (v[0] == '0' || v[0] == '1')) return v[0] == '1';
+    return dflt;
+  }
 };
 std::unique_ptr<Backend> make_backend(const BackendOptions& opt);
 

@@ -236,14 +236,25 @@ void Engine::forward_pass(const SeqSlice* s, int n, const int32_t* ids, int T, c
   be.begin_step(s, n);
   // Each residual add is fused with the RMSNorm that reads its result (add_rmsnorm): ln_2 of the same layer, ln_1 of
   // the next; the first ln_1 and the last add stand alone. The MLP's w1 / w2 / SwiGLU is one op (mlp_swiglu).
+  // Folded (Backend::folds_norm): the RMSNorms go into the ops that read h, the residual adds into those that write it.
   // The layer loop, h -> h. A backend may replay a recording of it for a step of the same shape (CUDA graphs).
+  const bool fold = be.folds_norm(T);
   auto layers = [&] {
-    be.rmsnorm(h_, w_.layers[0].ln_1, c.eps, T, H, x_);                // x = RMSNorm(h; ln_1 of layer 0)
+    if (!fold) be.rmsnorm(h_, w_.layers[0].ln_1, c.eps, T, H, x_);     // x = RMSNorm(h; ln_1 of layer 0)
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& L = w_.layers[size_t(l)];
-      be.linear(x_, L.c_attn_w, &L.c_attn_b, T, qkv_);                  // qkv[T,3H] = x Wqkv^T + b
+      if (fold)
+        be.norm_linear(h_, L.ln_1, c.eps, L.c_attn_w, &L.c_attn_b, T, x_, qkv_);  // qkv = RMSNorm(h) Wqkv^T + b
+      else
+        be.linear(x_, L.c_attn_w, &L.c_attn_b, T, qkv_);                // qkv[T,3H] = x Wqkv^T + b
       be.rope_kv_store(qkv_, nullptr, s, n, c.n_heads, c.head_dim, l);  // RoPE q,k; q *= logn(pos); k, v -> cache
       be.attention(qkv_, s, n, c.n_heads, c.head_dim, l, att_);         // att[T,H]
+      if (fold) {
+        be.linear_add(att_, L.attn_c_proj, T, h_, proj_);                             // h += att Wo^T
+        be.norm_mlp_swiglu(h_, L.ln_2, c.eps, L.w1, L.w2, T, x_, a_, g_);             // a = MLP in(RMSNorm(h))
+        be.linear_add(a_, L.mlp_c_proj, T, h_, proj_);                                // h += a Wc^T
+        continue;
+      }
       be.linear(att_, L.attn_c_proj, nullptr, T, proj_);                // proj = att Wo^T
       be.add_rmsnorm(h_, proj_, L.ln_2, c.eps, T, H, x_);               // h += proj; x = RMSNorm(h; ln_2)
       be.mlp_swiglu(x_, L.w1, L.w2, T, a_, g_);                         // a[T,F] = w1(x) * silu(w2(x))

@@ -93,8 +93,12 @@ class CpuBackend : public Backend {
                                opt.dtype + "'");
     bf16_ = opt.dtype == "bf16";
     amx_ = bf16_ && isa_ == Isa::Avx512 && cpu_features().amx_bf16 && amx_enable();
+    fold_norm_ = opt.switch_on("QWEN_FOLD_NORM", false);
   }
   const char* name() const override { return "cpu"; }
+  // The compositions in the folded order: no faster here, but the same bits, so tests can check the engine's folded
+  // layer on the CPU (backend.h).
+  bool folds_norm(int) const override { return fold_norm_; }
   DType act_dtype() const override { return DType::F32; }
   Isa isa() const { return isa_; }
   int threads() const { return pool_.size(); }
@@ -399,7 +403,7 @@ class CpuBackend : public Backend {
   }
 
   Isa isa_;
-  bool bf16_ = false, amx_ = false;
+  bool bf16_ = false, amx_ = false, fold_norm_ = false;
   std::vector<float> xr_;
   std::vector<uint32_t> xp_;
   ThreadPool pool_;

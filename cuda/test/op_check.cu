@@ -125,7 +125,8 @@ static std::unique_ptr<Backend> make(const char* dtype) {
 }
 
 // ------------------------------------------------------------------------------------------------ references
-static vecd ref_linear(const vecf& x, const vecf& W, const vecf* b, int T, int N, int K) {
+template <class X>  // float inputs as stored, or exact (double) normalized rows
+static vecd ref_linear(const std::vector<X>& x, const vecf& W, const vecf* b, int T, int N, int K) {
   vecd y(size_t(T) * N);
   for (int t = 0; t < T; ++t)
     for (int n = 0; n < N; ++n) {
@@ -742,6 +743,54 @@ static void test_fused(Backend& be, DType dt) {
   }
 }
 
+// The folded layer's ops (QWEN_FOLD_NORM; cuda/gemv_io.cuh): for T <= 8 with K % 8 == 0 one GEMV each, else the
+// compositions (T = 9, odd K). References in float64 from the exact normalized rows (the folded GEMV does not round
+// them; the composition does, within the tolerance).
+static void test_folded(Backend& be, DType dt) {
+  struct S {
+    int T, K, N;
+  };
+  auto rows_of = [](int T) {
+    std::vector<int> r(static_cast<size_t>(T));
+    for (int t = 0; t < T; ++t) r[size_t(t)] = t;
+    return r;
+  };
+  for (const S m : {S{1, 4096, 12288}, S{8, 4096, 300}, S{3, 256, 33}, S{9, 256, 40}, S{2, 37, 21}}) {
+    vecf h = rnd(size_t(m.T) * m.K, 3.f, dt, 70), g = rnd(m.K, 1.5f, dt, 71), W = rnd(size_t(m.N) * m.K, 0.05f, dt, 72),
+         b = rnd(m.N, 1.f, dt, 73);
+    DB hb(be, h), xb(be, h.size()), yb(be, size_t(m.T) * m.N);
+    DW gw(be, g, 1, m.K), ww(be, W, m.N, m.K), bw(be, b, 1, m.N);
+    be.norm_linear(hb.p, gw.w, 1e-6f, ww.w, &bw.w, m.T, xb.p, yb.p);
+    const vecd xn = ref_rmsnorm_rows(h, g, rows_of(m.T), m.K, 1e-6f);
+    const std::string sh = " T=" + std::to_string(m.T) + " K=" + std::to_string(m.K) + " N=" + std::to_string(m.N);
+    check("norm_linear" + sh, dt, yb.get(), ref_linear(xn, W, &b, m.T, m.N, m.K));
+  }
+  for (const S m : {S{1, 4096, 4096}, S{8, 11008, 64}, S{3, 256, 33}, S{9, 256, 40}, S{2, 37, 21}}) {
+    vecf x = rnd(size_t(m.T) * m.K, 1.f, dt, 74), W = rnd(size_t(m.N) * m.K, 0.05f, dt, 75),
+         h = rnd(size_t(m.T) * m.N, 3.f, dt, 76);
+    DB xb(be, x), hb(be, h), yb(be, h.size());
+    DW ww(be, W, m.N, m.K);
+    be.linear_add(xb.p, ww.w, m.T, hb.p, yb.p);
+    vecd ref = ref_linear(x, W, nullptr, m.T, m.N, m.K);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += h[i];
+    check("linear_add T=" + std::to_string(m.T) + " K=" + std::to_string(m.K) + " N=" + std::to_string(m.N), dt,
+          hb.get(), ref);
+  }
+  for (const S m : {S{1, 4096, 11008}, S{4, 256, 300}, S{9, 256, 300}, S{2, 37, 21}}) {
+    vecf h = rnd(size_t(m.T) * m.K, 3.f, dt, 77), g = rnd(m.K, 1.5f, dt, 78),
+         w1 = rnd(size_t(m.N) * m.K, 0.05f, dt, 79), w2 = rnd(size_t(m.N) * m.K, 0.05f, dt, 80);
+    DB hb(be, h), xb(be, h.size()), ab(be, size_t(m.T) * m.N), gb(be, size_t(m.T) * m.N);
+    DW gw(be, g, 1, m.K), w1w(be, w1, m.N, m.K), w2w(be, w2, m.N, m.K);
+    be.norm_mlp_swiglu(hb.p, gw.w, 1e-6f, w1w.w, w2w.w, m.T, xb.p, ab.p, gb.p);
+    const vecd xn = ref_rmsnorm_rows(h, g, rows_of(m.T), m.K, 1e-6f);
+    const vecd up = ref_linear(xn, w1, nullptr, m.T, m.N, m.K), gate = ref_linear(xn, w2, nullptr, m.T, m.N, m.K);
+    vecd ref(up.size());
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] = up[i] * gate[i] / (1.0 + std::exp(-gate[i]));
+    check("norm_mlp_swiglu T=" + std::to_string(m.T) + " K=" + std::to_string(m.K) + " F=" + std::to_string(m.N), dt,
+          ab.get(), ref);
+  }
+}
+
 static void test_final_logits(Backend& be, DType dt) {
   struct S {
     int T, H, V;
@@ -1244,6 +1293,27 @@ static void perf_attention(Backend& be, DType dt) {
   }
 }
 
+// The folded decode ops (QWEN_FOLD_NORM) against the launches they replace, one token, Qwen-7B shapes. A folded layer
+// drops two add_rmsnorm launches and pays what its GEMVs take longer (the sweep's decode figures give the net).
+static void perf_folded(Backend& be, DType dt) {
+  const int H = 4096, F = 11008;
+  const vecf g = rnd(H, 1.5f, dt, 81), wq = rnd(size_t(3 * H) * H, 0.01f, dt, 82), wo = rnd(size_t(H) * H, 0.01f, dt, 83),
+             w1 = rnd(size_t(F) * H, 0.01f, dt, 84), w2 = rnd(size_t(F) * H, 0.01f, dt, 85);
+  DW gw(be, g, 1, H), qw(be, wq, 3 * H, H), ow(be, wo, H, H), w1w(be, w1, F, H), w2w(be, w2, F, H);
+  DB h(be, rnd(H, 1.f, dt, 86)), x(be, rnd(H, 1.f, dt, 87)), y(be, size_t(3 * H)), p(be, size_t(H)), a(be, size_t(F)),
+      gs(be, size_t(F));
+  const double add_norm = time_it(be, 50, [&] { be.add_rmsnorm(h.p, p.p, gw.w, 1e-6f, 1, H, x.p); });
+  const double qkv = time_it(be, 20, [&] { be.linear(x.p, qw.w, nullptr, 1, y.p); });
+  const double qkv_f = time_it(be, 20, [&] { be.norm_linear(h.p, gw.w, 1e-6f, qw.w, nullptr, 1, x.p, y.p); });
+  const double o = time_it(be, 20, [&] { be.linear(x.p, ow.w, nullptr, 1, p.p); });
+  const double o_f = time_it(be, 20, [&] { be.linear_add(x.p, ow.w, 1, h.p, p.p); });
+  const double mlp = time_it(be, 20, [&] { be.mlp_swiglu(x.p, w1w.w, w2w.w, 1, a.p, gs.p); });
+  const double mlp_f = time_it(be, 20, [&] { be.norm_mlp_swiglu(h.p, gw.w, 1e-6f, w1w.w, w2w.w, 1, x.p, a.p, gs.p); });
+  std::printf("PERF folded T=1: add_rmsnorm %.1f us; qkv %.1f -> norm_linear %.1f us; o-proj %.1f -> linear_add %.1f us; "
+              "mlp_swiglu %.1f -> norm_mlp_swiglu %.1f us\n",
+              add_norm * 1e6, qkv * 1e6, qkv_f * 1e6, o * 1e6, o_f * 1e6, mlp * 1e6, mlp_f * 1e6);
+}
+
 static void perf(Backend& be, DType dt) {
   std::printf("---- perf (%s, cuBLAS %s) ----\n", dt_name(dt),
               static_cast<cu::CudaBackend&>(be).cublas_in_use() ? "on" : "off");
@@ -1297,6 +1367,7 @@ static void perf(Backend& be, DType dt) {
   }
   std::printf("PERF decode GEMV total (32 x (qkv + o + w1 + w2 + down) + lm_head, T=1): %.2f ms, %.0f GB/s\n",
               total_s * 1e3, total_b / total_s / 1e9);
+  perf_folded(be, dt);
   perf_attention(be, dt);
   {  // the step upload itself
     const std::vector<Seq> m(64, Seq{1, 4000, 10000.0, 0});
@@ -1349,6 +1420,7 @@ int main(int argc, char** argv) {
       test_kv_pool_oom(*be, dt);
       test_elementwise(*be, dt);
       test_fused(*be, dt);
+      test_folded(*be, dt);
       test_final_logits(*be, dt);
       test_final_pick(*be, dt);
       if (dt == DType::BF16) test_sample_fx(dts);  // the draw runs on fp32 logits whatever the act type

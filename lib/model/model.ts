@@ -37,12 +37,22 @@ export interface LoadOptions {
   /** Override config.json's use_dynamic_ntk / use_logn_attn (e.g. to measure their effect on perplexity). */
   dynamicNtk?: boolean;
   logn?: boolean;
+  /**
+   * Backend switches for this model, '0' or '1', taking precedence over the environment variables of the same names
+   * (cuda/README.md "Environment"): e.g. `{ QWEN_FOLD_NORM: '1' }`. For benchmarks and tests of paths that are not
+   * the default yet.
+   */
+  switches?: Partial<Record<BackendSwitch, '0' | '1'>>;
 }
+
+/** The switches a backend reads when it is made (BackendOptions::switch_on in cpp/core/backend.h). */
+export const BACKEND_SWITCHES = ['QWEN_FOLD_NORM', 'QWEN_SAMPLE_FX', 'QWEN_CUDA_GRAPH', 'QWEN_CUDA_FUSED_ROPE'] as const;
+export type BackendSwitch = (typeof BACKEND_SWITCHES)[number];
 
 export type LoadModelOptions = LoadOptions & ServingOptions;
 
 const LOAD_KEYS = new Set([
-  'device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa', 'dynamicNtk', 'logn',
+  'device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa', 'dynamicNtk', 'logn', 'switches',
   'kvCacheTokens', 'maxBatchTokens', 'maxBatchSequences', 'maxQueue',
 ]);
 export { MAX_POSITIONS };
@@ -64,6 +74,15 @@ function checkLoadOptions(o: LoadModelOptions): void {
   }
   if (o.cpuIsa !== undefined && !['', 'scalar', 'avx2', 'avx512'].includes(o.cpuIsa)) {
     throw badArg('options.cpuIsa', "'', 'scalar', 'avx2' or 'avx512'", o.cpuIsa);
+  }
+  if (o.switches !== undefined) {
+    if (typeof o.switches !== 'object' || o.switches === null) throw badArg('options.switches', 'an object', o.switches);
+    for (const [k, v] of Object.entries(o.switches)) {
+      if (!(BACKEND_SWITCHES as readonly string[]).includes(k)) {
+        throw badArg(`options.switches.${k}`, `one of ${BACKEND_SWITCHES.join(', ')}`, k);
+      }
+      if (v !== '0' && v !== '1') throw badArg(`options.switches.${k}`, "'0' or '1'", v);
+    }
   }
 }
 
@@ -389,7 +408,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     await native.load(
       {
         config: nativeConfig(ckpt.config),
-        backend: { device, dtype, threads: options.threads ?? 0, cpuIsa: options.cpuIsa ?? '' },
+        backend: { device, dtype, threads: options.threads ?? 0, cpuIsa: options.cpuIsa ?? '', switches: options.switches ?? {} },
         kvBlocks: Math.ceil(serving.kvCacheTokens / KV_BLOCK_TOKENS),
         files: ckpt.files,
         tensors: ckpt.tensors.map((t) => ({

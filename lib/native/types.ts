@@ -22,6 +22,8 @@ export interface NativeBackendOptions {
   dtype: 'auto' | 'bf16' | 'fp16' | 'fp32';
   threads?: number;
   cpuIsa?: '' | 'scalar' | 'avx2' | 'avx512';
+  /** Backend switches for this backend only, over the environment (LoadOptions.switches). */
+  switches?: Partial<Record<string, '0' | '1'>>;
 }
 
 export interface NativeTensorDesc {
@@ -145,6 +147,18 @@ export interface NativeOps {
   addRmsnorm(h: Float32Array, x: Float32Array, T: number, H: number, g: Uint8Array, dtype: number, eps: number): { h: Float32Array; y: Float32Array };
   /** Fused MLP input half: w1(x) * silu(w2(x)), w1 and w2 [F,K] of one dtype. */
   mlpSwiglu(x: Float32Array, T: number, w1: Uint8Array, w2: Uint8Array, dtype: number, F: number, K: number): Float32Array;
+  /** The folded layer's ops (backend.h; QWEN_FOLD_NORM): rmsnorm(h; g) . W^T (+ b) for h [T,K], W [N,K], g [K]. */
+  normLinear(
+    h: Float32Array, T: number, g: Uint8Array, gDtype: number, eps: number, W: Uint8Array, dtype: number, N: number,
+    K: number, bias: Uint8Array | null, biasDtype: number,
+  ): Float32Array;
+  /** h [T,N] + x [T,K] . W^T, W [N,K]. */
+  linearAdd(x: Float32Array, T: number, W: Uint8Array, dtype: number, N: number, K: number, h: Float32Array): Float32Array;
+  /** mlpSwiglu of rmsnorm(h; g) for h [T,K]. */
+  normMlpSwiglu(
+    h: Float32Array, T: number, g: Uint8Array, gDtype: number, eps: number, w1: Uint8Array, w2: Uint8Array,
+    dtype: number, F: number, K: number,
+  ): Float32Array;
   finalLogits(
     h: Float32Array, T: number, H: number, rows: Int32Array, lnf: Uint8Array, lnfDtype: number,
     head: Uint8Array, headDtype: number, V: number, eps: number,
