@@ -188,7 +188,7 @@ class CudaBackend final : public Backend {
   void add_rmsnorm(Buf h, const Buf x, const Weight& g, float eps, int T, int H, Buf y) override;
   void mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, int T, Buf a, Buf g) override;
   // The folded layer (backend.h, QWEN_FOLD_NORM=1): passes of up to 8 rows in bf16 / fp16, whose GEMVs take the
-  // RMSNorm and the residual add (cuda/gemv_io.cuh). The three ops below fold whenever that GEMV applies, switch or
+  // RMSNorm and the residual add (cuda/gemv.cuh). The three ops below fold whenever that GEMV applies, switch or
   // not (ops tests and op_check call them directly); otherwise they run the compositions.
   bool folds_norm(int T) const override { return fold_norm_ && T <= cu::kGemvMaxT && act_ != DType::F32; }
   void set_fold_norm(bool on) { fold_norm_ = on; }  // op_check

@@ -1,10 +1,7 @@
 // linear: y[T,N] = x[T,K] . W[N,K]^T (+ b). See linear.cuh for the path choice.
 //
-// GEMV (decode): one warp per output row n, 8 warps (rows) per block. Each lane streams 16-byte chunks of W's row
-// with __ldcs (evict-first: the weights are read once per token and must not push x out of L1/L2) four at a time,
-// reads the matching chunks of the T rows of x through the read-only cache, accumulates T fp32 sums, then a
-// warp-shuffle reduction; lane t writes y[t, n]. W is the only large stream, so this runs at the HBM limit when
-// enough warps are resident (target >= 85 % of ~3 TB/s on H100 for the 4096/11008/12288/151936-row shapes).
+// GEMV (decode): gemv.cuh's gemv_vec_kernel, a warp per output row streaming W in 16-byte chunks (target >= 85 % of
+// ~3 TB/s on H100 for the 4096/11008/12288/151936-row shapes); gemv_scalar_kernel below for odd K / alignment.
 //
 // WMMA GEMM (prefill without cuBLAS): block tile 64 (tokens) x 128 (outputs) x 32 (K), 8 warps as 2 x 4, each warp a
 // 32 x 32 tile = 2 x 2 fragments of 16 x 16. A and B tiles go global -> shared with cp.async (16 B, zero-filled
@@ -18,74 +15,12 @@
 
 #include "common.cuh"
 #include "gemm_skinny.cuh"
-#include "gemv_io.cuh"
+#include "gemv.cuh"
 #include "linear.cuh"
 
 namespace qwen::cu {
 
 // ------------------------------------------------------------------------------------------------ GEMV, T <= 8
-constexpr int kGemvWarps = 8;  // rows per block
-
-// grid (ceil(N/8)), block 256. K % kVec<T> == 0, x and W 16-byte aligned. IO (gemv_io.cuh): Norm reads the residual
-// as x and applies the RMSNorm of gain g inside; Add adds the output into y (the residual).
-template <typename T, typename OutT, int NT, GemvIO IO = GemvIO::Plain>
-static __global__ void __launch_bounds__(kGemvWarps * 32)
-    gemv_vec_kernel(const T* __restrict__ x, const T* __restrict__ W, const T* __restrict__ b, OutT* __restrict__ y,
-                    int N, int K, const T* __restrict__ g, float eps) {
-  constexpr int VE = kVec<T>;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n = blockIdx.x * kGemvWarps + warp;
-  if (n >= N) return;  // whole warp leaves together; no block-level sync below
-  const int nv = K / VE;  // 16-byte chunks per row
-  const uint4* w4 = reinterpret_cast<const uint4*>(W + int64_t(n) * K);
-  const uint4* x4 = reinterpret_cast<const uint4*>(x);  // row t starts at x4 + t * nv
-  const uint4* g4 = reinterpret_cast<const uint4*>(g);
-  float acc[NT], ss[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = ss[t] = 0.f;
-  auto chunk = [&](const uint4& wv, int c) {  // chunk c of W's row against chunk c of every x row
-    float wf[VE], gf[VE];
-    unpack16<T>(wv, wf);
-    gemv_gain<T, IO>(g4, c, gf);
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      float xf[VE];
-      gemv_in<T, IO>(x4, int64_t(t) * nv + c, gf, xf, ss[t]);
-#pragma unroll
-      for (int e = 0; e < VE; ++e) acc[t] = fmaf(wf[e], xf[e], acc[t]);
-    }
-  };
-
-  int i = lane;
-  // The first four weight chunks are requested before pdl_wait(): under PDL they stream in while the previous kernel
-  // (which wrote x) finishes. Weights are never written by a step's kernels.
-  uint4 w[4];
-  if (i + 96 < nv) {
-#pragma unroll
-    for (int u = 0; u < 4; ++u) w[u] = __ldcs(w4 + i + u * 32);
-  }
-  pdl_wait();
-  pdl_launch_dependents();
-  for (; i + 96 < nv; i += 128) {  // chunks i, i+32, i+64, i+96 are all < nv
-    if (i != lane) {
-#pragma unroll
-      for (int u = 0; u < 4; ++u) w[u] = __ldcs(w4 + i + u * 32);
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) chunk(w[u], i + u * 32);
-  }
-  for (; i < nv; i += 32) chunk(__ldcs(w4 + i), i);
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    acc[t] = warp_sum(acc[t]);
-    if constexpr (IO == GemvIO::Norm) acc[t] *= gemv_scale<IO>(warp_sum(ss[t]), K, eps);
-  }
-  const float bias = b ? to_f32(b[n]) : 0.f;
-#pragma unroll
-  for (int t = 0; t < NT; ++t)
-    if (lane == t) gemv_out<T, OutT, IO>(y + int64_t(t) * N + n, acc[t] + bias);
-}
-
 // Any K / alignment, T <= 8 (runtime). grid (ceil(N/8)), block 256.
 template <typename T, typename OutT>
 static __global__ void __launch_bounds__(kGemvWarps * 32)

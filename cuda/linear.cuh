@@ -36,7 +36,7 @@ void linear(const LinearArgs& a, cudaStream_t stream);
 // Which path linear() takes for these arguments: "gemv", "gemv_scalar", "cublas", "wmma" or "fma".
 const char* linear_path(const LinearArgs& a);
 
-// The decode GEMV with a fold (gemv_io.cuh; T <= kGemvMaxT, 16-bit activations, out == act, K % 8 == 0, 16-byte
+// The decode GEMV with a fold (gemv.cuh; T <= kGemvMaxT, 16-bit activations, out == act, K % 8 == 0, 16-byte
 // aligned). Each returns false, launching nothing, when that path does not apply; the caller then composes the ops.
 //   linear_norm: y = rmsnorm(x; g, eps) . W^T (+ b)   (x is the residual h [T, K], g [K])
 //   linear_add:  y += round(x . W^T (+ b))             (y is the residual h [T, N])

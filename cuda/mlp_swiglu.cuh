@@ -13,7 +13,7 @@ namespace qwen::cu {
 // ws / ws_bytes: scratch for the linears' split-K partials (LinearArgs::ws), may be null.
 void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T, int F, int K, void* a, void* g,
                 cublas::Handle cublas, void* ws, size_t ws_bytes, cudaStream_t stream);
-// The one-launch GEMV with the RMSNorm folded in (gemv_io.cuh): a = mlp_swiglu(rmsnorm(h; g, eps)) for the residual
+// The one-launch GEMV with the RMSNorm folded in (gemv.cuh): a = mlp_swiglu(rmsnorm(h; g, eps)) for the residual
 // h[T,K]. false, launching nothing, when the GEMV does not apply (T > kGemvMaxT, fp32, K % 8, unaligned).
 bool mlp_swiglu_norm(DType act, const void* h, const void* g, float eps, const void* w1, const void* w2, int T, int F,
                      int K, void* a, cudaStream_t stream);

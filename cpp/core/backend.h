@@ -178,7 +178,7 @@ class Backend {
   // instead of ... linear -> add_rmsnorm -> mlp_swiglu ... The default bodies are the compositions, the same ops in
   // the same order as the unfolded layer (the CPU honours the switch, so a test can check the folded order there).
   // CUDA folds each RMSNorm into the GEMV that reads it and each residual add into the one that writes it (two
-  // launches fewer per decode layer; cuda/gemv_io.cuh).
+  // launches fewer per decode layer; cuda/gemv.cuh).
   virtual bool folds_norm(int T) const {
     (void)T;
     return false;

@@ -743,7 +743,7 @@ static void test_fused(Backend& be, DType dt) {
   }
 }
 
-// The folded layer's ops (QWEN_FOLD_NORM; cuda/gemv_io.cuh): for T <= 8 with K % 8 == 0 one GEMV each, else the
+// The folded layer's ops (QWEN_FOLD_NORM; cuda/gemv.cuh): for T <= 8 with K % 8 == 0 one GEMV each, else the
 // compositions (T = 9, odd K). References in float64 from the exact normalized rows (the folded GEMV does not round
 // them; the composition does, within the tolerance).
 static void test_folded(Backend& be, DType dt) {

@@ -6,9 +6,11 @@
 // Include it before any header with device code.
 #pragma once
 #define QWEN_SIMT_EMU 1
+#ifndef QWEN_SIMT_CUDA_HEADERS  // simt_cuda.h included the CUDA headers, which define these for host compilers
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#endif
 
 #include <algorithm>
 #include <barrier>
