@@ -954,42 +954,38 @@ void CudaBackend::check_gain(const Weight& g, int K, const char* op) const {
                                 " elements, the input has " + std::to_string(K));
 }
 
+// Each folds where its GEMV applies (profiled as one op), else runs the composition (profiled as its ops).
 void CudaBackend::norm_linear(const Buf h, const Weight& g, float eps, const Weight& W, const Weight* b, int T, Buf x,
                               Buf y) {
-  {
-    ProfScope prof(prof_, stream_, [&] {
-      return "norm_linear N=" + std::to_string(W.rows) + " K=" + std::to_string(W.cols) + " T=" + std::to_string(T);
-    });
-    check_gain(g, int(W.cols), "norm_linear");
-    if (cu::linear_norm(linear_args(h, W, b, T, y), g.data, eps, stream_)) return;
-  }
-  Backend::norm_linear(h, g, eps, W, b, T, x, y);
+  check_gain(g, int(W.cols), "norm_linear");
+  const LinearArgs a = linear_args(h, W, b, T, y);
+  if (!cu::gemv_folds(a, g.data)) return Backend::norm_linear(h, g, eps, W, b, T, x, y);
+  ProfScope prof(prof_, stream_, [&] {
+    return "norm_linear N=" + std::to_string(W.rows) + " K=" + std::to_string(W.cols) + " T=" + std::to_string(T);
+  });
+  cu::linear_norm(a, g.data, eps, stream_);
 }
 
 void CudaBackend::linear_add(const Buf x, const Weight& W, int T, Buf h, Buf y) {
-  {
-    ProfScope prof(prof_, stream_, [&] {
-      return "linear_add N=" + std::to_string(W.rows) + " K=" + std::to_string(W.cols) + " T=" + std::to_string(T);
-    });
-    if (cu::linear_add(linear_args(x, W, nullptr, T, h), stream_)) return;
-  }
-  Backend::linear_add(x, W, T, h, y);
+  const LinearArgs a = linear_args(x, W, nullptr, T, h);
+  if (!cu::gemv_folds(a, nullptr)) return Backend::linear_add(x, W, T, h, y);
+  ProfScope prof(prof_, stream_, [&] {
+    return "linear_add N=" + std::to_string(W.rows) + " K=" + std::to_string(W.cols) + " T=" + std::to_string(T);
+  });
+  cu::linear_add(a, stream_);
 }
 
 void CudaBackend::norm_mlp_swiglu(const Buf h, const Weight& g, float eps, const Weight& w1, const Weight& w2, int T,
                                   Buf x, Buf a, Buf gs) {
-  {
-    ProfScope prof(prof_, stream_,
-                   [&] { return "norm_mlp_swiglu N=" + std::to_string(w1.rows) + " T=" + std::to_string(T); });
-    check_weight(w1, act_, "norm_mlp_swiglu w1");
-    check_weight(w2, act_, "norm_mlp_swiglu w2");
-    if (w1.rows != w2.rows || w1.cols != w2.cols)
-      throw std::invalid_argument("norm_mlp_swiglu: w1 and w2 shapes differ");
-    check_gain(g, int(w1.cols), "norm_mlp_swiglu");
-    if (cu::mlp_swiglu_norm(act_, h, g.data, eps, w1.data, w2.data, T, int(w1.rows), int(w1.cols), a, stream_))
-      return;
-  }
-  Backend::norm_mlp_swiglu(h, g, eps, w1, w2, T, x, a, gs);
+  check_weight(w1, act_, "norm_mlp_swiglu w1");
+  check_weight(w2, act_, "norm_mlp_swiglu w2");
+  if (w1.rows != w2.rows || w1.cols != w2.cols) throw std::invalid_argument("norm_mlp_swiglu: w1 and w2 shapes differ");
+  check_gain(g, int(w1.cols), "norm_mlp_swiglu");
+  const int F = int(w1.rows), K = int(w1.cols);
+  if (!cu::mlp_swiglu_folds(act_, h, g.data, w1.data, w2.data, T, F, K))
+    return Backend::norm_mlp_swiglu(h, g, eps, w1, w2, T, x, a, gs);
+  ProfScope prof(prof_, stream_, [&] { return "norm_mlp_swiglu N=" + std::to_string(F) + " T=" + std::to_string(T); });
+  cu::mlp_swiglu_norm(act_, h, g.data, eps, w1.data, w2.data, T, F, K, a, stream_);
 }
 
 // final_logits / final_pick: the weights must be the backend's and match H; returns V.

@@ -191,7 +191,10 @@ class CudaBackend final : public Backend {
   // RMSNorm and the residual add (cuda/gemv.cuh). The three ops below fold whenever that GEMV applies, switch or
   // not (ops tests and op_check call them directly); otherwise they run the compositions.
   bool folds_norm(int T) const override { return fold_norm_ && T <= cu::kGemvMaxT && act_ != DType::F32; }
-  void set_fold_norm(bool on) { fold_norm_ = on; }  // op_check
+  std::map<std::string, bool> switches() const override {
+    return {{"QWEN_FOLD_NORM", fold_norm_}, {"QWEN_SAMPLE_FX", sample_fx_}, {"QWEN_CUDA_GRAPH", graph_on_},
+            {"QWEN_CUDA_FUSED_ROPE", fused_rope_}};
+  }
   LinearArgs linear_args(const Buf x, const Weight& W, const Weight* b, int T, Buf y);  // checks W and b
   void check_gain(const Weight& g, int K, const char* op) const;
   void norm_linear(const Buf h, const Weight& g, float eps, const Weight& W, const Weight* b, int T, Buf x,

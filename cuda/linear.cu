@@ -332,27 +332,26 @@ void linear(const LinearArgs& a, cudaStream_t stream) {
 }
 
 
-// The folded decode GEMVs: false when the 16-bit vector GEMV does not apply (nothing launched; the caller composes).
-template <GemvIO IO>
-static bool gemv_fold(const LinearArgs& a, const void* g, float eps, cudaStream_t stream) {
-  if (a.T <= 0 || a.N <= 0 || a.K <= 0) return false;
-  if (a.act == DType::F32 || a.out != a.act || choose(a) != Path::Gemv) return false;
-  if (IO == GemvIO::Norm && !aligned16(g)) return false;
-  bool done = false;
-  dispatch_act(a.act, [&](auto tag) {
-    using T = decltype(tag);
-    if constexpr (sizeof(T) == 2) {
-      launch_gemv<T, T, IO>(static_cast<const T*>(a.x), static_cast<const T*>(a.W), static_cast<const T*>(a.b),
-                            static_cast<T*>(a.y), a.T, a.N, a.K, true, stream, static_cast<const T*>(g), eps);
-      done = true;
-    }
-  });
-  return done;
+bool gemv_folds(const LinearArgs& a, const void* g) {
+  return a.T > 0 && a.N > 0 && a.K > 0 && a.act != DType::F32 && a.out == a.act && choose(a) == Path::Gemv &&
+         (!g || aligned16(g));
 }
 
-bool linear_norm(const LinearArgs& a, const void* g, float eps, cudaStream_t stream) {
-  return gemv_fold<GemvIO::Norm>(a, g, eps, stream);
+template <GemvIO IO>
+static void gemv_fold(const LinearArgs& a, const void* g, float eps, cudaStream_t stream) {
+  if (!gemv_folds(a, g)) throw std::logic_error("linear: the folded GEMV does not apply here (gemv_folds)");
+  dispatch_act(a.act, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (sizeof(T) == 2)
+      launch_gemv<T, T, IO>(static_cast<const T*>(a.x), static_cast<const T*>(a.W), static_cast<const T*>(a.b),
+                            static_cast<T*>(a.y), a.T, a.N, a.K, true, stream, static_cast<const T*>(g), eps);
+  });
 }
-bool linear_add(const LinearArgs& a, cudaStream_t stream) { return gemv_fold<GemvIO::Add>(a, nullptr, 0.f, stream); }
+
+void linear_norm(const LinearArgs& a, const void* g, float eps, cudaStream_t stream) {
+  if (!g) throw std::invalid_argument("linear_norm: no gain");
+  gemv_fold<GemvIO::Norm>(a, g, eps, stream);
+}
+void linear_add(const LinearArgs& a, cudaStream_t stream) { gemv_fold<GemvIO::Add>(a, nullptr, 0.f, stream); }
 
 }  // namespace qwen::cu

@@ -36,11 +36,12 @@ void linear(const LinearArgs& a, cudaStream_t stream);
 // Which path linear() takes for these arguments: "gemv", "gemv_scalar", "cublas", "wmma" or "fma".
 const char* linear_path(const LinearArgs& a);
 
-// The decode GEMV with a fold (gemv.cuh; T <= kGemvMaxT, 16-bit activations, out == act, K % 8 == 0, 16-byte
-// aligned). Each returns false, launching nothing, when that path does not apply; the caller then composes the ops.
+// The decode GEMV with a fold (gemv.cuh): whether it applies to these arguments (T <= kGemvMaxT, 16-bit activations,
+// out == act, K % 8 == 0, x / W / gain g (nullable) 16-byte aligned); where it does not, the caller composes the ops.
 //   linear_norm: y = rmsnorm(x; g, eps) . W^T (+ b)   (x is the residual h [T, K], g [K])
 //   linear_add:  y += round(x . W^T (+ b))             (y is the residual h [T, N])
-bool linear_norm(const LinearArgs& a, const void* g, float eps, cudaStream_t stream);
-bool linear_add(const LinearArgs& a, cudaStream_t stream);
+bool gemv_folds(const LinearArgs& a, const void* g);
+void linear_norm(const LinearArgs& a, const void* g, float eps, cudaStream_t stream);
+void linear_add(const LinearArgs& a, cudaStream_t stream);
 
 }  // namespace qwen::cu

@@ -35,22 +35,21 @@ static bool gemv_fits(int T, int K, int vec, const void* x, const void* w1, cons
   return T <= kGemvMaxT && K % vec == 0 && aligned16(x) && aligned16(w1) && aligned16(w2);
 }
 
-bool mlp_swiglu_norm(DType act, const void* h, const void* g, float eps, const void* w1, const void* w2, int T, int F,
+bool mlp_swiglu_folds(DType act, const void* h, const void* g, const void* w1, const void* w2, int T, int F, int K) {
+  return act != DType::F32 && T > 0 && F > 0 && K > 0 && aligned16(g) &&
+         gemv_fits(T, K, 16 / int(dtype_size(act)), h, w1, w2);
+}
+
+void mlp_swiglu_norm(DType act, const void* h, const void* g, float eps, const void* w1, const void* w2, int T, int F,
                      int K, void* a, cudaStream_t stream) {
-  if (T <= 0 || F <= 0 || K <= 0 || !aligned16(g)) return false;
-  bool done = false;
+  if (!mlp_swiglu_folds(act, h, g, w1, w2, T, F, K))
+    throw std::logic_error("mlp_swiglu_norm: the folded GEMV does not apply here (mlp_swiglu_folds)");
   dispatch_act(act, [&](auto tag) {
     using E = decltype(tag);
-    if constexpr (sizeof(E) == 2) {
-      if (gemv_fits(T, K, kVec<E>, h, w1, w2)) {
-        launch_fused<E, GemvIO::Norm>(static_cast<const E*>(h), static_cast<const E*>(w1),
-                                      static_cast<const E*>(w2), T, F, K, static_cast<E*>(a), stream,
-                                      static_cast<const E*>(g), eps);
-        done = true;
-      }
-    }
+    if constexpr (sizeof(E) == 2)
+      launch_fused<E, GemvIO::Norm>(static_cast<const E*>(h), static_cast<const E*>(w1), static_cast<const E*>(w2), T,
+                                    F, K, static_cast<E*>(a), stream, static_cast<const E*>(g), eps);
   });
-  return done;
 }
 
 void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T, int F, int K, void* a, void* g,

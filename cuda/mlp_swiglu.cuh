@@ -14,7 +14,8 @@ namespace qwen::cu {
 void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T, int F, int K, void* a, void* g,
                 cublas::Handle cublas, void* ws, size_t ws_bytes, cudaStream_t stream);
 // The one-launch GEMV with the RMSNorm folded in (gemv.cuh): a = mlp_swiglu(rmsnorm(h; g, eps)) for the residual
-// h[T,K]. false, launching nothing, when the GEMV does not apply (T > kGemvMaxT, fp32, K % 8, unaligned).
-bool mlp_swiglu_norm(DType act, const void* h, const void* g, float eps, const void* w1, const void* w2, int T, int F,
+// h[T,K], where mlp_swiglu_folds says it applies (T <= kGemvMaxT, 16-bit, K % 8 == 0, 16-byte aligned).
+bool mlp_swiglu_folds(DType act, const void* h, const void* g, const void* w1, const void* w2, int T, int F, int K);
+void mlp_swiglu_norm(DType act, const void* h, const void* g, float eps, const void* w1, const void* w2, int T, int F,
                      int K, void* a, cudaStream_t stream);
 }

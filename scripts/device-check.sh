@@ -124,7 +124,8 @@ part_graph() {
 }
 part_fold() {
   need_7b
-  step "QWEN_FOLD_NORM=1 (two launches fewer per decode layer): batch 1 and 8, then with PDL + graphs, then cuda.test.ts"
+  step "QWEN_FOLD_NORM=1 (two launches fewer per decode layer): batch 1 and 8 (batch 8 unfolded first: the sweep part's batches do not fold), then with PDL + graphs, then cuda.test.ts"
+  QWEN_FOLD_NORM=0 sweep "" 0 "8" 60 /tmp/ab-fold0.json | grep -E "batch|failed"
   QWEN_FOLD_NORM=1 sweep "32, 2048" 64 "8" 60 /tmp/ab-fold.json | grep -E "decode|batch|failed"
   QWEN_FOLD_NORM=1 QWEN_CUDA_PDL=1 QWEN_CUDA_GRAPH=1 sweep "32" 64 "" 60 /tmp/ab-fold-all.json | grep -E "decode|failed"
   e2e_with "QWEN_FOLD_NORM=1" 'greedy|logits of a (5|24)-token|each alone' fold

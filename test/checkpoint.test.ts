@@ -131,4 +131,5 @@ test('bad options name the parameter', async () => {
   await expect(loadModel(base, { switches: { QWEN_NOPE: '1' } as never })).rejects.toThrow(/options\.switches\.QWEN_NOPE must be one of QWEN_FOLD_NORM/);
   await expect(loadModel(base, { switches: { QWEN_FOLD_NORM: 'yes' as never } })).rejects.toThrow(/options\.switches\.QWEN_FOLD_NORM must be '0' or '1'/);
   await expect(loadModel(base, { switches: 1 as never })).rejects.toThrow(/options\.switches must be an object/);
+  await expect(loadModel(base, { switches: [] as never })).rejects.toThrow(/options\.switches must be an object/);
 });

@@ -65,6 +65,8 @@ describe.each(['bf16', 'fp16', 'fp32'] as const)('tiny %s checkpoint', (dtype) =
   test('the folded layer (QWEN_FOLD_NORM=1: RMSNorms into the GEMVs that read h, residual adds into those that write it) gives the same logits bit for bit', async () => {
     const folded = await loadModel(dir, { device: 'cpu', threads: 2, switches: { QWEN_FOLD_NORM: '1' } });
     try {
+      expect(folded.switches.QWEN_FOLD_NORM).toBe(true); // the backend runs folded (else this test would compare nothing)
+      expect(model.switches.QWEN_FOLD_NORM).toBe(false);
       // index of the first element whose bits differ, -1 if none (NaN-safe, and fast on 3.6M logits)
       const firstDiff = (x: Float32Array, y: Float32Array) => {
         const u = new Uint32Array(x.buffer, x.byteOffset, x.length), v = new Uint32Array(y.buffer, y.byteOffset, y.length);

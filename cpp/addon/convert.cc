@@ -33,14 +33,15 @@ BackendOptions backend_from_js(const Napi::Object& o) {
   b.threads = t.IsNumber() ? t.As<Napi::Number>().Int32Value() : 0;
   b.cpu_isa = str(o, "cpuIsa", "");
   Napi::Value sw = o.Get("switches");
-  if (sw.IsObject()) {  // { NAME: "0" | "1" } (values checked by the backends' switch_on; TS validates the names)
+  if (sw.IsObject()) {  // { NAME: "0" | "1" } (lib/model/model.ts checks the names against BACKEND_SWITCHES)
     Napi::Object so = sw.As<Napi::Object>();
     Napi::Array keys = so.GetPropertyNames();
     for (uint32_t i = 0; i < keys.Length(); ++i) {
       const std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
       Napi::Value v = so.Get(k);
-      if (!v.IsString()) throw Napi::TypeError::New(o.Env(), "switches." + k + " must be '0' or '1'");
-      b.switches[k] = v.As<Napi::String>().Utf8Value();
+      const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+      if (s != "0" && s != "1") throw Napi::TypeError::New(o.Env(), "switches." + k + " must be '0' or '1'");
+      b.switches[k] = s;
     }
   }
   return b;

@@ -189,6 +189,7 @@ Napi::Object NativeModel::Init(Napi::Env env, Napi::Object exports) {
                                   InstanceMethod("createSequence", &NativeModel::CreateSequence),
                                   InstanceMethod("step", &NativeModel::Step),
                                   InstanceMethod("kvStats", &NativeModel::KvStats),
+                                  InstanceMethod("switches", &NativeModel::Switches),
                                   InstanceMethod("dispose", &NativeModel::Dispose)});
   exports.Set("NativeModel", f);
   return exports;
@@ -283,6 +284,15 @@ Napi::Value NativeModel::KvStats(const Napi::CallbackInfo& info) {
   o.Set("usedBlocks", engine->kv_pool().used());
   o.Set("madeBlocks", engine->kv_pool().made());
   o.Set("storageBytes", double(engine->kv_pool().storage_bytes()));
+  return o;
+}
+
+// { NAME: boolean }: the switches the backend runs with (fixed when it was made).
+Napi::Value NativeModel::Switches(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine) throw Napi::Error::New(env, "model is not loaded or was disposed");
+  Napi::Object o = Napi::Object::New(env);
+  for (const auto& [name, on] : engine->backend().switches()) o.Set(name, on);
   return o;
 }
 

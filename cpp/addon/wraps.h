@@ -38,6 +38,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value CreateSequence(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value KvStats(const Napi::CallbackInfo& info);
+  Napi::Value Switches(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 };
 

@@ -183,6 +183,8 @@ class Backend {
     (void)T;
     return false;
   }
+  // The switches this backend is running with (BackendOptions::switch_on names -> state), for Model.switches.
+  virtual std::map<std::string, bool> switches() const { return {}; }
   // y[T,N] = rmsnorm(h[T,K]; g, eps) . W^T (+ b); x[T,K] is scratch (the composition's normalized rows)
   virtual void norm_linear(const Buf h, const Weight& g, float eps, const Weight& W, const Weight* b, int T, Buf x,
                            Buf y) {

@@ -99,6 +99,7 @@ class CpuBackend : public Backend {
   // The compositions in the folded order: no faster here, but the same bits, so tests can check the engine's folded
   // layer on the CPU (backend.h).
   bool folds_norm(int) const override { return fold_norm_; }
+  std::map<std::string, bool> switches() const override { return {{"QWEN_FOLD_NORM", fold_norm_}}; }
   DType act_dtype() const override { return DType::F32; }
   Isa isa() const { return isa_; }
   int threads() const { return pool_.size(); }

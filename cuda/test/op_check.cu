@@ -773,8 +773,14 @@ static void test_folded(Backend& be, DType dt) {
     be.linear_add(xb.p, ww.w, m.T, hb.p, yb.p);
     vecd ref = ref_linear(x, W, nullptr, m.T, m.N, m.K);
     for (size_t i = 0; i < ref.size(); ++i) ref[i] += h[i];
-    check("linear_add T=" + std::to_string(m.T) + " K=" + std::to_string(m.K) + " N=" + std::to_string(m.N), dt,
-          hb.get(), ref);
+    const std::string sh = " T=" + std::to_string(m.T) + " K=" + std::to_string(m.K) + " N=" + std::to_string(m.N);
+    const vecf got = hb.get();
+    check("linear_add" + sh, dt, got, ref);
+    DB h2(be, h), y2(be, h.size());  // the composition it replaces stores the same residual, bit for bit
+    be.linear(xb.p, ww.w, nullptr, m.T, y2.p);
+    be.add(h2.p, y2.p, m.T, m.N);
+    expect(std::memcmp(got.data(), h2.get().data(), got.size() * sizeof(float)) == 0,
+           std::string("linear_add == linear + add bit for bit") + sh + " " + dt_name(dt));
   }
   for (const S m : {S{1, 4096, 11008}, S{4, 256, 300}, S{9, 256, 300}, S{2, 37, 21}}) {
     vecf h = rnd(size_t(m.T) * m.K, 3.f, dt, 77), g = rnd(m.K, 1.5f, dt, 78),

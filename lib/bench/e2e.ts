@@ -8,7 +8,8 @@ import { ffnWidth } from '../model/config';
 
 export interface E2eResult {
   machine: { cpuIsa: string; threads: number; readGBs: number | null };
-  model: { dir: string; device: string; weightBytes: number; bytesPerToken: number };
+  /** switches: the backend switches the run had (Model.switches), so a figure says which paths made it */
+  model: { dir: string; device: string; weightBytes: number; bytesPerToken: number; switches: Record<string, boolean> };
   prefill: { tokens: number; ms: number; tokPerS: number; gflops: number };
   decode: { steps: number; msPerToken: number; tokPerS: number; gbs: number; ofReadBandwidth: number | null };
   /**
@@ -96,7 +97,9 @@ export async function benchE2e(
   return {
     gpuMemory,
     machine: { cpuIsa: addon().cpuInfo().isa, threads: opts.threads, readGBs },
-    model: { dir: model.dir, device: model.device, weightBytes: model.weightBytes.total, bytesPerToken: bytes },
+    model: {
+      dir: model.dir, device: model.device, weightBytes: model.weightBytes.total, bytesPerToken: bytes, switches: { ...model.switches },
+    },
     prefill: { tokens: T, ms: prefillMs, tokPerS: (T / prefillMs) * 1e3, gflops: flops / prefillMs / 1e6 },
     decode: { steps: opts.decode, msPerToken: decodeMs, tokPerS: 1e3 / decodeMs, gbs, ofReadBandwidth: readGBs ? gbs / readGBs : null },
   };

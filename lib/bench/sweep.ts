@@ -44,6 +44,8 @@ export interface E2eRun {
   /** achieved-peak proxy of this mode (from the kernel section), for prefill % */
   peakGflops: number | null;
   kvBytesPerElem: number;
+  /** the backend switches of the run (Model.switches): which paths made these figures */
+  switches: Record<string, boolean>;
   points: E2ePoint[];
   batch: BatchAxis | null;
 }
@@ -204,6 +206,7 @@ export async function runSweep(o: SweepOptions): Promise<E2eRun> {
       : null;
     return {
       mode: o.mode, device: o.device, dtype: o.dtype, loadMs, readGBs, peakGflops: o.peakGflops, kvBytesPerElem: kvBytes,
+      switches: { ...model.switches },
       model: { dir: model.dir, weightBytes: model.weightBytes.total, streamedBytesPerToken: streamed, layers: L, hidden: H, ffn: ffnWidth(c), vocab: c.vocab_size },
       points, batch,
     };

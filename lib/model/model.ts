@@ -76,7 +76,9 @@ function checkLoadOptions(o: LoadModelOptions): void {
     throw badArg('options.cpuIsa', "'', 'scalar', 'avx2' or 'avx512'", o.cpuIsa);
   }
   if (o.switches !== undefined) {
-    if (typeof o.switches !== 'object' || o.switches === null) throw badArg('options.switches', 'an object', o.switches);
+    if (typeof o.switches !== 'object' || o.switches === null || Array.isArray(o.switches)) {
+      throw badArg('options.switches', 'an object', o.switches);
+    }
     for (const [k, v] of Object.entries(o.switches)) {
       if (!(BACKEND_SWITCHES as readonly string[]).includes(k)) {
         throw badArg(`options.switches.${k}`, `one of ${BACKEND_SWITCHES.join(', ')}`, k);
@@ -227,6 +229,11 @@ export class Model {
   /** Positions one sequence may hold: the smaller of Qwen's limit (32767) and the KV cache (options.kvCacheTokens). */
   get contextLimit(): number {
     return Math.min(MAX_POSITIONS, this.scheduler.capacity);
+  }
+
+  /** The backend switches this model runs with (options.switches, else the environment, else the defaults). */
+  get switches(): Readonly<Partial<Record<BackendSwitch, boolean>>> {
+    return Object.freeze(this.live().switches());
   }
 
   /** Batching and KV-cache figures now: running / waiting sequences, KV blocks, and totals since load. */

@@ -120,6 +120,8 @@ export interface NativeModel {
   /** madeBlocks: blocks given storage so far (kept for reuse); storageBytes: the memory the pool holds for them
    *  (CUDA allocates slabs of several blocks, so it can exceed madeBlocks' worth). */
   kvStats(): { blockTokens: number; maxBlocks: number; usedBlocks: number; madeBlocks: number; storageBytes: number };
+  /** The switches the backend runs with (BackendOptions::switch_on names). */
+  switches(): Record<string, boolean>;
   dispose(): void;
 }
 
