@@ -6,35 +6,15 @@
  * (cuda/test/sample_fx_emu.cc); and the greedy pick's top-n list (pick.cu, the same primitives) against a sort. This checks that device code's logic on every CI run; its behaviour on a real GPU
  * (memory model, lockstep) is op_check's test_sample_fx and the CUDA block of test/sample-fx.test.ts.
  */
-import { execFileSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-
-const ROOT = path.join(__dirname, '..');
+import { runEmu } from './helpers/emu';
 
 test('device primitives under the SIMT emulation == the host reference, all routes', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-emu-'));
-  try {
-    const exe = path.join(dir, 'sample_fx_emu');
-    execFileSync(process.env.CXX || 'g++', [
-      '-std=c++20', '-O2', '-pthread', '-Wno-unknown-pragmas', '-Icpp', '-Icuda', 'cuda/test/sample_fx_emu.cc',
-      'cpp/cpu/sample_fx.cc', 'cpp/core/pick_tables.cc', '-o', exe,
-    ], { cwd: ROOT, stdio: 'pipe' });
-    let out: string;
-    try {
-      out = execFileSync(exe, ['4096'], { encoding: 'utf8' });
-    } catch (e) {
-      throw new Error(`sample_fx_emu failed:\n${(e as { stdout?: string }).stdout ?? e}`);
-    }
-    const m = /(\d+) rows, (\d+) differ, routes (\d+)\/(\d+)\/(\d+)\/(\d+)\/(\d+)/.exec(out);
-    expect(m).not.toBeNull();
-    expect(Number(m![1])).toBe(54);
-    expect(Number(m![2])).toBe(0);
-    for (let r = 3; r <= 7; r++) expect(Number(m![r])).toBeGreaterThan(0);
-    // pick.cu's greedy top-n list (DevFxOps::top_logits) against a sort of the ids of non-zero weight
-    expect(/(\d+) top lists, (\d+) differ/.exec(out)?.slice(1).map(Number)).toEqual([27, 0]);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const out = runEmu(['cuda/test/sample_fx_emu.cc', 'cpp/cpu/sample_fx.cc', 'cpp/core/pick_tables.cc'], { args: ['4096'] });
+  const m = /(\d+) rows, (\d+) differ, routes (\d+)\/(\d+)\/(\d+)\/(\d+)\/(\d+)/.exec(out);
+  expect(m).not.toBeNull();
+  expect(Number(m![1])).toBe(54);
+  expect(Number(m![2])).toBe(0);
+  for (let r = 3; r <= 7; r++) expect(Number(m![r])).toBeGreaterThan(0);
+  // pick.cu's greedy top-n list (DevFxOps::top_logits) against a sort of the ids of non-zero weight
+  expect(/(\d+) top lists, (\d+) differ/.exec(out)?.slice(1).map(Number)).toEqual([27, 0]);
 }, 240000);

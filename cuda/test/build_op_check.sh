@@ -10,6 +10,6 @@ NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
 mkdir -p "$(dirname "$OUT")"
 # shellcheck disable=SC2086
 $NVCC -std=c++17 -O3 -lineinfo --expt-relaxed-constexpr $ARCHS -I cpp -I cuda -Xcompiler -Wall \
-  cuda/*.cu cuda/cublas_dyn.cc cpp/core/dtype.cc cpp/core/kv_cache.cc cpp/core/pick_tables.cc cpp/cpu/sample.cc cpp/cpu/sample_fx.cc cpp/cpu/thread_pool.cc \
+  cuda/*.cu cuda/cublas_dyn.cc cuda/pick_host.cc cpp/core/dtype.cc cpp/core/kv_cache.cc cpp/core/pick_tables.cc cpp/cpu/sample.cc cpp/cpu/sample_fx.cc cpp/cpu/thread_pool.cc \
   cuda/test/op_check.cu -o "$OUT" -ldl
 echo "built $OUT"

@@ -3,7 +3,7 @@
 // inside, Add: the residual add in the epilogue), bf16 and fp16, bias or none, fp32 output (final logits); and
 // mlp_swiglu_gemv_kernel, Plain and Norm. K = 64 (8 chunks of 16 bytes) takes only the tail loop; K = 1544 (193
 // chunks) one round of the 4-chunk main loop and a tail of 65 chunks (lane 0 takes 3); K = 2840 (355 chunks) two
-// rounds, a third for lanes 0-2 only, and their tails; N = 10 leaves whole warps idle in the last block. No GPU needed; test/gemv-emu.test.ts builds and runs it:
+// rounds, a third for lanes 0-2 only, and their tails; N = 10 leaves whole warps idle in the last block. No GPU needed; test/kernels-emu.test.ts builds and runs it:
 //   g++ -std=c++20 -O2 -pthread -I<cuda>/include -Icpp -Icuda cuda/test/gemv_emu.cc && ./a.out
 // prints "N cases, M differ" (exit 1 if any differ) and the worst error of each case against its bound.
 //
