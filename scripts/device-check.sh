@@ -29,6 +29,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/qwen-out}; mkdir -p "$OUT"
 PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep rope pdl gemm graph fold sample profile conc hf memcheck}
 t_start=$(date +%s)
+[ -d build ] || [ ! -f build.tar.xz ] || tar -xJf build.tar.xz  # the snapshot's addon and op_check (stage-snapshot.sh)
 step() { echo; echo "=== $1 ($(( $(date +%s) - t_start )) s)"; }
 CK=/dev/shm/qwen7b
 JEST="node node_modules/jest/bin/jest.js --runInBand"
