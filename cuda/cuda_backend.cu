@@ -537,9 +537,7 @@ void CudaBackend::embedding(const Weight& wte, const int32_t* ids, int T, Buf h)
 
 void CudaBackend::rmsnorm(const Buf x, const Weight& g, float eps, int T, int H, Buf y) {
   ProfScope prof(prof_, stream_, [&] { return "rmsnorm T=" + std::to_string(T); });
-  check_weight(g, act_, "rmsnorm");
-  if (g.rows * g.cols != H) throw std::invalid_argument("rmsnorm: gain has " + std::to_string(g.rows * g.cols) +
-                                                        " elements, H = " + std::to_string(H));
+  check_gain(g, H, "rmsnorm");
   cu::rmsnorm(act_, x, g.data, eps, T, H, nullptr, y, stream_);
 }
 
@@ -908,9 +906,7 @@ void CudaBackend::add(Buf h, const Buf x, int T, int H) {
 
 void CudaBackend::add_rmsnorm(Buf h, const Buf x, const Weight& g, float eps, int T, int H, Buf y) {
   ProfScope prof(prof_, stream_, [&] { return "add_rmsnorm T=" + std::to_string(T); });
-  check_weight(g, act_, "add_rmsnorm");
-  if (g.rows * g.cols != H) throw std::invalid_argument("add_rmsnorm: gain has " + std::to_string(g.rows * g.cols) +
-                                                        " elements, H = " + std::to_string(H));
+  check_gain(g, H, "add_rmsnorm");
   cu::add_rmsnorm(act_, h, x, g.data, eps, T, H, y, stream_);
 }
 
@@ -925,7 +921,7 @@ void CudaBackend::mlp_swiglu(const Buf x, const Weight& w1, const Weight& w2, in
                  stream_);
 }
 
-// The folded layer's ops: LinearArgs for W as linear() fills them.
+// The LinearArgs of x . W^T (+ b) -> y on this backend (W and b checked): linear() and the folded ops.
 LinearArgs CudaBackend::linear_args(const Buf x, const Weight& W, const Weight* b, int T, Buf y) {
   check_weight(W, act_, "linear");
   if (b) {
@@ -947,11 +943,12 @@ LinearArgs CudaBackend::linear_args(const Buf x, const Weight& W, const Weight* 
   return a;
 }
 
-void CudaBackend::check_gain(const Weight& g, int K, const char* op) const {
+// An RMSNorm gain of the backend's for rows of H elements.
+void CudaBackend::check_gain(const Weight& g, int H, const char* op) const {
   check_weight(g, act_, op);
-  if (g.rows * g.cols != K)
-    throw std::invalid_argument(std::string(op) + ": gain has " + std::to_string(g.rows * g.cols) +
-                                " elements, the input has " + std::to_string(K));
+  if (g.rows * g.cols != H)
+    throw std::invalid_argument(std::string(op) + ": gain has " + std::to_string(g.rows * g.cols) + " elements, H = " +
+                                std::to_string(H));
 }
 
 // Each folds where its GEMV applies (profiled as one op), else runs the composition (profiled as its ops).

@@ -196,7 +196,7 @@ class CudaBackend final : public Backend {
             {"QWEN_CUDA_FUSED_ROPE", fused_rope_}};
   }
   LinearArgs linear_args(const Buf x, const Weight& W, const Weight* b, int T, Buf y);  // checks W and b
-  void check_gain(const Weight& g, int K, const char* op) const;
+  void check_gain(const Weight& g, int H, const char* op) const;  // rmsnorm gains: the backend's, H elements
   void norm_linear(const Buf h, const Weight& g, float eps, const Weight& W, const Weight* b, int T, Buf x,
                    Buf y) override;
   void linear_add(const Buf x, const Weight& W, int T, Buf h, Buf y) override;

@@ -12,7 +12,7 @@ import { addon } from '../lib/native/binding';
 import type { NativePick, NativePickRequest } from '../lib/native/types';
 import { Rng, createSampler } from '../lib/sampling';
 import { expectPickEqualsSample } from './helpers/nativePath';
-import { QWEN_LIMIT, QWEN_V, adversarialRows, gridRow, modelRow, sampledConfig } from './helpers/rows';
+import { KS, LOGPROBS, PS, QWEN_LIMIT, QWEN_V, TEMPS, adversarialRows, gridRow, modelRow, sampledConfig } from './helpers/rows';
 import { randArray } from './helpers/weights';
 
 const LOG_TOL = 2 * 2 ** -52 * 128;
@@ -69,11 +69,6 @@ function compare(c: Cfg, x: Float32Array, vocabLimit: number, seed: number, what
   expectPickEqualsSample(pick as NativePick, () => ts.sample(Float32Array.from(x)), tol, tag);
   return res;
 }
-
-const TEMPS = [0.3, 0.7, 1, 1.5];
-const KS = [0, 1, 5, 50];
-const PS = [0.1, 0.8, 0.95, 1];
-const LOGPROBS = [undefined, 0, 5, 20];
 
 test('real-shaped rows (151936 wide, limit 151851) over temperature x top_k x top_p x logprobs', () => {
   // A pool of rows (sampleFx leaves its input alone; sample() gets a copy): two of each kind, taken in turn.

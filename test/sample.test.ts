@@ -12,7 +12,9 @@ import { addon } from '../lib/native/binding';
 import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
 import { Rng, type SampleResult, createSampler } from '../lib/sampling';
 import { expectNativeEqualsTs, expectPickEqualsSample, tsPath, useTinyModel } from './helpers/nativePath';
-import { ADVERSARIAL_LIMIT, QWEN_LIMIT, QWEN_V, adversarialRows, gridRow, modelRow, sampledConfig } from './helpers/rows';
+import {
+  ADVERSARIAL_LIMIT, KS, LOGPROBS, PS, QWEN_LIMIT, QWEN_V, TEMPS, adversarialRows, gridRow, modelRow, sampledConfig,
+} from './helpers/rows';
 import { randArray } from './helpers/weights';
 
 const LOG_TOL = 2 * 2 ** -52 * 128;
@@ -81,14 +83,10 @@ function compare(ops: NativeOps, c: Cfg, rows: Row[], seeds: number[], what: str
   return got;
 }
 
-const TEMPS = [0.3, 0.7, 1, 1.5];
-const KS = [0, 1, 5, 50];
-const PS = [0.1, 0.8, 0.95, 1];
 const PENALTIES = [
   { rp: 1, presence: 0, frequency: 0 },
   { rp: 1.1, presence: 0.4, frequency: 0.3 },
 ];
-const LOGPROBS = [undefined, 0, 5, 20];
 
 describe.each(BACKENDS)('%s sampled pick == TS Sampler', (_name, opts) => {
   const ops: NativeOps = new a.NativeOps(opts);

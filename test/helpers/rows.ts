@@ -94,6 +94,12 @@ export function adversarialRows(): AdversarialRow[] {
 }
 
 /** A sampled config of the pick tests; penalties off unless given. */
+/** The one grid of warper settings the sampled-pick tests sweep (sample.test.ts, sample-fx.test.ts). */
+export const TEMPS = [0.3, 0.7, 1, 1.5];
+export const KS = [0, 1, 5, 50];
+export const PS = [0.1, 0.8, 0.95, 1];
+export const LOGPROBS = [undefined, 0, 5, 20];
+
 export interface SampledCfg {
   temperature: number;
   topK: number;
