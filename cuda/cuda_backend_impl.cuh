@@ -211,6 +211,7 @@ class CudaBackend final : public Backend {
 
   // Not part of Backend: for diagnostics / tests.
   bool cublas_in_use() const { return cublas_ != nullptr; }
+  cublas::Handle cublas_handle() const { return cublas_; }  // null when cuBLAS is off
   const std::string& cublas_note() const { return cublas_note_; }  // why cuBLAS is off ("" when on)
   cudaStream_t stream() const { return stream_; }
   // The device view of the current step (valid after begin_step; for tests and diagnostics).

@@ -1188,6 +1188,80 @@ static void perf_pick(Backend& be, DType dt) {
   be.release(w);
 }
 
+// Where final_pick's time goes at batch sizes 8-64: the H100 profile of a batch-64 decode step (2026-11-27) gave
+// final_pick 2.2 ms per step, far above the lm_head's 1.24 GB of weights at HBM speed (~0.45 ms) plus a pick of 64
+// rows (~0.1 ms estimated), and op_check timed only the whole op. Here the lm_head GEMM with its fp32 output (the
+// final_logits shape) is timed alone on each path it can take - linear() with the backend's cuBLAS handle, linear()
+// without one (GEMV at T <= 8, WMMA above), gemm_skinny called directly - next to final_pick of as many greedy rows
+// without penalties, which adds only the rmsnorm, the pick kernel and the staging.
+static void perf_head(Backend& be, DType dt) {
+  auto& cb = static_cast<cu::CudaBackend&>(be);
+  const int H = 4096, V = 151936, maxT = 64;
+  std::vector<uint16_t> host(size_t(V) * H, 0x3c00);
+  for (size_t i = 0; i < host.size(); i += 97) host[i] = 0x3c10;
+  Weight hw;
+  hw.data = host.data();
+  hw.dtype = dt == DType::F16 ? DType::F16 : DType::BF16;
+  hw.rows = V;
+  hw.cols = H;
+  Weight w = be.upload(hw);
+  vecf gv(H, 1.f);
+  DW gd(be, gv, 1, H);
+  DB x(be, rnd(size_t(maxT) * H, 1.f, dt, 71));
+  void* y = nullptr;
+  void* ws = nullptr;
+  const size_t wsb = size_t(16) << 20;
+  if (cudaMalloc(&y, size_t(maxT) * V * sizeof(float)) != cudaSuccess || cudaMalloc(&ws, wsb) != cudaSuccess) {
+    cudaGetLastError();
+    std::printf("PERF lm_head: cudaMalloc failed, skipped\n");
+    if (y) cudaFree(y);
+    be.release(w);
+    return;
+  }
+  const double wbytes = double(V) * H * dtype_size(dt);
+  for (int T : {8, 16, 64}) {
+    cu::LinearArgs a;
+    a.act = dt;
+    a.out = DType::F32;
+    a.x = x.p;
+    a.W = w.data;
+    a.y = y;
+    a.T = T;
+    a.N = V;
+    a.K = H;
+    std::string line = "PERF lm_head T=" + std::to_string(T) + " (fp32 out):";
+    auto add = [&](const std::string& label, double s) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, " %s %.1f us (%.0f GB/s)", label.c_str(), s * 1e6, wbytes / s / 1e9);
+      line += buf;
+    };
+    for (const bool with_handle : {true, false}) {
+      if (with_handle && !cb.cublas_in_use()) continue;
+      a.cublas = with_handle ? cb.cublas_handle() : nullptr;
+      const std::string label = std::string(with_handle ? "handle:" : "no handle:") + cu::linear_path(a);
+      add(label, time_it(be, 10, [&] { cu::linear(a, cb.stream()); }));
+    }
+    if (T > cu::kGemvMaxT && dt != DType::F32)
+      add("skinny", time_it(be, 10, [&] {
+            cu::gemm_skinny(dt, DType::F32, x.p, w.data, nullptr, y, T, V, H, ws, wsb, cb.stream());
+          }));
+    std::vector<int> rows(static_cast<size_t>(T));
+    for (int r = 0; r < T; ++r) rows[size_t(r)] = r;
+    PickSpec s;
+    s.vocab_limit = V;
+    std::vector<PickSpec> specs(static_cast<size_t>(T), s);
+    std::vector<PickResult> out(static_cast<size_t>(T));
+    const double tp =
+        time_it(be, 10, [&] { be.final_pick(x.p, rows.data(), T, H, gd.w, w, 1e-6f, specs.data(), out.data()); });
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " | final_pick greedy %.1f us", tp * 1e6);
+    std::printf("%s%s\n", line.c_str(), buf);
+  }
+  cudaFree(ws);
+  cudaFree(y);
+  be.release(w);
+}
+
 static void test_errors(Backend& be) {
   bool threw = false;
   std::string msg;
@@ -1433,6 +1507,7 @@ int main(int argc, char** argv) {
       test_errors(*be);
       if (do_perf && dt == DType::BF16) perf(*be, dt);
       if (do_perf && dt == DType::BF16) perf_pick(*be, dt);
+      if (do_perf && dt == DType::BF16) perf_head(*be, dt);
       if (do_perf && dt == DType::BF16) perf_sample(dts);
     } catch (const std::exception& e) {
       ++g_fail;
