@@ -3,7 +3,7 @@
 # from the snapshot that scripts/stage-snapshot.sh builds (addon, op_check and dist of HEAD), carrying .device and
 # .devbuild:
 #   source .device/on-device.sh && cd .devbuild/snap && tar -xJf ../../.device/node_modules.tar.xz && bash scripts/device-check.sh
-# QWEN_CHECK_PARTS lists the parts to run, IN THAT ORDER (default: all, about 5 minutes on an H100). Every part has its
+# QWEN_CHECK_PARTS lists the parts to run, IN THAT ORDER (default: the issue's check, below). Every part has its
 # own time limit, so a hang in one still leaves the others' answers. The 7b checkpoint is written to /dev/shm by a
 # background job from the start (CPU work that overlaps the GPU tests). Logs go to $OUT (8 files at most).
 #   ops       op_check: every CUDA op vs float64 at odd and Qwen shapes, bf16/fp16/fp32, then per-kernel perf
@@ -25,9 +25,15 @@
 #   conc      continuous batching: 1 / 16 / 64 clients, 200-token prompts, 64 new tokens
 #   hf        ../shared/device/hf_baseline.py (HF transformers, eager) on the same card
 #   memcheck  compute-sanitizer memcheck over op_check
+#   summary   one table of every greedy decode sweep of this run (the sweep part's and each A/B part's), each figure
+#             with its ratio to the first (lib/bench/compare.ts): the A/B verdicts at a glance; the sampled ones apart
+# The default, "ops e2e jest pick bench sweep hf memcheck", is issue #4's check: every op and the logits against the
+# CPU, the benchmark, HF on the same card, memcheck (its parts' time limits add up to 16 minutes; the whole set has
+# not run in one call yet). The A/B parts (rope pdl gemm graph fold sample), profile, conc, diag and summary are for
+# tuning: name them. An unknown name stops the script before anything runs.
 set -uo pipefail
 OUT=${OUT:-/tmp/qwen-out}; mkdir -p "$OUT"
-PARTS=${QWEN_CHECK_PARTS:-ops diag e2e jest pick bench sweep rope pdl gemm graph fold sample profile conc hf memcheck}
+PARTS=${QWEN_CHECK_PARTS:-ops e2e jest pick bench sweep hf memcheck}
 t_start=$(date +%s)
 [ -d build ] || [ ! -f build.tar.xz ] || tar -xJf build.tar.xz  # the snapshot's addon and op_check (stage-snapshot.sh)
 step() { echo; echo "=== $1 ($(( $(date +%s) - t_start )) s)"; }
@@ -113,7 +119,7 @@ part_pdl() {
 part_gemm() {
   need_7b
   step "9-64 rows: QWEN_CUBLAS_MIN_T=9 (cuBLAS) and QWEN_GEMM_SKINNY=1 (split-K mma.sync) at batch 16 / 64"
-  for e in QWEN_CUBLAS_MIN_T=9 QWEN_GEMM_SKINNY=1; do echo "$e"; env $e sweep "" 0 "16, 64" 60 /tmp/ab-gemm.json | grep -E "batch (16|64)|failed"; done
+  for e in QWEN_CUBLAS_MIN_T=9 QWEN_GEMM_SKINNY=1; do echo "$e"; env $e sweep "" 0 "16, 64" 60 "/tmp/ab-gemm-${e%%=*}.json" | grep -E "batch (16|64)|failed"; done
   e2e_with "QWEN_GEMM_SKINNY=1" 'each alone|logits of a (24|40)' skinny
 }
 part_graph() {
@@ -135,7 +141,7 @@ part_sample() {
   need_7b
   step "sampled decode (temperature 0.7, top_p 0.8): host draw vs the device draw (QWEN_SAMPLE_FX=1) at batch 1 / 16 / 64"
   for e in QWEN_SAMPLE_FX=0 QWEN_SAMPLE_FX=1; do
-    echo "$e"; env $e sweep "32" 32 "1, 16, 64" 60 /tmp/ab-sample.json "sample: { temperature: 0.7, topK: 0, topP: 0.8 }," | grep -E "decode|batch|failed"
+    echo "$e"; env $e sweep "32" 32 "1, 16, 64" 60 "/tmp/sampled-$e.json" "sample: { temperature: 0.7, topK: 0, topP: 0.8 }," | grep -E "decode|batch|failed"
   done
 }
 part_profile() {
@@ -159,6 +165,19 @@ part_hf() {
   [ -f "$hf" ] || hf=../../.device/hf_baseline.py  # run from .devbuild/snap: .device is the checkout's
   timeout 80 python3 "$hf" 2>&1 | tail -8
 }
+part_summary() {
+  step "all decode sweeps of this run against the first (the sweep part's when it ran); sampled ones apart"
+  compare_sweeps "$OUT/sweep-cuda.json" /tmp/ab-*.json
+  compare_sweeps /tmp/sampled-*.json
+}
+compare_sweeps() {  # compare_sweeps FILE...: the table of those that exist, oldest first
+  local files; files=$(ls -tr "$@" 2>/dev/null)
+  [ -n "$files" ] || { echo "(none of: $*)"; return 0; }
+  node -e "
+  const fs = require('fs'), path = require('path');
+  const runs = process.argv.slice(1).map((f) => ({ name: path.basename(f, '.json'), run: JSON.parse(fs.readFileSync(f, 'utf8')) }));
+  console.log(require('./dist/bench/compare.js').compareSweeps(runs));" $files
+}
 part_memcheck() {
   command -v compute-sanitizer >/dev/null || return 0
   step "compute-sanitizer memcheck over op_check (all ops, all dtypes)"
@@ -167,7 +186,12 @@ part_memcheck() {
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-if [[ " $PARTS " =~ \ (bench|conc|profile|sweep|rope|pdl|gemm|graph|sample)\  ]]; then  # the parts that call need_7b
+for p in $PARTS; do  # a typo must not cost a device session halfway through
+  declare -F "part_$p" >/dev/null || { echo "unknown part '$p' in QWEN_CHECK_PARTS"; exit 2; }
+done
+needs_7b=
+for p in $PARTS; do declare -f "part_$p" | grep -q need_7b && needs_7b=1; done
+if [ -n "$needs_7b" ]; then  # some part calls need_7b
   (node bin/qwen-node.js make-random --preset 7b --dtype bf16 --seed 1 --out $CK > /tmp/make7b.log 2>&1; echo "exit $?" >> /tmp/make7b.log) &
   MK=$!
 fi

@@ -25,9 +25,13 @@ test.each([
   ['sampled pick', { pick: true, sample: { temperature: 0.7, topK: 0, topP: 0.8 } }],
 ])('%s: every decode step is one forwardPick of the requested kind; batched steps hold B sequences', async (_what, extra) => {
   const spy = jest.spyOn(Sequence.prototype, 'forwardPick');
+  process.env.QWEN_SWEEP_TEST = '1';
   try {
     const r = await runSweep({ dir, ...base, ...extra });
+    delete process.env.QWEN_SWEEP_TEST;
     expect(r.points.map((p) => [p.context, p.decode.steps])).toEqual([[5, 4], [40, 4]]);
+    // the run names the QWEN_* environment it ran with (lib/bench/compare.ts labels runs by it)
+    expect(r.env).toEqual({ ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('QWEN_'))), QWEN_SWEEP_TEST: '1' });
     for (const p of r.points) expect(p.decode.tokPerS).toBeGreaterThan(0);
     expect(r.batch!.points.map((p) => [p.batchSize, p.steps, p.meanSequencesPerStep])).toEqual([[1, 3, 1], [3, 3, 3]]);
     // (decodeSteps + 1 untimed) per context, (batchSteps + 1) x B per batch size
@@ -42,6 +46,7 @@ test.each([
       for (const q of reqs) expect(q.doSample).toBeUndefined();
     }
   } finally {
+    delete process.env.QWEN_SWEEP_TEST;
     spy.mockRestore();
   }
 }, 120000);

@@ -46,6 +46,8 @@ export interface E2eRun {
   kvBytesPerElem: number;
   /** the backend switches of the run (Model.switches): which paths made these figures */
   switches: Record<string, boolean>;
+  /** the process's QWEN_* variables (the switches read from the environment only, e.g. QWEN_CUDA_PDL) */
+  env?: Record<string, string>;
   points: E2ePoint[];
   batch: BatchAxis | null;
 }
@@ -141,6 +143,12 @@ export function prefillFlops(model: Model, T: number): number {
   return 2 * T * L * (3 * H * H + H * H + 3 * F * H) + 2 * T * T * H * L + 2 * H * c.vocab_size;
 }
 
+function qwenEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (k.startsWith('QWEN_') && v !== undefined) env[k] = v;
+  return env;
+}
+
 export async function runSweep(o: SweepOptions): Promise<E2eRun> {
   const t0 = nowMs();
   const model = await loadModel(o.dir, { device: o.device, dtype: o.dtype, threads: o.threads });
@@ -206,7 +214,7 @@ export async function runSweep(o: SweepOptions): Promise<E2eRun> {
       : null;
     return {
       mode: o.mode, device: o.device, dtype: o.dtype, loadMs, readGBs, peakGflops: o.peakGflops, kvBytesPerElem: kvBytes,
-      switches: { ...model.switches },
+      switches: { ...model.switches }, env: qwenEnv(),
       model: { dir: model.dir, weightBytes: model.weightBytes.total, streamedBytesPerToken: streamed, layers: L, hidden: H, ffn: ffnWidth(c), vocab: c.vocab_size },
       points, batch,
     };
