@@ -13,6 +13,7 @@
 namespace qwen::cu::pk {  // the kernel and its block helpers
 
 constexpr int kUnroll = 4;
+static_assert(kPickThreads == sfx::kT, "the top-n list's select (sample_fx_ops.cuh) assumes blocks of sfx::kT threads");
 
 struct Cand {
   float x;

@@ -86,11 +86,14 @@ __device__ inline u64 block_excl_scan_u64(u64 v, u64* total, Smem& s) {
   return s.excl[warp] + inc - v;
 }
 
-// The greedy pick's top list (pick.cu) holds the ids of non-zero fp32 weight expf(x - m); expf is monotone, so their
-// keys are [top_kmin(m), key(+Infinity)] (m = +Infinity: only +Infinity weighs).
+// The greedy pick's top list (pick.cu) holds the ids of non-zero fp32 weight exp(x - m); exp is monotone, so their
+// keys are [top_kmin(m), key(+Infinity)] (m = +Infinity: only +Infinity weighs). The weight is exp in double rounded
+// to float, not CUDA's expf: expf may be 2 ulp off, and an ulp is the whole of a subnormal result near x - m = -104,
+// where it could give 0 for an id the host's expf (cpp/cpu/pick.cc, computed in double and rounded) lists, or the
+// reverse. This runs ~32 times per row (a binary search over keys), so double costs nothing.
 __device__ inline uint32_t top_kmin(float m) {
   if (m == INFINITY) return kFxKeyPosInf;
-  return fx_min_key(kFxKeyNegInf, fx_logit_key(m), [m](float x) { return expf(x - m) > 0.f; });
+  return fx_min_key(kFxKeyNegInf, fx_logit_key(m), [m](float x) { return float(exp(double(x - m))) > 0.f; });
 }
 
 struct DevFxOps {

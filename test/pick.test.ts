@@ -7,7 +7,8 @@
  * the native pick weighs expf(x - max) with x - max rounded to fp32 (relative error <= 4U from expf, + U|x - max|
  * from the difference; |x - max| <= 104 for any non-zero fp32 weight) and sums in double; it takes log w of a listed
  * id exactly (x - max in double). log Z then differs by at most the largest relative weight error of either side and
- * each logprob by that plus one TS weight error: (4 + 104 + 2) U + 6e-9.
+ * each logprob by that plus one TS weight error: (4 + 104 + 2) U + 6e-9. A TS weight below 2^-126 is subnormal in
+ * fp32, where rounding is absolute, not relative: its logprob gets subnormalSlack (helpers/nativePath.ts) on top.
  */
 import { addon } from '../lib/native/binding';
 import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
@@ -154,6 +155,18 @@ function cases(V: number): Case[] {
     const x = randArray(V, 9, 6);
     out.push({ logits: x, prompt: [4, 5], generated: [6, 6, 7], rp: 1, presence: 0.7, frequency: 0.2, vocabLimit: L, top: 7 });
   }
+  // 10: the edge of a non-zero fp32 weight: exp(d) > 2^-150 (rounds up to the least subnormal) for d > -150 ln 2 =
+  // -103.9720770839918; the floats on either side of it are 6.7e-7 above and 7.0e-6 below. With the max at 0, d is
+  // the logit itself (no rounding in x - m). A 2-ulp expf (CUDA's) may give 0 at the upper one: the list must not
+  // depend on it.
+  {
+    const x = new Float32Array(V).fill(-1000);
+    x[10] = 0;
+    x[40] = Math.fround(-103.97207641601562);
+    x[50] = Math.fround(-103.97208404541016);
+    x[60] = -50;
+    out.push({ logits: x, prompt: [], generated: [], rp: 1, presence: 0, frequency: 0, vocabLimit: L, top: 20 });
+  }
   return out;
 }
 
@@ -173,6 +186,7 @@ describe.each(BACKENDS)('%s pick', (_name, opts) => {
     expect(got[5]).toMatchObject({ id: 20, logprob: -Math.log(2), top: [{ id: 20 }, { id: 900 }] });
     expect(got[6]).toEqual({ id: -1 });
     expect(got[7].top!.map((t) => t.id)).toEqual([10, 20, 30]);
+    expect(got[10].top!.map((t) => t.id)).toEqual([10, 60, 40]); // 40 is 6.7e-7 above the edge, 50 below it
     expect(got[2].id).toBeLessThan(V - 85);
     expect(got[4].logprob).toBeUndefined();
   });

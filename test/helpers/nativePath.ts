@@ -79,6 +79,18 @@ export async function expectNativeEqualsTs(
 }
 
 /**
+ * How far the TS sampler's logprob `lp` may be from the exact one beyond the fp32 rounding bound that the callers'
+ * `tol` derives, for a weight that is subnormal in fp32. The sampler takes log of the fp32 weight w = fround(exp(-s)),
+ * and below 2^-126 fround's error is absolute, 2^-150, not relative: log w is then off by up to -ln(1 - 2^-150 / w)
+ * (ln 2 at the least subnormal, 2^-149). The argmax weighs 1, so Z >= 1 and w = exp(lp + log Z) >= exp(lp): the bound
+ * is taken at exp(lp) (no less than 2^-149, the least non-zero weight). The native picks take x - max exactly instead.
+ */
+export function subnormalSlack(lp: number): number {
+  if (!(lp < Math.log(2 ** -126))) return 0;
+  return -Math.log1p(-(2 ** -150) / Math.max(Math.exp(lp), 2 ** -149));
+}
+
+/**
  * A native pick equals what the TS sampler's `sample()` returns for the same row: the same id (or, when the sampler
  * finds no usable logit and raises E_BACKEND, id -1 and nothing else), logprob and top-list ids, logprobs within
  * `tol`. Throws with `what` in the message (cheaper than expect() in loops over thousands of rows).
@@ -95,7 +107,7 @@ export function expectPickEqualsSample(got: NativePick, sample: () => SampleResu
   }
   if (got.id !== want.id) throw new Error(`${what}: id ${got.id}, the sampler picked ${want.id}`);
   expect(got.logprob === undefined).toBe(want.logprob === undefined);
-  if (want.logprob !== undefined && !(Math.abs(got.logprob! - want.logprob) <= tol)) {
+  if (want.logprob !== undefined && !(Math.abs(got.logprob! - want.logprob) <= tol + subnormalSlack(want.logprob))) {
     throw new Error(`${what}: logprob ${got.logprob}, the sampler's ${want.logprob}`);
   }
   expect(got.top === undefined).toBe(want.topLogprobs === undefined);
@@ -103,7 +115,7 @@ export function expectPickEqualsSample(got: NativePick, sample: () => SampleResu
     const ids = got.top!.map((t) => t.id), wids = want.topLogprobs.map((t) => t.id);
     if (ids.join() !== wids.join()) throw new Error(`${what}: top ids ${ids}, the sampler's ${wids}`);
     got.top!.forEach((t, k) => {
-      if (!(Math.abs(t.logprob - want.topLogprobs![k].logprob) <= tol)) {
+      if (!(Math.abs(t.logprob - want.topLogprobs![k].logprob) <= tol + subnormalSlack(want.topLogprobs![k].logprob))) {
         throw new Error(`${what}: top[${k}] logprob ${t.logprob}, the sampler's ${want.topLogprobs![k].logprob}`);
       }
     });
