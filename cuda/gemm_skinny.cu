@@ -63,6 +63,15 @@ bool skinny_enabled() {
   return on;
 }
 
+int skinny_min_t() {
+  static const int v = [] {
+    const char* e = std::getenv("QWEN_SKINNY_MIN_T");
+    const int n = e ? std::atoi(e) : 0;
+    return n >= 1 && n <= kSkinnyMaxT ? n : 9;
+  }();
+  return v;
+}
+
 size_t gemm_skinny_workspace(int T, int N, int K) {
   const int s = want_splits(N, K);
   return s > 1 ? size_t(s) * size_t(T) * size_t(N) * sizeof(float) : 0;

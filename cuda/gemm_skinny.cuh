@@ -22,8 +22,13 @@ namespace qwen::cu {
 
 constexpr int kSkinnyMaxT = 64;
 
-// QWEN_GEMM_SKINNY=1: linear() takes this path for 9 <= T <= 64 (read once per process).
+// QWEN_GEMM_SKINNY=1: linear() takes this path for skinny_min_t() <= T <= 64 (read once per process).
 bool skinny_enabled();
+// QWEN_SKINNY_MIN_T (1..64, default 9): the fewest rows linear() and mlp_swiglu() give to this kernel under
+// QWEN_GEMM_SKINNY=1; below 9 it replaces the decode GEMV (and the fused MLP GEMV, and the folds). On the H100,
+// final_pick of 8 rows took 702 us against 452 us for 1 (the lm_head GEMV: 1.77 vs 2.75 TB/s; it re-reads the T rows
+// of x for every weight chunk), so one padded 16-row tensor-core tile may win for 2-8 rows: an A/B, not a default.
+int skinny_min_t();
 
 // The workspace bytes the call would use for its split-K partials with an unbounded workspace (0: no split).
 size_t gemm_skinny_workspace(int T, int N, int K);

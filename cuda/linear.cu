@@ -260,13 +260,17 @@ static int cublas_min_t() {
   return v;
 }
 
+bool linear_takes_skinny(const LinearArgs& a) {
+  return skinny_enabled() && a.act != DType::F32 && a.T >= skinny_min_t() && a.T <= kSkinnyMaxT && a.K % 8 == 0 &&
+         aligned16(a.x) && aligned16(a.W);
+}
+
 static Path choose(const LinearArgs& a) {
   const int vec = 16 / int(dtype_size(a.act));
-  if (a.T <= kGemvMaxT)
+  const bool skinny = linear_takes_skinny(a);
+  if (a.T <= kGemvMaxT && !skinny)
     return (a.K % vec == 0 && aligned16(a.x) && aligned16(a.W)) ? Path::Gemv : Path::GemvScalar;
-  if (skinny_enabled() && a.act != DType::F32 && a.T <= kSkinnyMaxT && a.K % 8 == 0 && aligned16(a.x) &&
-      aligned16(a.W))
-    return Path::Skinny;
+  if (skinny) return Path::Skinny;
   if (a.cublas && a.T >= cublas_min_t() && a.N >= kCublasMinNK && a.K >= kCublasMinNK && cublas::api().ok)
     return Path::Cublas;
   if (a.act != DType::F32 && a.K % 8 == 0 && aligned16(a.x) && aligned16(a.W)) return Path::Wmma;

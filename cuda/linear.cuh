@@ -1,6 +1,7 @@
 // linear: y[T,N] = x[T,K] . W[N,K]^T (+ b[N]); x, W, b in the activation dtype, y in the activation dtype or F32
 // (final logits). fp32 accumulation everywhere. Paths, chosen once per call:
 //   T <= 8                      decode GEMV, warp per output row, 16-byte streaming loads of W (scalar if unaligned)
+//   QWEN_GEMM_SKINNY=1, 9..64   gemm_skinny (rows from QWEN_SKINNY_MIN_T, default 9: below it replaces the GEMV)
 //   T >= 64 and a cuBLAS handle cublasGemmEx (COMPUTE_32F), bias pre-filled into y with beta = 1
 //   bf16/fp16, K % 8 == 0       tensor-core GEMM (WMMA m16n16k16, 64x128x32 tiles, cp.async double buffering)
 //   otherwise                   FP32 FMA tiled GEMM (fp32 activations, odd K, unaligned pointers)
@@ -33,6 +34,9 @@ constexpr int kCublasMinT = 64;  // T >= this and a handle: cuBLAS ...
 constexpr int kCublasMinNK = 256;
 
 void linear(const LinearArgs& a, cudaStream_t stream);
+// Whether linear() gives these arguments to gemm_skinny (QWEN_GEMM_SKINNY=1, QWEN_SKINNY_MIN_T <= T <= 64, 16-bit,
+// K % 8 == 0, aligned): mlp_swiglu asks too, so that its w1 / w2 take the same path as the other linears of a step.
+bool linear_takes_skinny(const LinearArgs& a);
 // Which path linear() takes for these arguments: "gemv", "gemv_scalar", "cublas", "wmma" or "fma".
 const char* linear_path(const LinearArgs& a);
 

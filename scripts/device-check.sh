@@ -14,9 +14,10 @@
 #             draw (QWEN_SAMPLE_FX=1) == its host reference
 #   bench     qwen-node bench, 7b bf16: prefill 2048, 64 greedy decode steps
 #   sweep     decode with the greedy pick in the backend: batch 1 at HF's contexts (prompt 32, 128 steps) and at
-#             2048, then batch 1 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
-#   rope, pdl, gemm, graph   A/B of the switches (QWEN_CUDA_FUSED_ROPE=0, QWEN_CUDA_PDL, QWEN_GEMM_SKINNY and
-#             QWEN_CUBLAS_MIN_T=9, QWEN_CUDA_GRAPH): timing on the same warm card, then test/cuda.test.ts under each
+#             2048, then batch 1 / 4 / 8 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
+#   rope, pdl, gemm, graph   A/B of the switches (QWEN_CUDA_FUSED_ROPE=0, QWEN_CUDA_PDL, QWEN_GEMM_SKINNY,
+#             QWEN_SKINNY_MIN_T=2, QWEN_CUBLAS_MIN_T=9, QWEN_CUDA_GRAPH): timing on the same warm card, then
+#             test/cuda.test.ts under each
 #   fold      QWEN_FOLD_NORM=1 (RMSNorm and residual add folded into the decode GEMVs): decode batch 1 / 8, alone and
 #             with PDL + graphs, then test/cuda.test.ts under it
 #   sample    sampled decode (temperature 0.7, top_p 0.8) at batch 1 / 16 / 64: the host draw vs QWEN_SAMPLE_FX=1
@@ -95,12 +96,13 @@ part_bench() {
 }
 part_sweep() {
   need_7b
-  step "decode, greedy pick in the backend: batch 1 at contexts 32 (HF's) and 2048, batch 1/16/64 at ~200 (goal >= 7000 tok/s)"
-  sweep "32, 2048" 128 "1, 16, 64" 90 "$OUT/sweep-cuda.json" | grep -v "^\s*$" | tail -8
+  step "decode, greedy pick in the backend: batch 1 at contexts 32 (HF's) and 2048, batch 1/4/8/16/64 at ~200 (goal >= 7000 tok/s at 64)"
+  sweep "32, 2048" 128 "1, 4, 8, 16, 64" 90 "$OUT/sweep-cuda.json" | grep -v "^\s*$" | tail -10
 }
 # The opt-in paths (not yet run on a GPU when written). Each: its timing on the warm card, then its logits against
 # the CPU (test/cuda.test.ts, the cases that exercise it: prompts of 9-64 rows, or decode steps that replay a graph).
 # Compare with the sweep part's figures.
+# (A variable set for one sweep goes through a subshell's export: `env X=1 sweep` cannot run a shell function.)
 e2e_with() {  # e2e_with "ENV=1 ..." FILTER TAG
   env $1 timeout 90 $JEST test/cuda.test.ts -t "$2" --json --outputFile=/tmp/jest-$3.json > /tmp/jest-$3.log 2>&1
   failures /tmp/jest-$3.json; grep -h "max rel err" /tmp/jest-$3.log
@@ -118,9 +120,12 @@ part_pdl() {
 }
 part_gemm() {
   need_7b
-  step "9-64 rows: QWEN_CUBLAS_MIN_T=9 (cuBLAS) and QWEN_GEMM_SKINNY=1 (split-K mma.sync) at batch 16 / 64"
-  for e in QWEN_CUBLAS_MIN_T=9 QWEN_GEMM_SKINNY=1; do echo "$e"; env $e sweep "" 0 "16, 64" 60 "/tmp/ab-gemm-${e%%=*}.json" | grep -E "batch (16|64)|failed"; done
-  e2e_with "QWEN_GEMM_SKINNY=1" 'each alone|logits of a (24|40)' skinny
+  step "9-64 rows: QWEN_CUBLAS_MIN_T=9 (cuBLAS) and QWEN_GEMM_SKINNY=1 (split-K mma.sync) at batch 16 / 64; 2-8 rows: the skinny GEMM instead of the GEMV (QWEN_SKINNY_MIN_T=2) at batch 4 / 8; then cuda.test.ts with skinny from 2 rows"
+  local e
+  for e in "QWEN_CUBLAS_MIN_T=9|16, 64" "QWEN_GEMM_SKINNY=1|16, 64" "QWEN_GEMM_SKINNY=1 QWEN_SKINNY_MIN_T=2|4, 8"; do
+    echo "${e%%|*}"; (export ${e%%|*}; sweep "" 0 "${e##*|}" 60 "/tmp/ab-gemm-$(echo ${e%%|*} | tr ' ' '_').json") | grep -E "batch +[0-9]+ at|failed"
+  done
+  e2e_with "QWEN_GEMM_SKINNY=1 QWEN_SKINNY_MIN_T=2" 'each alone|logits of a (24|40)' skinny
 }
 part_graph() {
   need_7b
@@ -141,7 +146,7 @@ part_sample() {
   need_7b
   step "sampled decode (temperature 0.7, top_p 0.8): host draw vs the device draw (QWEN_SAMPLE_FX=1) at batch 1 / 16 / 64"
   for e in QWEN_SAMPLE_FX=0 QWEN_SAMPLE_FX=1; do
-    echo "$e"; env $e sweep "32" 32 "1, 16, 64" 60 "/tmp/sampled-$e.json" "sample: { temperature: 0.7, topK: 0, topP: 0.8 }," | grep -E "decode|batch|failed"
+    echo "$e"; (export $e; sweep "32" 32 "1, 16, 64" 60 "/tmp/sampled-$e.json" "sample: { temperature: 0.7, topK: 0, topP: 0.8 },") | grep -E "decode|batch|failed"
   done
 }
 part_profile() {

@@ -232,7 +232,7 @@ static void test_skinny(Backend& be, DType dt) {
   };
   const S shapes[] = {{9, 130, 24},   {16, 64, 64},     {17, 300, 256},  {33, 129, 72},   {48, 200, 520},
                       {64, 200, 4096}, {64, 4096, 4096}, {40, 12288, 4096}, {64, 4096, 11008}, {1, 77, 64},
-                      {64, 1000, 8},   {23, 33, 4104}};
+                      {64, 1000, 8},   {23, 33, 4104},   {4, 4096, 4096},   {8, 11008, 4096},  {3, 130, 1032}};
   void* ws = nullptr;
   const size_t ws_bytes = size_t(16) << 20;
   if (cudaMalloc(&ws, ws_bytes) != cudaSuccess) {
@@ -1427,11 +1427,13 @@ static void perf(Backend& be, DType dt) {
       std::printf("PERF gemm T=%4d N=%6d K=%5d  %8.1f us  %6.1f TFLOP/s  %6.0f GB/s of W\n", T, g.N, g.K, s * 1e6,
                   2.0 * T * g.N * g.K / s / 1e12, double(g.N) * g.K * es / s / 1e9);
     }
-    if (dt != DType::F32 && g.N != 151936) {  // gemm_skinny called directly (opt-in in the backend), with workspace
+    // gemm_skinny called directly (opt-in in the backend), with workspace; T <= 8 is for comparing with the GEMV
+    // lines above (QWEN_SKINNY_MIN_T < 9 gives those rows to it)
+    if (dt != DType::F32) {
       void* ws = nullptr;
       const size_t wsb = size_t(16) << 20;
       if (cudaMalloc(&ws, wsb) == cudaSuccess) {
-        for (int T : {16, 64}) {
+        for (int T : {1, 4, 8, 16, 64}) {
           DB x(be, size_t(T) * g.K), y(be, size_t(T) * g.N);
           const cudaStream_t st = static_cast<cu::CudaBackend&>(be).stream();  // time_it syncs this stream
           const double s = time_it(be, 10, [&] {
