@@ -26,6 +26,7 @@ struct Api {
   Status (*destroy)(Handle) = nullptr;                   // cublasDestroy_v2
   Status (*set_stream)(Handle, cudaStream_t) = nullptr;  // cublasSetStream_v2
   Status (*set_math_mode)(Handle, MathMode) = nullptr;   // cublasSetMathMode (optional: null if missing)
+  Status (*set_workspace)(Handle, void*, size_t) = nullptr;  // cublasSetWorkspace_v2 (optional: null if missing)
   // cublasGemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
   //              computeType, algo)
   Status (*gemm_ex)(Handle, Operation, Operation, int, int, int, const void*, const void*, cudaDataType_t, int,

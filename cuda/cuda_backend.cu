@@ -376,6 +376,20 @@ CudaBackend::CudaBackend(const BackendOptions& opt) {
         } else {
           // fp32 split-K reductions even for 16-bit outputs; failure only costs accuracy, so it is not fatal
           if (api.set_math_mode) api.set_math_mode(h, cublas::MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+          // A workspace of our own, of the size NVIDIA recommends (cublasSetWorkspace: 32 MiB on Hopper, 4 MiB
+          // before): with the library's default one, every CUDA graph capture of a cuBLAS call (QWEN_CUDA_GRAPH,
+          // steps of >= 64 rows; a new capture every 256 keys) makes the library allocate another workspace
+          // (PyTorch's experience, pytorch#83461). Set after cublasSetStream, which resets it; not fatal either.
+          if (api.set_workspace) {
+            int major = 0;
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_);
+            const size_t bytes = size_t(major >= 9 ? 32 : 4) << 20;
+            cublas_ws_ = device_alloc(bytes, "cuBLAS workspace");
+            if (api.set_workspace(h, cublas_ws_, bytes) != 0) {
+              cudaFree(cublas_ws_);
+              cublas_ws_ = nullptr;
+            }
+          }
           cublas_ = h;
         }
       }
@@ -395,6 +409,8 @@ void CudaBackend::release_all() noexcept {
   clear_graphs();
   if (cublas_) cublas::api().destroy(cublas_);
   cublas_ = nullptr;
+  if (cublas_ws_) cudaFree(cublas_ws_);
+  cublas_ws_ = nullptr;
   conv_.release();
   attn_ws_.release();
   gemm_ws_.release();

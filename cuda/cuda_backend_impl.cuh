@@ -255,6 +255,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublas::Handle cublas_ = nullptr;
   std::string cublas_note_;
+  void* cublas_ws_ = nullptr;  // cuBLAS's workspace, ours (cublasSetWorkspace_v2): see the constructor
   // Host staging for upload / to_device / to_host: two buffers of kStageBytes (pinned when possible), each guarded
   // by an event recorded after the copy that reads it.
   void* stage_[2] = {nullptr, nullptr};

@@ -140,7 +140,7 @@ part_graph() {
   step "QWEN_CUDA_GRAPH=1 (layer loop replayed as a CUDA graph), alone and with PDL: decode batch 1, then cuda.test.ts"
   QWEN_CUDA_GRAPH=1 sweep "32, 2048" 64 "" 60 $W/ab-graph.json | grep -E "decode|failed"
   QWEN_CUDA_GRAPH=1 QWEN_CUDA_PDL=1 sweep "32" 64 "" 60 $W/ab-graph-pdl.json | grep -E "decode|failed"
-  e2e_with "QWEN_CUDA_GRAPH=1" 'greedy|logits of a 24-token' graph
+  e2e_with "QWEN_CUDA_GRAPH=1" 'greedy|logits of a 24-token|each alone' graph
 }
 part_fold() {
   need_7b
