@@ -30,25 +30,30 @@ static void launch_fused(const T* x, const T* w1, const T* w2, int T_, int F, in
   CUDA_CHECK_LAUNCH("mlp_swiglu_gemv_kernel");
 }
 
-// Whether the one-launch GEMV applies: 16-bit activations, T <= 8, aligned, and linear() would not give these rows
-// to gemm_skinny (QWEN_SKINNY_MIN_T below 9: then w1 and w2 run as skinny GEMMs like the step's other linears).
-static bool gemv_fits(DType act, int T, int K, const void* x, const void* w1, const void* w2) {
-  if (act == DType::F32 || T > kGemvMaxT || K % (16 / int(dtype_size(act))) != 0 || !aligned16(x) ||
-      !aligned16(w1) || !aligned16(w2))
-    return false;
+// The linear x[T,K] . W^T for W = w1 or w2 [F,K], output [T,F] in the activation type.
+static LinearArgs mlp_args(DType act, const void* x, const void* W, int T, int F, int K) {
   LinearArgs l;
   l.act = act;
   l.out = act;
   l.x = x;
-  l.W = w1;
+  l.W = W;
   l.T = T;
-  l.N = 1;
+  l.N = F;
   l.K = K;
-  return !linear_takes_skinny(l);
+  return l;
+}
+
+// Whether the one-launch GEMV applies: 16-bit activations, T <= 8, aligned, and linear() would not give these rows
+// to gemm_skinny (QWEN_SKINNY_MIN_T below 9: then w1 and w2 run as skinny GEMMs like the step's other linears).
+static bool gemv_fits(DType act, int T, int F, int K, const void* x, const void* w1, const void* w2) {
+  if (act == DType::F32 || T > kGemvMaxT || K % (16 / int(dtype_size(act))) != 0 || !aligned16(x) ||
+      !aligned16(w1) || !aligned16(w2))
+    return false;
+  return !linear_takes_skinny(mlp_args(act, x, w1, T, F, K));
 }
 
 bool mlp_swiglu_folds(DType act, const void* h, const void* g, const void* w1, const void* w2, int T, int F, int K) {
-  return T > 0 && F > 0 && K > 0 && aligned16(g) && gemv_fits(act, T, K, h, w1, w2);
+  return T > 0 && F > 0 && K > 0 && aligned16(g) && gemv_fits(act, T, F, K, h, w1, w2);
 }
 
 void mlp_swiglu_norm(DType act, const void* h, const void* g, float eps, const void* w1, const void* w2, int T, int F,
@@ -71,7 +76,7 @@ void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T,
   dispatch_act(act, [&](auto tag) {
     using E = decltype(tag);
     if constexpr (sizeof(E) == 2) {
-      if (gemv_fits(act, T, K, x, w1, w2)) {
+      if (gemv_fits(act, T, F, K, x, w1, w2)) {
         launch_fused<E>(static_cast<const E*>(x), static_cast<const E*>(w1), static_cast<const E*>(w2), T, F, K,
                         static_cast<E*>(a), stream);
         fused = true;
@@ -79,17 +84,10 @@ void mlp_swiglu(DType act, const void* x, const void* w1, const void* w2, int T,
     }
   });
   if (fused) return;
-  LinearArgs l;
-  l.act = act;
-  l.out = act;
-  l.x = x;
-  l.T = T;
-  l.N = F;
-  l.K = K;
+  LinearArgs l = mlp_args(act, x, w1, T, F, K);
   l.cublas = cublas;
   l.ws = ws;
   l.ws_bytes = ws_bytes;
-  l.W = w1;
   l.y = a;
   linear(l, stream);
   l.W = w2;

@@ -1150,8 +1150,8 @@ static void perf_sample(const char* dts) {
   }
 }
 
-static void perf_pick(Backend& be, DType dt) {
-  const int H = 4096, V = 151936;
+// A Qwen-7B-shaped lm_head [V, H] in the 16-bit type of dt (all ~1, every 97th a little more: no all-equal rows).
+static Weight upload_head(Backend& be, DType dt, int V, int H) {
   std::vector<uint16_t> host(size_t(V) * H, 0x3c00);
   for (size_t i = 0; i < host.size(); i += 97) host[i] = 0x3c10;
   Weight hw;
@@ -1159,7 +1159,12 @@ static void perf_pick(Backend& be, DType dt) {
   hw.dtype = dt == DType::F16 ? DType::F16 : DType::BF16;
   hw.rows = V;
   hw.cols = H;
-  Weight w = be.upload(hw);
+  return be.upload(hw);  // copied through the backend's staging before it returns
+}
+
+static void perf_pick(Backend& be, DType dt) {
+  const int H = 4096, V = 151936;
+  Weight w = upload_head(be, dt, V, H);
   vecf gv(H, 1.f);
   DW gd(be, gv, 1, H);
   for (int R : {1, 8, 64, 256}) {
@@ -1197,14 +1202,7 @@ static void perf_pick(Backend& be, DType dt) {
 static void perf_head(Backend& be, DType dt) {
   auto& cb = static_cast<cu::CudaBackend&>(be);
   const int H = 4096, V = 151936, maxT = 64;
-  std::vector<uint16_t> host(size_t(V) * H, 0x3c00);
-  for (size_t i = 0; i < host.size(); i += 97) host[i] = 0x3c10;
-  Weight hw;
-  hw.data = host.data();
-  hw.dtype = dt == DType::F16 ? DType::F16 : DType::BF16;
-  hw.rows = V;
-  hw.cols = H;
-  Weight w = be.upload(hw);
+  Weight w = upload_head(be, dt, V, H);
   vecf gv(H, 1.f);
   DW gd(be, gv, 1, H);
   DB x(be, rnd(size_t(maxT) * H, 1.f, dt, 71));
