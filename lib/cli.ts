@@ -29,7 +29,7 @@ Commands:
       --preset tiny|small|7b --dtype bf16|fp16|fp32 --seed N --out DIR [--tiktoken PATH]
   bench                        CPU/GPU benchmark: prefill and decode speed against measured limits
       [--model DIR | --preset small] [--threads N] [--prompt 128] [--decode 16] [--device cpu|cuda|auto]
-      [--dtype auto|fp32|bf16] [--json]
+      [--dtype auto|fp32|bf16] [--repeat N (timed prefills, median)] [--json]
   doctor                       which backend will be used, and why
 Run 'qwen-node <command> --help' for the options of a command.`;
 
@@ -205,10 +205,11 @@ const commands: Record<string, Handler> = {
         model: { type: 'string' }, preset: { type: 'string', default: 'small' }, threads: { type: 'string' },
         prompt: { type: 'string', default: '128' }, decode: { type: 'string', default: '16' },
         device: { type: 'string', default: 'cpu' }, dtype: { type: 'string', default: 'auto' }, json: { type: 'boolean' },
-        help: { type: 'boolean' },
+        repeat: { type: 'string' }, help: { type: 'boolean' },
       },
     });
     if (values.help) return void console.log(USAGE);
+    const prefillRepeats = intOpt(values.repeat, 'repeat', 1);
     const threads = intOpt(values.threads, 'threads', os.availableParallelism());
     const dir = values.model ?? (await cachedRandom(values.preset as 'small', 'bf16', 1));
     const log = values.json ? () => undefined : (s: string) => console.log(s);
@@ -221,7 +222,7 @@ const commands: Record<string, Handler> = {
       log(`device ${model.device} (dtype ${values.dtype}); cpu isa ${b.cpu.isa}, ${threads} threads; weights ${(model.weightBytes.total / 1e9).toFixed(2)} GB ${model.weightBytes.dtypes.join('/')}`);
       const r = await benchE2e(model, {
         prompt: intOpt(values.prompt, 'prompt', 128), decode: intOpt(values.decode, 'decode', 16), threads,
-        measureBandwidth: true, log, actBytes: values.dtype === 'fp32' ? 4 : 2,
+        measureBandwidth: true, log, actBytes: values.dtype === 'fp32' ? 4 : 2, prefillRepeats,
       });
       if (values.json) console.log(JSON.stringify(r, null, 2));
     } finally {

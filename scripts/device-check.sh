@@ -12,7 +12,7 @@
 #   jest      test/ops.test.ts on the CUDA backends (QWEN_OPS_FILTER, default '^cuda')
 #   pick      test/pick.test.ts, sample.test.ts on CUDA: native picks == the TS sampler; sample-fx.test.ts: the device
 #             draw (QWEN_SAMPLE_FX=1) == its host reference
-#   bench     qwen-node bench, 7b bf16: prefill 2048, 64 greedy decode steps
+#   bench     qwen-node bench, 7b bf16: prefill 2048 (median of 5), 64 greedy decode steps
 #   sweep     decode with the greedy pick in the backend: batch 1 at HF's contexts (prompt 32, 128 steps) and at
 #             2048, then batch 1 / 4 / 8 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
 #   rope, pdl, gemm, graph   A/B of the switches (QWEN_CUDA_FUSED_ROPE=0, QWEN_CUDA_PDL, QWEN_GEMM_SKINNY,
@@ -97,10 +97,10 @@ part_pick() {
 }
 part_bench() {
   need_7b
-  step "qwen-node bench, 7b bf16 on CUDA (prompt 2048, 64 greedy decode steps)"
-  timeout 40 node bin/qwen-node.js bench --model $CK --device $DEV --prompt 2048 --decode 64 --json > "$OUT/bench-cuda.json" 2>$W/bench-err.log
+  step "qwen-node bench, 7b bf16 on CUDA (prompt 2048 timed 5 times, 64 greedy decode steps)"
+  timeout 40 node bin/qwen-node.js bench --model $CK --device $DEV --prompt 2048 --repeat 5 --decode 64 --json > "$OUT/bench-cuda.json" 2>$W/bench-err.log
   echo "bench exit $?"; tail -3 $W/bench-err.log
-  node -e "const r=require('$OUT/bench-cuda.json');console.log('prefill 2048:',r.prefill.ms.toFixed(1),'ms;','decode bs1:',r.decode.tokPerS.toFixed(1),'tok/s,',r.decode.gbs.toFixed(0),'GB/s')" || true
+  node -e "const r=require('$OUT/bench-cuda.json');console.log('prefill 2048:',r.prefill.ms.toFixed(1),'ms (median of',r.prefill.samples.map((x)=>x.toFixed(1)).join(', ')+');','decode bs1:',r.decode.tokPerS.toFixed(1),'tok/s,',r.decode.gbs.toFixed(0),'GB/s')" || true
 }
 part_sweep() {
   need_7b

@@ -1,9 +1,9 @@
 /**
  * scripts/device-check.sh runs only on a lent GPU machine, 15 minutes a session, so a broken part wastes a session
  * (its gemm and sample parts once ran `env X=1 sweep`, which cannot run a shell function, and timed nothing). Its dry
- * run (QWEN_CHECK_DEVICE=cpu: the CPU backend, a tiny checkpoint) runs the script itself here: the sweep part, the
- * gemm part's three A/B sweeps with their variables, and the summary table of them all. Built dist/ is required (CI
- * builds it before the tests).
+ * run (QWEN_CHECK_DEVICE=cpu: the CPU backend, a tiny checkpoint) runs the script itself here: the bench part (its
+ * repeated prefill), the sweep part, the gemm part's three A/B sweeps with their variables, and the summary table.
+ * Built dist/ is required (CI builds it before the tests).
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -34,9 +34,9 @@ test('an unknown part stops the script before anything runs', () => {
   expect(r.stdout).not.toContain('=== backends');
 });
 
-test('dry run: the sweep and gemm parts time what they say, and the summary puts every run in one table', () => {
+test('dry run: the bench, sweep and gemm parts time what they say, and the summary puts every run in one table', () => {
   expect(fs.existsSync(path.join(root, 'dist/bench/compare.js'))).toBe(true);
-  const r = dryRun('sweep gemm summary', work);
+  const r = dryRun('bench sweep gemm summary', work);
   const log = `${r.stdout}\n${r.stderr}`;
   expect(r.status).toBe(0);
   expect(log).not.toContain('sweep failed');
@@ -51,6 +51,11 @@ test('dry run: the sweep and gemm parts time what they say, and the summary puts
     for (const [k, v] of Object.entries(env)) expect(j.env[k]).toBe(v);
     expect(j.batch.points.map((p: { batchSize: number }) => p.batchSize)).toEqual(batches);
   }
+  // the bench: 5 timed prefills of 2048 tokens, the median reported
+  const bench = JSON.parse(fs.readFileSync(path.join(work, 'out/bench-cuda.json'), 'utf8'));
+  const s = [...bench.prefill.samples].sort((a: number, b: number) => a - b);
+  expect([bench.prefill.tokens, s.length, bench.prefill.ms]).toEqual([2048, 5, s[2]]);
+  expect(r.stdout).toMatch(/prefill 2048: [\d.]+ ms \(median of [\d., ]+\); decode bs1: [\d.]+ tok\/s/);
   const base = JSON.parse(fs.readFileSync(path.join(work, 'out/sweep-cuda.json'), 'utf8'));
   expect(base.points.map((p: { context: number }) => p.context)).toEqual([32, 2048]);
   expect(base.batch.points.map((p: { batchSize: number }) => p.batchSize)).toEqual([1, 4, 8, 16, 64]);
