@@ -859,8 +859,15 @@ void CudaBackend::check_rope(const char* op, int n_heads, int head_dim) const {
                                 " exceed head_dim " + std::to_string(head_dim));
 }
 
+// The rows of a step's slices (profile keys: a prefill's ops apart from a decode step's).
+static int rows_of(const SeqSlice* s, int n) {
+  int rows = 0;
+  for (int i = 0; s && i < n; ++i) rows += s[i].T;
+  return rows;
+}
+
 void CudaBackend::rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim) {
-  ProfScope prof(prof_, stream_, [&] { return std::string("rope"); });
+  ProfScope prof(prof_, stream_, [&] { return "rope rows=" + std::to_string(rows_of(s, n)); });
   ensure_step(s, n);
   if (step_.rows <= 0) return;
   check_rope("rope", n_heads, head_dim);
@@ -868,7 +875,7 @@ void CudaBackend::rope(Buf qkv, const SeqSlice* s, int n, int n_heads, int head_
 }
 
 void CudaBackend::kv_store(const Buf qkv, const SeqSlice* s, int n, int n_heads, int head_dim, int layer) {
-  ProfScope prof(prof_, stream_, [&] { return std::string("kv_store"); });
+  ProfScope prof(prof_, stream_, [&] { return "kv_store rows=" + std::to_string(rows_of(s, n)); });
   ensure_step(s, n);
   if (step_.rows <= 0) return;
   check_kv("kv_store", n_heads, head_dim, layer);
@@ -881,7 +888,7 @@ void CudaBackend::rope_kv_store(Buf qkv, const Weight* bias, const SeqSlice* s, 
     Backend::rope_kv_store(qkv, bias, s, n, n_heads, head_dim, layer);
     return;
   }
-  ProfScope prof(prof_, stream_, [&] { return std::string("rope_kv_store"); });
+  ProfScope prof(prof_, stream_, [&] { return "rope_kv_store rows=" + std::to_string(rows_of(s, n)); });
   ensure_step(s, n);
   if (step_.rows <= 0) return;
   check_rope("rope_kv_store", n_heads, head_dim);
@@ -909,13 +916,13 @@ void CudaBackend::attention(const Buf qkv, const SeqSlice* s, int n, int n_heads
 }
 
 void CudaBackend::swiglu(const Buf a, const Buf g, int T, int F, Buf out) {
-  ProfScope prof(prof_, stream_, [&] { return std::string("swiglu"); });
+  ProfScope prof(prof_, stream_, [&] { return "swiglu T=" + std::to_string(T); });
   if (T <= 0 || F <= 0) return;
   cu::swiglu(act_, a, g, size_t(T) * size_t(F), out, stream_);
 }
 
 void CudaBackend::add(Buf h, const Buf x, int T, int H) {
-  ProfScope prof(prof_, stream_, [&] { return std::string("add"); });
+  ProfScope prof(prof_, stream_, [&] { return "add T=" + std::to_string(T); });
   if (T <= 0 || H <= 0) return;
   cu::add(act_, h, x, size_t(T) * size_t(H), stream_);
 }

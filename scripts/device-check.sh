@@ -21,8 +21,8 @@
 #   fold      QWEN_FOLD_NORM=1 (RMSNorm and residual add folded into the decode GEMVs): decode batch 1 / 8, alone and
 #             with PDL + graphs, then test/cuda.test.ts under it
 #   sample    sampled decode (temperature 0.7, top_p 0.8) at batch 1 / 16 / 64: the host draw vs QWEN_SAMPLE_FX=1
-#   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): the bench (prefill 2048 after a warm-up
-#             2048, 32 decode steps), then batch 64 at context ~200
+#   profile   QWEN_CUDA_PROFILE=1 (GPU time per op and per step class): the bench (3 prefills of 2048 after a
+#             warm-up 2048, 32 decode steps; the prefill's ops, then decode's), then batch 64 at context ~200
 #   conc      continuous batching: 1 / 16 / 64 clients, 200-token prompts, 64 new tokens
 #   hf        ../shared/device/hf_baseline.py (HF transformers, eager) on the same card
 #   memcheck  compute-sanitizer memcheck over op_check
@@ -160,12 +160,14 @@ part_sample() {
 part_profile() {
   need_7b
   step "per-op and per-step GPU time (QWEN_CUDA_PROFILE=1; each step class's first step is reported alone)"
-  echo "-- bench: prefill 2048 (after a warm-up 2048), 32 decode steps at ~2048"
-  QWEN_CUDA_PROFILE=1 timeout 50 node bin/qwen-node.js bench --model $CK --device $DEV --prompt 2048 --decode 32 > "$OUT/profile.log" 2>&1
-  grep -E "prefill|decode:|steps rows=(1|2048) " "$OUT/profile.log"; grep -E "profile\]" "$OUT/profile.log" | grep -vE "steps rows" | head -30
+  echo "-- bench: 3 prefills of 2048 (after a warm-up 2048), 32 decode steps at ~2048; the prefill's ops, then decode's"
+  QWEN_CUDA_PROFILE=1 timeout 50 node bin/qwen-node.js bench --model $CK --device $DEV --prompt 2048 --repeat 3 --decode 32 > "$OUT/profile.log" 2>&1
+  grep -E "prefill|decode:|steps rows=(1|2048) " "$OUT/profile.log"
+  grep -E "profile\]" "$OUT/profile.log" | grep -v "steps rows" | grep -E "T=2048|rows=2048" | head -16
+  grep -E "profile\]" "$OUT/profile.log" | grep -v "steps rows" | grep -E "T=1 |T=1$|rows=1 |rows=1$|R=1 |R=1$" | head -14
   echo "-- batch 64 at context ~200 (sweep)"
   QWEN_CUDA_PROFILE=1 sweep "" 0 "64" 60 $W/profile-sweep.json > $W/profile64.log 2>&1
-  grep -E "batch 64|steps rows=64 " $W/profile64.log; grep -E "profile\]" $W/profile64.log | grep -E "T=64|R=64|rows=64|rope|kv_store" | grep -v "steps rows" | head -14
+  grep -E "batch 64|steps rows=64 " $W/profile64.log; grep -E "profile\]" $W/profile64.log | grep -E "T=64|R=64|rows=64" | grep -v "steps rows" | head -16
 }
 part_conc() {
   need_7b
