@@ -384,8 +384,10 @@ CudaBackend::CudaBackend(const BackendOptions& opt) {
             int major = 0;
             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_);
             const size_t bytes = size_t(major >= 9 ? 32 : 4) << 20;
-            cublas_ws_ = device_alloc(bytes, "cuBLAS workspace");
-            if (api.set_workspace(h, cublas_ws_, bytes) != 0) {
+            if (cudaMalloc(&cublas_ws_, bytes) != cudaSuccess) {  // no memory for it: the library's default stays
+              cudaGetLastError();
+              cublas_ws_ = nullptr;
+            } else if (api.set_workspace(h, cublas_ws_, bytes) != 0) {
               cudaFree(cublas_ws_);
               cublas_ws_ = nullptr;
             }

@@ -15,6 +15,7 @@
 #include "linear.cuh"
 #include "cpu/thread_pool.h"
 #include "cublas_dyn.h"
+#include "gemm_skinny.cuh"
 #include "pick.cuh"
 #include "profile.cuh"
 #include "sample_fx.cuh"
@@ -190,7 +191,11 @@ class CudaBackend final : public Backend {
   // The folded layer (backend.h, QWEN_FOLD_NORM=1): passes of up to 8 rows in bf16 / fp16, whose GEMVs take the
   // RMSNorm and the residual add (cuda/gemv.cuh). The three ops below fold whenever that GEMV applies, switch or
   // not (ops tests and op_check call them directly); otherwise they run the compositions.
-  bool folds_norm(int T) const override { return fold_norm_ && T <= cu::kGemvMaxT && act_ != DType::F32; }
+  // Not when gemm_skinny takes these rows (QWEN_SKINNY_MIN_T < 9): the folds would all compose, with two launches
+  // more per layer than the unfolded layer's fused add_rmsnorm.
+  bool folds_norm(int T) const override {
+    return fold_norm_ && T <= cu::kGemvMaxT && act_ != DType::F32 && !(cu::skinny_enabled() && T >= cu::skinny_min_t());
+  }
   std::map<std::string, bool> switches() const override {
     return {{"QWEN_FOLD_NORM", fold_norm_}, {"QWEN_SAMPLE_FX", sample_fx_}, {"QWEN_CUDA_GRAPH", graph_on_},
             {"QWEN_CUDA_FUSED_ROPE", fused_rope_}};

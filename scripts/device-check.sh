@@ -29,16 +29,19 @@
 #   summary   one table of every greedy decode sweep of this run (the sweep part's and each A/B part's), each figure
 #             with its ratio to the first (lib/bench/compare.ts): the A/B verdicts at a glance; the sampled ones apart
 # The default, "ops e2e jest pick bench sweep hf memcheck", is issue #4's check: every op and the logits against the
-# CPU, the benchmark, HF on the same card, memcheck (its parts' time limits add up to 16 minutes; the whole set has
-# not run in one call yet). The A/B parts (rope pdl gemm graph fold sample), profile, conc, diag and summary are for
-# tuning: name them. An unknown name stops the script before anything runs.
+# CPU, the benchmark, HF on the same card, memcheck. Its parts' time limits add up to 16 minutes and a device call
+# may run 10: if a call is cut short, run it as two ("ops e2e jest pick", then "bench sweep hf memcheck"). The A/B
+# parts (rope pdl gemm graph fold sample), profile, conc, diag and summary are for tuning: name them. An unknown name
+# stops the script before anything runs.
 #
 # QWEN_CHECK_DEVICE=cpu is a dry run of the script itself on a machine without a GPU (the timings and the 7b figures
 # mean nothing there; the tiny checkpoint replaces the 7b one): it finds a broken part before a device session does.
 set -uo pipefail
 OUT=${OUT:-/tmp/qwen-out}; mkdir -p "$OUT"
 DEV=${QWEN_CHECK_DEVICE:-cuda}
-W=${QWEN_CHECK_WORK:-/tmp}; mkdir -p "$W"  # scratch: jest reports, each sweep's JSON (the summary reads them all)
+# Scratch (jest reports, each sweep's JSON: the summary reads them all), fresh for every run: a warm machine keeps
+# /tmp between calls, and an earlier call's files must not pass for this one's.
+W=${QWEN_CHECK_WORK:-$(mktemp -d /tmp/qwen-check.XXXXXX)}; mkdir -p "$W"
 THREADS=16
 PARTS=${QWEN_CHECK_PARTS:-ops e2e jest pick bench sweep hf memcheck}
 t_start=$(date +%s)

@@ -5,12 +5,12 @@
 import { compareSweeps, runLabel } from '../lib/bench/compare';
 import type { E2eRun } from '../lib/bench/sweep';
 
-function run(o: { env?: Record<string, string>; switches?: Record<string, boolean>; ctx?: Array<[number, number]>; batch?: Array<[number, number]> }): E2eRun {
+function run(o: { env?: Record<string, string>; switches?: Record<string, boolean>; ctx?: Array<[number, number]>; batch?: Array<[number, number, number?]> }): E2eRun {
   return {
     env: o.env ?? {},
     switches: o.switches ?? { QWEN_FOLD_NORM: false },
     points: (o.ctx ?? []).map(([context, tokPerS]) => ({ context, decode: { tokPerS } })),
-    batch: o.batch ? { context: 200, points: o.batch.map(([batchSize, tokPerS]) => ({ batchSize, tokPerS })) } : null,
+    batch: o.batch ? { context: 200, points: o.batch.map(([batchSize, tokPerS, context]) => ({ batchSize, tokPerS, context: context ?? 217 })) } : null,
   } as unknown as E2eRun;
 }
 
@@ -39,6 +39,15 @@ test('a label names every QWEN_* variable that differs (set, changed or unset) a
   // a switch set through the environment is named once, as the variable
   const viaEnv = run({ env: { QWEN_CUBLAS_MIN_T: '64', QWEN_X: 'a', QWEN_FOLD_NORM: '1' }, switches: { QWEN_FOLD_NORM: true } });
   expect(runLabel(viaEnv, base)).toBe('QWEN_FOLD_NORM=1');
+});
+
+test('a batch figure measured at another mean context says so (its ratio is no verdict then)', () => {
+  const base = run({ batch: [[16, 800, 217]] });
+  const same = run({ env: { A: '1' }, batch: [[16, 880, 218]] }); // within 1 %: no note
+  const other = run({ env: { B: '1' }, batch: [[16, 880, 243]] });
+  const lines = compareSweeps([{ name: 'b', run: base }, { name: 's', run: same }, { name: 'o', run: other }]).split('\n');
+  expect(cells(lines[3])[1]).toBe('880.0 (x1.100)');
+  expect(cells(lines[4])[1]).toBe('880.0 (x1.100) at ctx 243');
 });
 
 test('no runs: a line that says so', () => {

@@ -17,6 +17,8 @@ export interface LabelledRun {
 interface Column {
   title: string;
   value: (r: E2eRun) => number | null;
+  /** the mean context the figure was measured at (batch columns): a cell measured elsewhere says where */
+  context?: (r: E2eRun) => number | null;
 }
 
 function columns(runs: E2eRun[]): Column[] {
@@ -30,6 +32,7 @@ function columns(runs: E2eRun[]): Column[] {
     ...batches.map((b) => ({
       title: `bs ${b} at ~${runs.find((r) => r.batch)?.batch?.context ?? '?'}: tok/s`,
       value: (r: E2eRun) => r.batch?.points.find((p) => p.batchSize === b)?.tokPerS ?? null,
+      context: (r: E2eRun) => r.batch?.points.find((p) => p.batchSize === b)?.context ?? null,
     })),
   ];
 }
@@ -59,7 +62,10 @@ export function compareSweeps(runs: LabelledRun[]): string {
     const cells = cols.map((c) => {
       const v = c.value(run), b = c.value(base);
       if (v === null) return '—';
-      return i === 0 || b === null ? v.toFixed(1) : `${v.toFixed(1)} (x${(v / b).toFixed(3)})`;
+      const cell = i === 0 || b === null ? v.toFixed(1) : `${v.toFixed(1)} (x${(v / b).toFixed(3)})`;
+      // a ratio is only a verdict at the same contexts (1 % of KV bytes is the size of the differences judged here)
+      const ctx = c.context?.(run) ?? null, bctx = c.context?.(base) ?? null;
+      return ctx !== null && bctx !== null && Math.abs(ctx - bctx) > 0.01 * bctx ? `${cell} at ctx ${ctx.toFixed(0)}` : cell;
     });
     return `| ${label} | ${cells.join(' | ')} |`;
   });

@@ -82,12 +82,14 @@ export async function expectNativeEqualsTs(
  * How far the TS sampler's logprob `lp` may be from the exact one beyond the fp32 rounding bound that the callers'
  * `tol` derives, for a weight that is subnormal in fp32. The sampler takes log of the fp32 weight w = fround(exp(-s)),
  * and below 2^-126 fround's error is absolute, 2^-150, not relative: log w is then off by up to -ln(1 - 2^-150 / w)
- * (ln 2 at the least subnormal, 2^-149). The argmax weighs 1, so Z >= 1 and w = exp(lp + log Z) >= exp(lp): the bound
- * is taken at exp(lp) (no less than 2^-149, the least non-zero weight). The native picks take x - max exactly instead.
+ * (ln 2 at the least subnormal, 2^-149). w = exp(lp + log Z): `logZ` is the sampler's -logprob of its best listed id
+ * (the argmax weighs exactly 1), or 0 where no list was asked for (Z >= 1, so that only loosens the bound). Taken no
+ * lower than 2^-149, the least non-zero weight. The native picks take x - max exactly instead.
  */
-export function subnormalSlack(lp: number): number {
-  if (!(lp < Math.log(2 ** -126))) return 0;
-  return -Math.log1p(-(2 ** -150) / Math.max(Math.exp(lp), 2 ** -149));
+export function subnormalSlack(lp: number, logZ = 0): number {
+  const w = Math.exp(lp + logZ);
+  if (!(w < 2 ** -126)) return 0;
+  return -Math.log1p(-(2 ** -150) / Math.max(w, 2 ** -149));
 }
 
 /**
@@ -107,7 +109,8 @@ export function expectPickEqualsSample(got: NativePick, sample: () => SampleResu
   }
   if (got.id !== want.id) throw new Error(`${what}: id ${got.id}, the sampler picked ${want.id}`);
   expect(got.logprob === undefined).toBe(want.logprob === undefined);
-  if (want.logprob !== undefined && !(Math.abs(got.logprob! - want.logprob) <= tol + subnormalSlack(want.logprob))) {
+  const logZ = want.topLogprobs?.length ? -want.topLogprobs[0].logprob : 0;
+  if (want.logprob !== undefined && !(Math.abs(got.logprob! - want.logprob) <= tol + subnormalSlack(want.logprob, logZ))) {
     throw new Error(`${what}: logprob ${got.logprob}, the sampler's ${want.logprob}`);
   }
   expect(got.top === undefined).toBe(want.topLogprobs === undefined);
@@ -115,7 +118,7 @@ export function expectPickEqualsSample(got: NativePick, sample: () => SampleResu
     const ids = got.top!.map((t) => t.id), wids = want.topLogprobs.map((t) => t.id);
     if (ids.join() !== wids.join()) throw new Error(`${what}: top ids ${ids}, the sampler's ${wids}`);
     got.top!.forEach((t, k) => {
-      if (!(Math.abs(t.logprob - want.topLogprobs![k].logprob) <= tol + subnormalSlack(want.topLogprobs![k].logprob))) {
+      if (!(Math.abs(t.logprob - want.topLogprobs![k].logprob) <= tol + subnormalSlack(want.topLogprobs![k].logprob, logZ))) {
         throw new Error(`${what}: top[${k}] logprob ${t.logprob}, the sampler's ${want.topLogprobs![k].logprob}`);
       }
     });
