@@ -194,7 +194,7 @@ class CudaBackend final : public Backend {
   // Not when gemm_skinny takes these rows (QWEN_SKINNY_MIN_T < 9): the folds would all compose, with two launches
   // more per layer than the unfolded layer's fused add_rmsnorm.
   bool folds_norm(int T) const override {
-    return fold_norm_ && T <= cu::kGemvMaxT && act_ != DType::F32 && !(cu::skinny_enabled() && T >= cu::skinny_min_t());
+    return fold_norm_ && T <= cu::kGemvMaxT && act_ != DType::F32 && !cu::skinny_takes_rows(T);
   }
   std::map<std::string, bool> switches() const override {
     return {{"QWEN_FOLD_NORM", fold_norm_}, {"QWEN_SAMPLE_FX", sample_fx_}, {"QWEN_CUDA_GRAPH", graph_on_},

@@ -29,6 +29,8 @@ bool skinny_enabled();
 // final_pick of 8 rows took 702 us against 452 us for 1 (the lm_head GEMV: 1.77 vs 2.75 TB/s; it re-reads the T rows
 // of x for every weight chunk), so one padded 16-row tensor-core tile may win for 2-8 rows: an A/B, not a default.
 int skinny_min_t();
+// Whether those switches give a pass of T rows to this kernel (linear_takes_skinny adds the dtype / alignment checks).
+inline bool skinny_takes_rows(int T) { return skinny_enabled() && T >= skinny_min_t() && T <= kSkinnyMaxT; }
 
 // The workspace bytes the call would use for its split-K partials with an unbounded workspace (0: no split).
 size_t gemm_skinny_workspace(int T, int N, int K);

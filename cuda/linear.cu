@@ -261,8 +261,7 @@ static int cublas_min_t() {
 }
 
 bool linear_takes_skinny(const LinearArgs& a) {
-  return skinny_enabled() && a.act != DType::F32 && a.T >= skinny_min_t() && a.T <= kSkinnyMaxT && a.K % 8 == 0 &&
-         aligned16(a.x) && aligned16(a.W);
+  return skinny_takes_rows(a.T) && a.act != DType::F32 && a.K % 8 == 0 && aligned16(a.x) && aligned16(a.W);
 }
 
 static Path choose(const LinearArgs& a) {

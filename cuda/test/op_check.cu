@@ -1202,69 +1202,65 @@ static void perf_pick(Backend& be, DType dt) {
 static void perf_head(Backend& be, DType dt) {
   auto& cb = static_cast<cu::CudaBackend&>(be);
   const int H = 4096, V = 151936, maxT = 64;
-  Weight w = upload_head(be, dt, V, H);
+  struct Held {  // freed on every way out, a throw included (the head alone is 1.24 GB)
+    Backend& be;
+    Weight w;
+    void* y = nullptr;
+    void* ws = nullptr;
+    ~Held() {
+      cudaFree(ws);
+      cudaFree(y);
+      be.release(w);
+    }
+  } m{be, upload_head(be, dt, V, H)};
   vecf gv(H, 1.f);
   DW gd(be, gv, 1, H);
   DB x(be, rnd(size_t(maxT) * H, 1.f, dt, 71));
-  void* y = nullptr;
-  void* ws = nullptr;
   const size_t wsb = size_t(16) << 20;
-  if (cudaMalloc(&y, size_t(maxT) * V * sizeof(float)) != cudaSuccess || cudaMalloc(&ws, wsb) != cudaSuccess) {
+  if (cudaMalloc(&m.y, size_t(maxT) * V * sizeof(float)) != cudaSuccess || cudaMalloc(&m.ws, wsb) != cudaSuccess) {
     cudaGetLastError();
     std::printf("PERF lm_head: cudaMalloc failed, skipped\n");
-    if (y) cudaFree(y);
-    be.release(w);
     return;
   }
   const double wbytes = double(V) * H * dtype_size(dt);
-  try {
-    for (int T : {8, 16, 64}) {
-      cu::LinearArgs a;
-      a.act = dt;
-      a.out = DType::F32;
-      a.x = x.p;
-      a.W = w.data;
-      a.y = y;
-      a.T = T;
-      a.N = V;
-      a.K = H;
-      std::string line = "PERF lm_head T=" + std::to_string(T) + " (fp32 out):";
-      auto add = [&](const std::string& label, double s) {
-        char buf[96];
-        std::snprintf(buf, sizeof buf, " %s %.1f us (%.0f GB/s)", label.c_str(), s * 1e6, wbytes / s / 1e9);
-        line += buf;
-      };
-      for (const bool with_handle : {true, false}) {
-        if (with_handle && !cb.cublas_in_use()) continue;
-        a.cublas = with_handle ? cb.cublas_handle() : nullptr;
-        const std::string label = std::string(with_handle ? "handle:" : "no handle:") + cu::linear_path(a);
-        add(label, time_it(be, 10, [&] { cu::linear(a, cb.stream()); }));
-      }
-      if (dt != DType::F32)  // T = 8 too: what QWEN_SKINNY_MIN_T would give it
-        add("skinny", time_it(be, 10, [&] {
-              cu::gemm_skinny(dt, DType::F32, x.p, w.data, nullptr, y, T, V, H, ws, wsb, cb.stream());
-            }));
-      std::vector<int> rows(static_cast<size_t>(T));
-      for (int r = 0; r < T; ++r) rows[size_t(r)] = r;
-      PickSpec s;
-      s.vocab_limit = V;
-      std::vector<PickSpec> specs(static_cast<size_t>(T), s);
-      std::vector<PickResult> out(static_cast<size_t>(T));
-      const double tp =
-          time_it(be, 10, [&] { be.final_pick(x.p, rows.data(), T, H, gd.w, w, 1e-6f, specs.data(), out.data()); });
-      char buf[64];
-      std::snprintf(buf, sizeof buf, " | final_pick greedy %.1f us", tp * 1e6);
-      std::printf("%s%s\n", line.c_str(), buf);
+  for (int T : {8, 16, 64}) {
+    cu::LinearArgs a;
+    a.act = dt;
+    a.out = DType::F32;
+    a.x = x.p;
+    a.W = m.w.data;
+    a.y = m.y;
+    a.T = T;
+    a.N = V;
+    a.K = H;
+    std::string line = "PERF lm_head T=" + std::to_string(T) + " (fp32 out):";
+    auto add = [&](const std::string& label, double s) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, " %s %.1f us (%.0f GB/s)", label.c_str(), s * 1e6, wbytes / s / 1e9);
+      line += buf;
+    };
+    for (const bool with_handle : {true, false}) {
+      if (with_handle && !cb.cublas_in_use()) continue;
+      a.cublas = with_handle ? cb.cublas_handle() : nullptr;
+      const std::string label = std::string(with_handle ? "handle:" : "no handle:") + cu::linear_path(a);
+      add(label, time_it(be, 10, [&] { cu::linear(a, cb.stream()); }));
     }
-  } catch (...) {  // free the 1.24 GB head and the buffers before main() counts the failure
-    cudaFree(ws);
-    cudaFree(y);
-    be.release(w);
-    throw;
+    if (dt != DType::F32)  // T = 8 too: what QWEN_SKINNY_MIN_T would give it
+      add("skinny", time_it(be, 10, [&] {
+            cu::gemm_skinny(dt, DType::F32, x.p, m.w.data, nullptr, m.y, T, V, H, m.ws, wsb, cb.stream());
+          }));
+    std::vector<int> rows(static_cast<size_t>(T));
+    for (int r = 0; r < T; ++r) rows[size_t(r)] = r;
+    PickSpec s;
+    s.vocab_limit = V;
+    std::vector<PickSpec> specs(static_cast<size_t>(T), s);
+    std::vector<PickResult> out(static_cast<size_t>(T));
+    const double tp =
+        time_it(be, 10, [&] { be.final_pick(x.p, rows.data(), T, H, gd.w, m.w, 1e-6f, specs.data(), out.data()); });
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " | final_pick greedy %.1f us", tp * 1e6);
+    std::printf("%s%s\n", line.c_str(), buf);
   }
-  cudaFree(ws);
-  cudaFree(y);
-  be.release(w);
 }
 
 static void test_errors(Backend& be) {

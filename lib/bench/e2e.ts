@@ -4,6 +4,7 @@
  */
 import { addon } from '../native/binding';
 import { Model } from '../model/model';
+import { median } from './timing';
 import { ffnWidth } from '../model/config';
 
 export interface E2eResult {
@@ -66,18 +67,18 @@ export async function benchE2e(
   const repeats = opts.prefillRepeats ?? 1;
   const samples: number[] = [];
   let seq = model.createSequence();
+  let logits!: Float32Array;
   let t0 = process.hrtime.bigint();
-  let logits = await seq.forward(prompt);
-  samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  while (samples.length < repeats) {
-    seq.dispose(); // its KV blocks go back to the pool for the next one
-    seq = model.createSequence();
+  for (let r = 0; r < repeats; r++) {
+    if (r > 0) {
+      seq.dispose(); // its KV blocks go back to the pool for the next one; the last one decodes below
+      seq = model.createSequence();
+    }
     t0 = process.hrtime.bigint();
     logits = await seq.forward(prompt);
     samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
-  const sorted = [...samples].sort((a, b) => a - b);
-  const prefillMs = sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+  const prefillMs = median(samples);
   const T = opts.prompt;
   const flops = 2 * T * L * (3 * H * H + H * H + 3 * F * H) + 2 * T * T * H * L + 2 * H * c.vocab_size;
   log(`prefill ${T} tokens: ${prefillMs.toFixed(repeats > 1 ? 1 : 0)} ms, ${(T / prefillMs * 1e3).toFixed(1)} tok/s, ${(flops / prefillMs / 1e6).toFixed(1)} GFLOP/s` +
