@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/pick.h"
+#include "cpu/argmax.h"
 #include "cpu/sample.h"
 
 namespace qwen {
@@ -34,13 +35,8 @@ struct Chunk {
 void scan(const float* L, int i0, int i1, int top, Chunk& c) {
   c.len = 0;
   if (top <= 1) {  // plain argmax: NaN and -Infinity never compare greater than -Infinity
-    float m = -kInf;
-    int at = -1;
-    for (int i = i0; i < i1; ++i)
-      if (L[i] > m) {
-        m = L[i];
-        at = i;
-      }
+    float m;
+    const int at = argmax_first(L, i0, i1, &m);
     if (at >= 0) {
       c.len = 1;
       c.x[0] = m;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/pick.h"
+#include "cpu/argmax.h"
 
 namespace qwen {
 namespace {
@@ -55,13 +56,8 @@ struct Cands {
 
   // scan(): false where TS throws noLogit (no finite or +Infinity logit)
   bool scan() {
-    float m = -kInf;
-    int at = -1;
-    for (int i = 0; i < n; ++i)
-      if (L[i] > m) {
-        m = L[i];
-        at = i;
-      }
+    float m;
+    const int at = argmax_first(L, 0, n, &m);
     if (at < 0) return false;
     max = m;
     argmax = at;
