@@ -14,6 +14,7 @@
  *                  subtracted. What is left is the kernel; under 10 % of the call it is not reported (—), under 50 % the
  *                  row's note gives the share (a small difference of two medians: read it with care).
  *  - `js`          sampling and tokenizer: JS/WASM on the main thread.
+ *  - `call`        the native pick (ops.pickLogits): the whole synchronous call, its inputs restored untimed before each.
  * Limits: memory-bound rows against DRAM read bandwidth measured with readBandwidth(1024 MB, threads) right before them;
  * compute-bound rows against an achieved-peak proxy (a robust best GEMM rate of the run: the median of the three best
  * of a few cache-resident probe GEMMs through timeLinear and every gemm row, so it is a ceiling of these very kernels,
@@ -455,6 +456,47 @@ export function benchSampling(lim: Limits | null, quick: boolean, log: (s: strin
     }, lim);
     rows.push(row);
     log(fmtProgress(row));
+  }
+  return rows;
+}
+
+/**
+ * The native pick (cpp/cpu/pick.cc, sample.cc) over R rows of 151,936 logits, through ops.pickLogits: what a CPU step
+ * spends after the lm_head, and what the CUDA backend spends on the HOST for each sampled row (its penalized logits
+ * are copied back and drawn there; README "GPU"). Greedy rows are split into chunks over the pool's threads; each
+ * sampled row is one task. The pick rewrites the logits, so they are restored before every call (untimed).
+ */
+export function benchPick(ops: NativeOps, lim: Limits | null, quick: boolean, log: (s: string) => void): KernelRow[] {
+  const V = 151936;
+  const rows: KernelRow[] = [];
+  const flat = gaussian(V, 21, 3);
+  const peaked = gaussian(V, 22, 2);
+  for (let i = 0; i < 16; i++) peaked[(i * 9973) % 151643] = 14 - i * 0.5;
+  const prompt = Int32Array.from(new Set(Array.from({ length: 256 }, (_, i) => (i * 7919 + 13) % 151643)));
+  const base = { repetitionPenalty: 1.1, presencePenalty: 0, frequencyPenalty: 0, ids: prompt, counts: new Int32Array(prompt.length), vocabLimit: 151851 };
+  const sampled = { ...base, doSample: true, temperature: 1, topK: 0, topP: 0.8, u: 0.37 };
+  const cases: Array<[string, Float32Array, object]> = [
+    ['greedy, rep 1.1', peaked, base],
+    ['top-p 0.8, rep 1.1 · peaked logits', peaked, sampled],
+    ['top-p 0.8, rep 1.1 · flat logits (std 3)', flat, sampled],
+  ];
+  for (const R of [1, 64]) {
+    for (const [name, row, pick] of cases) {
+      const all = new Float32Array(R * V);
+      const work = new Float32Array(R * V);
+      for (let r = 0; r < R; r++) all.set(row, r * V);
+      const picks = Array.from({ length: R }, () => pick) as Parameters<NativeOps['pickLogits']>[3];
+      const s = sample(() => ops.pickLogits(work, R, V, picks), {
+        warmup: 2, minReps: quick ? 5 : 10, maxReps: 100, budgetMs: quick ? 100 : 300, before: () => work.set(all),
+      });
+      const row_ = withRates({
+        kernel: 'pick', shape: `R=${R} × V=${V} · ${name}`, mode: 'fp32', ms: s.ms, method: 'call', reps: s.samples.length,
+        bound: 'memory', bytes: R * V * 4, flops: null, spread: (Math.max(...s.samples) - Math.min(...s.samples)) / s.ms,
+        note: `${((s.ms * 1e3) / R).toFixed(0)} µs per row; GB/s of logits read, against DRAM bandwidth for scale`,
+      }, lim);
+      rows.push(row_);
+      log(fmtProgress(row_));
+    }
   }
   return rows;
 }

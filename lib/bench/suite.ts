@@ -18,7 +18,7 @@ import { parseArgs } from 'util';
 import { cachedRandom } from '../cli';
 import { addon } from '../native/binding';
 import {
-  benchAttentionDecode, benchAttentionPrefill, benchElementwise, benchLinear, benchSampling, benchTokenizer, CpuMode,
+  benchAttentionDecode, benchAttentionPrefill, benchElementwise, benchLinear, benchPick, benchSampling, benchTokenizer, CpuMode,
   finalize, KernelContext, KernelRow, Limits, measureBandwidth, peakProbe, QWEN7B_LINEARS, SMALL, smallLinears, withRates,
 } from './kernels';
 import { ConcurrencyRun, runConcurrency } from './concurrency';
@@ -192,6 +192,7 @@ export async function main(argv: string[]): Promise<number> {
       const bw = measureBandwidth(threads, 'before sampling', log);
       bandwidth.push(bw);
       kernels.push(...benchSampling({ readGBs: bw.gbs, peakGflops: null, fp32PeakGflops: null }, quick, log));
+      kernels.push(...benchPick(new a.NativeOps({ device: 'cpu', dtype: 'fp32', threads }), { readGBs: bw.gbs, peakGflops: null, fp32PeakGflops: null }, quick, log));
       kernels.push(...(await benchTokenizer(quick, log)));
     });
   }
