@@ -47,6 +47,7 @@ function rate(r: KernelRow): string {
   if (r.ms === null) return '—';
   if (r.bound === 'compute') return `${(r.gflops ?? 0).toFixed(1)} GFLOP/s`;
   if (r.bound === 'memory') return `${(r.gbs ?? 0).toFixed(1)} GB/s`;
+  if (r.extra?.usPerRow !== undefined) return `${r.extra.usPerRow.toFixed(0)} µs/row`;
   return r.extra?.mbPerS !== undefined ? `${r.extra.mbPerS.toFixed(2)} MB/s` : '';
 }
 

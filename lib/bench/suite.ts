@@ -192,7 +192,7 @@ export async function main(argv: string[]): Promise<number> {
       const bw = measureBandwidth(threads, 'before sampling', log);
       bandwidth.push(bw);
       kernels.push(...benchSampling({ readGBs: bw.gbs, peakGflops: null, fp32PeakGflops: null }, quick, log));
-      kernels.push(...benchPick(new a.NativeOps({ device: 'cpu', dtype: 'fp32', threads }), { readGBs: bw.gbs, peakGflops: null, fp32PeakGflops: null }, quick, log));
+      kernels.push(...benchPick(new a.NativeOps({ device: 'cpu', dtype: 'fp32', threads }), quick, log));
       kernels.push(...(await benchTokenizer(quick, log)));
     });
   }

@@ -1,8 +1,8 @@
 // argmax_first (cpu/argmax.h) against the plain loop it replaces, on rows built to break it: every length 0..200 at
 // offsets 0..3 (all tail / one lane round / several rounds + tail), values drawn from a small set so that ties are
 // common (NaN, +-Infinity, -0 and +0, repeats), rows with nothing usable, and Qwen-sized rows with the maximum at the
-// first, last and a middle position. The index and the bits of the returned maximum must be equal.
-// Built by test/cpu-argmax.test.ts with the addon's flags (-O3 -mavx2 -mfma) and without them.
+// first, last and a middle position, and a -0 / +0 tie in different lanes. The index and the bits of the returned
+// maximum must be equal. Built by test/cpu-argmax.test.ts with the addon's flags (-O3 -mavx2 -mfma -mf16c) and at -O2.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -38,6 +38,7 @@ uint32_t bits(float x) {
 int main() {
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   const float pool[] = {nan, -inf, inf, -0.0f, 0.0f, 1.0f, 1.0f, -1.0f, 2.5f, 2.5f, -3.0f, 1e-40f};
+  const float nonpos[] = {nan, -inf, -0.0f, 0.0f, -1.0f};
   std::mt19937 g(7);
   int cases = 0, differ = 0;
   auto check = [&](const std::vector<float>& L, int i0, int i1) {
@@ -52,8 +53,9 @@ int main() {
     for (int i0 = 0; i0 < 4; ++i0)
       for (int mix = 0; mix < 6; ++mix) {
         std::vector<float> L(size_t(i0 + n));
-        const int span = mix == 0 ? 2 : mix == 1 ? 4 : 12;  // 2: only NaN / -Infinity; 4: also +Infinity, -0
-        for (auto& x : L) x = pool[g() % unsigned(span)];
+        // mix 0: only NaN / -Infinity; 1: also +Infinity, -0; 2: NaN, -Infinity, -0, +0, -1 (the maximum is a -0 / +0
+        // tie in most rows, across lanes once n > 32); 3-5: the whole pool
+        for (auto& x : L) x = mix == 2 ? nonpos[g() % 5u] : pool[g() % unsigned(mix == 0 ? 2 : mix == 1 ? 4 : 12)];
         check(L, i0, i0 + n);
       }
   const int V = 151851;
@@ -64,7 +66,13 @@ int main() {
     row[size_t(at)] = 40.f;
     row[size_t(V - 1 - at)] = 40.f;  // a tie: the lower index wins
     check(row, 0, V);
-    check(row, 5, V - 7);
+    check(row, 5, V - 7);  // drops the planted maxima at 0 and 1: the Gaussian's own maximum then
+  }
+  for (int at : {7, 40, 1000}) {  // the only non-negative values: +0 at `at`, -0 at 3 (an earlier lane)
+    for (auto& x : row) x = -1.f - std::fabs(nd(g));
+    row[size_t(at)] = 0.0f;
+    row[3] = -0.0f;
+    check(row, 0, V);
   }
   std::printf("%d cases, %d differ\n", cases, differ);
   return differ ? 1 : 0;
