@@ -39,7 +39,7 @@ inline int argmax_first(const float* L, int i0, int i1, float* max_out = nullptr
       best = m[j];
       best_at = at[j];
     }
-  if (max_out) *max_out = best_at >= 0 ? L[best_at] : best;
+  if (max_out) *max_out = best;  // m[j] of the chosen lane: L[best_at] itself (or -Infinity when none)
   return best_at;
 }
 
