@@ -15,7 +15,7 @@ import { expectNativeEqualsTs, expectPickEqualsSample, tsPath, useTinyModel } fr
 import {
   ADVERSARIAL_LIMIT, KS, LOGPROBS, PS, QWEN_LIMIT, QWEN_V, TEMPS, adversarialRows, gridRow, modelRow, sampledConfig,
 } from './helpers/rows';
-import { randArray } from './helpers/weights';
+import { randArray, rng } from './helpers/weights';
 
 const LOG_TOL = 2 * 2 ** -52 * 128;
 const V = QWEN_V;
@@ -164,6 +164,75 @@ describe.each(BACKENDS)('%s sampled pick == TS Sampler', (_name, opts) => {
     } finally {
       spy.mockRestore();
     }
+  });
+
+  test('the kept mass is summed in SUM_LANES order (id i into partial i % 4, merged (a0 + a2) + (a1 + a3)): u at its last bit', () => {
+    // top_p 1: the draw walks the head (weights >= 1/4096) then the other ids, each in id order, and returns the first
+    // whose running mass exceeds u * Z. Logits are -k/64 down to -60, so each weight is fround(Math.exp(-k/64))
+    // exactly (the table entry, no correction term), independently of the sampler's code, and they span enough
+    // octaves for sums in other orders to round differently. u is set so that u * Z lands exactly on a running mass
+    // (the next id wins) or just below it (this id wins): a Z one ulp off flips the id.
+    const n = 1003;
+    const lanes = (w: Float64Array, k: number) => {
+      const a = new Array<number>(k).fill(0);
+      w.forEach((x, i) => (a[i % k] += x));
+      return a;
+    };
+    const sumOrders: Record<string, (w: Float64Array) => number> = {
+      lanes: (w) => ((a) => a[0] + a[2] + (a[1] + a[3]))(lanes(w, 4)),
+      'id order': (w) => w.reduce((z, x) => z + x, 0),
+      'lanes merged (a0 + a1) + (a2 + a3)': (w) => ((a) => a[0] + a[1] + (a[2] + a[3]))(lanes(w, 4)),
+      'eight lanes': (w) => ((a) => a[0] + a[4] + (a[2] + a[6]) + (a[1] + a[5] + (a[3] + a[7])))(lanes(w, 8)),
+      'the last n % 4 ids into lane 0': (w) => {
+        const a = lanes(w.subarray(0, n - (n % 4)), 4);
+        for (let i = n - (n % 4); i < n; i++) a[0] += w[i];
+        return a[0] + a[2] + (a[1] + a[3]);
+      },
+    };
+    const f64 = new Float64Array(1), u64 = new BigUint64Array(f64.buffer);
+    const step = (x: number, d: number) => ((f64[0] = x), (u64[0] += BigInt(d)), f64[0]); // x moved by d ulps (x > 0)
+    let found = 0;
+    for (let seed = 1; seed < 400 && found < 3; seed++) {
+      const r = rng(seed);
+      // (the last ids, past the last whole block of 4, nearer the max: their lanes weigh in the total)
+      const x = Float32Array.from({ length: n }, (_, i) => (i === 0 ? 0 : -Math.floor(r() * 64 * (i < 1000 ? 60 : 30)) / 64));
+      const w = Float64Array.from(x, (v) => Math.fround(Math.exp(v)));
+      const ids = [...w.keys()];
+      const walk = ids.filter((i) => w[i] >= 1 / 4096).concat(ids.filter((i) => w[i] < 1 / 4096));
+      const drawWith = (z: number, u: number) => {
+        const t = u * z;
+        let acc = 0;
+        for (const j of walk) if ((acc += w[j]) > t) return j;
+        return -1;
+      };
+      const z = sumOrders.lanes(w);
+      const pos = 50 + Math.floor(r() * 20); // inside the head (~140 ids)
+      let acc = 0;
+      for (let j = 0; j <= pos; j++) acc += w[walk[j]];
+      // the smallest u with u * z === acc (the next id wins), and the one below it (u * z < acc: this id wins)
+      let uOn = acc / z;
+      while (uOn * z < acc) uOn = step(uOn, 1);
+      while (step(uOn, -1) * z >= acc) uOn = step(uOn, -1);
+      if (uOn * z !== acc) continue;
+      const us: Array<[number, number]> = [[uOn, walk[pos + 1]], [step(uOn, -1), walk[pos]]];
+      // the case must tell every other order from the lanes: with its Z, one of the two u's draws another id
+      const blind = Object.keys(sumOrders).filter((o) => o !== 'lanes' && us.every(([u, want]) => drawWith(sumOrders[o](w), u) === want));
+      if (blind.length) continue;
+      const row: Row = { logits: x, prompt: [], generated: [], vocabLimit: n };
+      const spy = jest.spyOn(Rng.prototype, 'next');
+      try {
+        for (const [u, want] of us) {
+          expect(drawWith(z, u)).toBe(want);
+          spy.mockReturnValue(u);
+          const got = compare(ops, { temperature: 1, topK: 0, topP: 1, rp: 1, presence: 0, frequency: 0 }, [row], [1], `lanes seed ${seed} u=${u}`);
+          expect(got[0].id).toBe(want); // and compare() checked that the TS sampler drew it too
+        }
+      } finally {
+        spy.mockRestore();
+      }
+      found++;
+    }
+    expect(found).toBe(3);
   });
 
   test('bad sampled requests are refused by the addon', () => {

@@ -1,6 +1,6 @@
 import { Candidates } from '../lib/sampling/candidates';
 import { RepetitionPenalty } from '../lib/sampling/repetitionPenalty';
-import { applyTopP } from '../lib/sampling/topP';
+import { applyTopP, scanBounds } from '../lib/sampling/topP';
 import { PROCESSOR_CHAIN, Rng, type SamplerConfig, createSampler } from '../lib/sampling';
 
 const BASE: SamplerConfig = {
@@ -361,6 +361,64 @@ describe('top-p processor on its own', () => {
     for (let i = 2; i < 1002; i++) z += Math.fround(Math.exp(-9));
     expect(keptBy(logits, 1.0001 / z)).toEqual([0, 1]);
     expect(keptBy(logits, 0.9999 / z)).toEqual([0]);
+  });
+  // The whole-row sums (the weights' total, the probe's tail bound) are in SUM_LANES order: id i into partial i % 4,
+  // merged (a0 + a2) + (a1 + a3). cpp/cpu/sample_lanes.h must use the same order to draw the same ids; its check
+  // (cpp/cpu/test/sample_lanes_check.cc) spells the order out once more, test/sample.test.ts checks a draw that
+  // depends on it. Here: wide rows of every length mod 4, values spanning enough octaves that orders differ.
+  const laneOrder = (vals: number[], rest0 = false) => {
+    const a = [0, 0, 0, 0];
+    const whole = vals.length - (vals.length % 4);
+    vals.forEach((v, i) => (a[rest0 && i >= whole ? 0 : i % 4] += v)); // rest0: a wrong order, the test's own check
+    return a[0] + a[2] + (a[1] + a[3]);
+  };
+  test('weighAll: the total of the weights is summed in SUM_LANES order; the head mass in id order', () => {
+    const rnd = lcg(5);
+    let differs = 0;
+    for (const n of [1, 2, 3, 4, 5, 1001, 1002, 1003, 1004]) {
+      const logits = Float32Array.from({ length: n }, (_, i) => (i === 0 ? 0 : -Math.floor(rnd() * 64 * 60) / 64));
+      const w = Array.from(logits, (x) => Math.fround(Math.exp(x))); // -k/64: the table entry exactly
+      const c = new Candidates();
+      c.load(logits, n);
+      c.weighAll();
+      expect(Array.from(c.logits)).toEqual(w);
+      expect(c.total).toBe(laneOrder(w));
+      const head = w.flatMap((x, i) => (x >= 1 / 4096 ? [i] : []));
+      expect(c.headLen).toBe(head.length);
+      expect(Array.from(c.list.subarray(0, head.length))).toEqual(head);
+      expect(c.headMass).toBe(head.reduce((z, i) => z + w[i], 0));
+      if (c.total !== w.reduce((z, x) => z + x, 0)) differs++;
+    }
+    expect(differs).toBeGreaterThan(0); // an id-order total would have failed
+  });
+  test('scanBounds (the probe): head ids, the tail bound in SUM_LANES order, the far count', () => {
+    const rnd = lcg(6);
+    let differs = 0, restDiffers = 0;
+    for (const n of [0, 1, 2, 3, 5, 2001, 2002, 2003, 2004, 4001, 4002, 4003, 6001, 6002, 6003]) {
+      for (const T of [1, 0.7]) {
+        const logits = Float32Array.from({ length: n }, () => -rnd() * 50);
+        if (n > 4) logits[1] = -Infinity;
+        for (let i = n - (n % 4); i < n; i++) logits[i] = -8.5 - rnd(); // past the last block of 4: large tail bounds
+        if (n > 4) logits[n - 5] = NaN;
+        const m = Math.max(...Array.from(logits).filter((x) => !Number.isNaN(x)), -1e9);
+        const ids = new Int32Array(n);
+        const out = new Float64Array(2);
+        const len = scanBounds(logits, n, m, 1 / T, ids, out);
+        const s = Array.from(logits, (x) => (m - x) * (1 / T));
+        const head = s.flatMap((v, i) => (v < Math.log(4096) ? [i] : []));
+        const bounds = s.map((v) => (v >= Math.log(4096) && v < 40 ? Math.exp(-Math.floor(v * 64) / 64) : 0));
+        const tail = laneOrder(bounds);
+        expect(len).toBe(head.length);
+        expect(Array.from(ids.subarray(0, len))).toEqual(head);
+        expect(out[0]).toBe(tail);
+        expect(out[1]).toBe(s.filter((v) => !(v < 40)).length);
+        const idOrder = s.reduce((z, v) => (v >= Math.log(4096) && v < 40 ? z + Math.exp(-Math.floor(v * 64) / 64) : z), 0);
+        if (out[0] !== idOrder) differs++;
+        if (out[0] !== laneOrder(bounds, true)) restDiffers++;
+      }
+    }
+    expect(differs).toBeGreaterThan(0); // an id-order sum would have failed
+    expect(restDiffers).toBeGreaterThan(0); // so would the last ids all into lane 0
   });
   test('head path: the nucleus of a peaked row is sorted, best first', () => {
     const c = new Candidates();

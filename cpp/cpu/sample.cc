@@ -20,6 +20,7 @@
 
 #include "core/pick.h"
 #include "cpu/argmax.h"
+#include "cpu/sample_lanes.h"
 
 namespace qwen {
 namespace {
@@ -68,21 +69,8 @@ struct Cands {
   // weighAll() / weighRange()
   bool weigh_all() {
     if (!scanned && !scan()) return false;
-    double t = 0.0, hm = 0.0;
-    int hl = 0;
-    for (int i = 0; i < n; ++i) {
-      const float w = pick_weight(L[i], max, inv_t);
-      L[i] = w;
-      t += w;
-      if (w >= kPickHeadMin) {
-        hm += w;
-        if (hl < kPickHeadCap) list[size_t(hl)] = i;
-        ++hl;
-      }
-    }
-    total = t;
-    head_mass = hm;
-    head_len = hl;
+    total = weigh_lanes(L, n, max, inv_t);
+    head_len = head_of(L, n, list.data(), kPickHeadCap, &head_mass);
     weighted = true;
     return true;
   }
@@ -173,19 +161,8 @@ bool probe(Cands& c, double p, std::vector<double>& head_w) {
   const double m = c.max;
   if (m == INFINITY) return false;
   const float* L = c.L;
-  double tail = 0.0, far = 0.0;
-  int len = 0;
-  for (int i = 0; i < c.n; ++i) {  // scanBounds
-    const double s = (m - double(L[i])) * c.inv_t;
-    if (s < kPickHeadS) {
-      if (len < kPickHeadCap) c.list[size_t(len)] = i;
-      ++len;
-    } else if (s < kPickTailS) {
-      tail += kPickExpTable[int(s * kPickExpSteps)];
-    } else {
-      far += 1;  // also NaN and -Infinity
-    }
-  }
+  double tail, far;
+  const int len = scan_bounds(L, c.n, m, c.inv_t, c.list.data(), kPickHeadCap, &tail, &far);
   if (len > kPickHeadCap) return false;
   c.sort_list(0, len);
   head_w.resize(size_t(kPickHeadCap));
@@ -220,14 +197,10 @@ bool top_p(Cands& c, double p, std::vector<double>& head_w) {
     cut_prefix(c, target, 0, 0);
     return true;
   }
-  // histogram(): count and mass per float-bits bin (1/8 octave) of the weights, in id order
-  std::vector<int32_t> count(kWeightBins, 0);
+  // histogram(): mass per float-bits bin (1/8 octave) of the weights, in id order (the count of the one bin needed
+  // comes from split_at_bin)
   std::vector<double> mass(kWeightBins, 0.0);
-  for (int i = 0; i < c.n; ++i) {
-    const int bin = bits_of(c.L[i]) >> 20;  // weights are in [0, 1]: sign bit 0, bin <= 1016
-    ++count[size_t(bin)];
-    mass[size_t(bin)] += c.L[i];
-  }
+  for (int i = 0; i < c.n; ++i) mass[size_t(weight_bin(c.L[i]))] += c.L[i];
   double before = 0.0;
   int bin = kWeightBins - 1;
   for (; bin >= 0; --bin) {
@@ -235,16 +208,9 @@ bool top_p(Cands& c, double p, std::vector<double>& head_w) {
     before += mass[size_t(bin)];
   }
   if (bin < 0) return true;  // rounding left p * total just out of reach: keep everything
-  // splitAtBin: ids of bins above `bin` in id order, then those of `bin` in DESCENDING id order (TS fills them from
-  // the back; the sort below orders them anyway, ids being distinct)
-  int len = 0, back = c.n;
-  for (int i = 0; i < c.n; ++i) {
-    const int b = bits_of(c.L[i]) >> 20;
-    if (b > bin) c.list[size_t(len++)] = i;
-    else if (b == bin) c.list[size_t(--back)] = i;
-  }
-  std::copy(c.list.begin() + back, c.list.begin() + c.n, c.list.begin() + len);
-  c.len = len + count[size_t(bin)];
+  int count;
+  const int len = split_at_bin(c.L, c.n, bin, c.list.data(), &count);
+  c.len = len + count;
   c.listed = true;
   c.sort_list(len, c.len);
   c.sorted = len == 0;

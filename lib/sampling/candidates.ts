@@ -40,6 +40,19 @@ export function expNeg(s: number): number {
 }
 
 const ID_SPAN = 1 << 20; // sortList packs ids in 20 bits
+
+/**
+ * The order of every sum over the whole vocabulary (weighRange's total, topP.ts scanBounds's tail bound): id i goes
+ * into partial sum i & 7, and the eight are merged by laneSum. One running sum in id order is a chain of dependent
+ * adds, which held the native draw (cpp/cpu/sample.cc, the CUDA backend's host draw) to one id per add latency; eight
+ * interleaved sums are two 4-wide vectors there. Any fixed order is as exact as another; the native draw must use
+ * this one to equal this sampler to the bit (cpp/cpu/sample_lanes.h).
+ */
+export const SUM_LANES = 4;
+export function laneSum(a: Float64Array): number {
+  return a[0] + a[2] + (a[1] + a[3]);
+}
+const lanes = new Float64Array(SUM_LANES); // weighRange's partial sums
 // Globals read in hot loops are cached: inside a vm context (jest) each global read goes through an interceptor,
 // which made the weighing loop ~30x slower there.
 const fround = Math.fround;
@@ -55,7 +68,7 @@ export class Candidates {
   argmax = -1; // after scan(): the lowest id holding it
   invT = 1; // 1 / temperature, folded into the weights (saves a pass over the vocabulary)
   weighted = false; // logits[id] holds weights for the kept ids
-  total = 0; // after weighAll(): sum of all weights, in id order
+  total = 0; // after weighAll(): sum of all weights (in the SUM_LANES order)
   headLen = 0; // after weighAll(): ids with weight >= HEAD_MIN; list[0, min(headLen, HEAD_CAP)) holds them
   headMass = 0; // their total weight
   listed = false; // kept set is list[0, len) rather than all of [0, n)
@@ -179,24 +192,47 @@ function argmaxOf(L: Float32Array, n: number): number {
   return at;
 }
 
-/** L[i] <- weight; returns the head length; sums <- [total, head mass]. */
+/** L[i] <- weight; returns the head length; sums <- [total (SUM_LANES order), head mass (id order)]. */
 function weighRange(L: Float32Array, n: number, m: number, invT: number, ids: Int32Array, sums: Float64Array): number {
-  let total = 0;
-  let headMass = 0;
+  const acc = lanes.fill(0);
+  let i = 0;
+  if (m === INF) {
+    for (; i < n; i++) acc[i & 3] += L[i] = +(L[i] === INF); // the +Infinity ids share the mass
+  } else {
+    // Unrolled by hand into four locals: `acc[i & 3] += w` or a switch on i & 3 cost V8 ~1 ns per id.
+    let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (; i + 4 <= n; i += 4) {
+      const w0 = fround(expNeg((m - L[i]) * invT)); // NaN weighs 0
+      const w1 = fround(expNeg((m - L[i + 1]) * invT));
+      const w2 = fround(expNeg((m - L[i + 2]) * invT));
+      const w3 = fround(expNeg((m - L[i + 3]) * invT));
+      L[i] = w0;
+      L[i + 1] = w1;
+      L[i + 2] = w2;
+      L[i + 3] = w3;
+      a0 += w0;
+      a1 += w1;
+      a2 += w2;
+      a3 += w3;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    for (; i < n; i++) acc[i & 3] += L[i] = fround(expNeg((m - L[i]) * invT));
+  }
+  sums[0] = laneSum(acc);
+  let mass = 0;
   let len = 0;
-  const inf = m === INF;
-  for (let i = 0; i < n; i++) {
-    const w = inf ? +(L[i] === INF) : fround(expNeg((m - L[i]) * invT)); // NaN weighs 0
-    L[i] = w;
-    total += w;
+  for (let j = 0; j < n; j++) {
+    const w = L[j];
     if (w >= HEAD_MIN) {
-      headMass += w;
-      if (len < HEAD_CAP) ids[len] = i;
+      mass += w;
+      if (len < HEAD_CAP) ids[len] = j;
       len++;
     }
   }
-  sums[0] = total;
-  sums[1] = headMass;
+  sums[1] = mass;
   return len;
 }
 

@@ -14,7 +14,7 @@
  *  3. otherwise (a flat row) the weight histogram is walked to the bin where the mass crosses p: ids above it are kept
  *     as they are, only the ids of the crossing bin are sorted.
  */
-import { type Candidates, HEAD_CAP, WEIGHT_BINS, expNeg } from './candidates';
+import { type Candidates, HEAD_CAP, WEIGHT_BINS, expNeg, laneSum, SUM_LANES } from './candidates';
 
 export function applyTopP(c: Candidates, p: number): void {
   if (!c.weighted && !c.listed && probe(c, p)) return;
@@ -89,6 +89,7 @@ const fround = Math.fround;
 const CAP = HEAD_CAP; // a local: an imported binding is a property load on the module object in CommonJS output
 const headWeights = new Float64Array(HEAD_CAP);
 const sums = new Float64Array(2);
+const lanes = new Float64Array(SUM_LANES); // scanBounds's partial tail sums
 
 /** Path 1: true if it settled the kept set (list, weights of the kept ids); false leaves the logits untouched. */
 function probe(c: Candidates, p: number): boolean {
@@ -118,20 +119,50 @@ function probe(c: Candidates, p: number): boolean {
   return true;
 }
 
-/** One read-only pass: head ids to ids (their count returned); out <- [tail mass upper bound, far count]. */
-function scanBounds(L: Float32Array, n: number, m: number, invT: number, ids: Int32Array, out: Float64Array): number {
-  let tail = 0;
+/** One read-only pass: head ids to ids (their count returned); out <- [tail mass upper bound, far count]. Exported for tests. */
+export function scanBounds(L: Float32Array, n: number, m: number, invT: number, ids: Int32Array, out: Float64Array): number {
+  // The tail bound sums in SUM_LANES order, id i into a(i & 3), unrolled by hand as candidates.ts weighRange. Per id:
+  // head (listed), tail (bounded from the table) or far (also NaN and -Infinity: bounded by e^-40, weigh 0).
+  let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
   let far = 0;
   let len = 0;
-  for (let i = 0; i < n; i++) {
-    const s = (m - L[i]) * invT;
-    if (s < HEAD_S) {
-      if (len < CAP) ids[len] = i;
-      len++;
-    } else if (s < TAIL_S) tail += BOUND[(s * STEPS) | 0];
-    else far++; // also NaN and -Infinity: bounded by e^-40, weigh 0
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const s0 = (m - L[i]) * invT;
+    const s1 = (m - L[i + 1]) * invT;
+    const s2 = (m - L[i + 2]) * invT;
+    const s3 = (m - L[i + 3]) * invT;
+    if (s0 < HEAD_S) len = listHead(ids, len, i);
+    else if (s0 < TAIL_S) a0 += BOUND[(s0 * STEPS) | 0];
+    else far++;
+    if (s1 < HEAD_S) len = listHead(ids, len, i + 1);
+    else if (s1 < TAIL_S) a1 += BOUND[(s1 * STEPS) | 0];
+    else far++;
+    if (s2 < HEAD_S) len = listHead(ids, len, i + 2);
+    else if (s2 < TAIL_S) a2 += BOUND[(s2 * STEPS) | 0];
+    else far++;
+    if (s3 < HEAD_S) len = listHead(ids, len, i + 3);
+    else if (s3 < TAIL_S) a3 += BOUND[(s3 * STEPS) | 0];
+    else far++;
   }
-  out[0] = tail;
+  const tail = lanes;
+  tail[0] = a0;
+  tail[1] = a1;
+  tail[2] = a2;
+  tail[3] = a3;
+  for (; i < n; i++) {
+    const s = (m - L[i]) * invT;
+    if (s < HEAD_S) len = listHead(ids, len, i);
+    else if (s < TAIL_S) tail[i & 3] += BOUND[(s * STEPS) | 0];
+    else far++;
+  }
+  out[0] = laneSum(tail);
   out[1] = far;
   return len;
+}
+
+/** Lists head id i as the len-th (only the first CAP are kept; the count goes on). */
+function listHead(ids: Int32Array, len: number, i: number): number {
+  if (len < CAP) ids[len] = i;
+  return len + 1;
 }
