@@ -2,15 +2,17 @@
 // same id on every run, on every backend that implements it: lib/sampling's routes (top-k list, top-p probe, head,
 // weight histogram, the draw's walk order — cpp/cpu/sample.cc names them) with every SUM taken in fixed point.
 //
-// Why fixed point: the TS sampler sums fp32 weights sequentially in double, which no parallel reduction reproduces.
+// Why fixed point: the TS sampler sums fp32 weights in double in one fixed order (list order, or four interleaved
+// partial sums over a whole row), which a parallel reduction of another shape does not reproduce.
 // Here each weight w (fp32, exact: V8's exp table, cpp/core/pick.h) becomes the integer fx(w) = trunc(w * 2^43), and
 // integer sums do not depend on their order. So one control flow (sample_fx below) runs over primitives ("Ops") that a
 // host loop (cpp/cpu/sample_fx.cc, the reference) and a CUDA block (cuda/sample_fx.cu, radix selects) implement in any
 // order they like, with bit-identical results.
 //
 // How far from the TS sampler: the ids are the same except where a compared sum lies within its rounding band of the
-// threshold. A fixed sum of m weights is below the exact sum by at most m units of 2^-43; TS's sequential double sum
-// of m terms is within gamma_m * S of the exact one (S the sum, gamma_m ~ m * 2^-53). Every decision records its
+// threshold. A fixed sum of m weights is below the exact sum by at most m units of 2^-43; TS's double sum of m terms
+// is within gamma_m * S of the exact one (S the sum, gamma_m ~ m * 2^-53; four lanes of m / 4 terms and their merge
+// are within gamma_(m/4 + 2) * S, no more). Every decision records its
 // distance from the threshold (FxOut::gap, in units of 2^-43); a decision can differ from TS's only when
 // gap <= fx_band(n, S): test/sample-fx.test.ts skips exactly those cases (none in its random rows). For Qwen's 151,851
 // ids and S >= 1 that band is below 1e-8 of the mass: about one draw in 1e8.

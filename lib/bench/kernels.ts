@@ -466,7 +466,7 @@ export function benchSampling(lim: Limits | null, quick: boolean, log: (s: strin
  * spends after the lm_head, and what the CUDA backend spends on the HOST for each sampled row (its penalized logits
  * are copied back and drawn there; README "GPU"). Greedy rows are split into chunks over the pool's threads; each
  * sampled row is one task. The pick rewrites the logits, so they are restored before every call (untimed). Reported
- * as ms per call and µs per row (no limit: the draws are chains of sequential sums, as the TS sampler's).
+ * as ms per call and µs per row (no limit: a draw is several passes of compares, table look-ups and sums over the row).
  */
 export function benchPick(ops: NativeOps, quick: boolean, log: (s: string) => void): KernelRow[] {
   const V = 151936;
@@ -491,7 +491,7 @@ export function benchPick(ops: NativeOps, quick: boolean, log: (s: string) => vo
       const s = sample(() => ops.pickLogits(work, R, V, picks), {
         warmup: 2, minReps: quick ? 5 : 10, maxReps: 100, budgetMs: quick ? 100 : 300, before: () => work.set(all),
       });
-      // Bound 'none': the draw is a chain of sequential sums, not a bandwidth or FLOP/s figure; its rate is µs per row.
+      // Bound 'none': the draw is neither a bandwidth nor a FLOP/s figure; its rate is µs per row.
       const row_ = withRates({
         kernel: 'pick', shape: `R=${R} × V=${V} · ${name}`, mode: 'fp32', ms: s.ms, method: 'call', reps: s.samples.length,
         bound: 'none', bytes: R * V * 4, flops: null, spread: (Math.max(...s.samples) - Math.min(...s.samples)) / s.ms,

@@ -43,10 +43,11 @@ const ID_SPAN = 1 << 20; // sortList packs ids in 20 bits
 
 /**
  * The order of every sum over the whole vocabulary (weighRange's total, topP.ts scanBounds's tail bound): id i goes
- * into partial sum i & 7, and the eight are merged by laneSum. One running sum in id order is a chain of dependent
- * adds, which held the native draw (cpp/cpu/sample.cc, the CUDA backend's host draw) to one id per add latency; eight
- * interleaved sums are two 4-wide vectors there. Any fixed order is as exact as another; the native draw must use
- * this one to equal this sampler to the bit (cpp/cpu/sample_lanes.h).
+ * into partial sum i & 3, and the four are merged by laneSum, (a0 + a2) + (a1 + a3). One running sum in id order is a
+ * chain of dependent adds, which held the native draw (cpp/cpu/sample.cc, also the CUDA backend's host draw) to one id
+ * per add latency; four interleaved sums are one AVX2 vector there, and unrolled by hand they made these loops faster
+ * in V8 too. Any fixed order is as exact as another; the native draw must use this one to equal this sampler to the
+ * bit (cpp/cpu/sample_lanes.h). Sums over short lists (the head, kept sets, the draw's walk) stay in list order.
  */
 export const SUM_LANES = 4;
 export function laneSum(a: Float64Array): number {
