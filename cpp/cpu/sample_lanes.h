@@ -38,9 +38,11 @@ inline double lane_sum(const double a[kSumLanes]) { return (a[0] + a[2]) + (a[1]
 // ---- the scalar definitions -----------------------------------------------------------------------------------
 
 // L[n] (logits, max m, 1 / temperature inv_t) -> weights in place; returns their total in lane order.
-inline double weigh_lanes_ref(float* L, int n, double m, double inv_t) {
-  double a[kSumLanes] = {0, 0, 0, 0};
-  for (int i = 0; i < n; ++i) {
+// (i, a: where the AVX2 form hands its last ids over)
+inline double weigh_lanes_ref(float* L, int n, double m, double inv_t, int i = 0, double* a = nullptr) {
+  double zero[kSumLanes] = {0, 0, 0, 0};
+  if (!a) a = zero;
+  for (; i < n; ++i) {
     const float w = pick_weight(L[i], m, inv_t);
     L[i] = w;
     a[i & 3] += w;
@@ -48,16 +50,20 @@ inline double weigh_lanes_ref(float* L, int n, double m, double inv_t) {
   return lane_sum(a);
 }
 
+// One id of head_of / scan_bounds's head: listed while fewer than cap are, counted always.
+inline void list_head(int32_t* list, int cap, int& len, int i) {
+  if (len < cap) list[len] = i;
+  ++len;
+}
+
 // Ids of L[n] (weights) with weight >= kPickHeadMin: the first `cap` to list, their count returned, mass <- their
 // total in id order.
-inline int head_of_ref(const float* L, int n, int32_t* list, int cap, double* mass) {
-  double hm = 0;
-  int len = 0;
-  for (int i = 0; i < n; ++i)
+inline int head_of_ref(const float* L, int n, int32_t* list, int cap, double* mass, int i = 0, int len = 0,
+                       double hm = 0) {
+  for (; i < n; ++i)
     if (L[i] >= kPickHeadMin) {
       hm += L[i];
-      if (len < cap) list[len] = i;
-      ++len;
+      list_head(list, cap, len, i);
     }
   *mass = hm;
   return len;
@@ -65,21 +71,16 @@ inline int head_of_ref(const float* L, int n, int32_t* list, int cap, double* ma
 
 // Per id, s = (m - L[i]) * inv_t: head (s < kPickHeadS, listed as head_of lists), tail (s < kPickTailS: the bound
 // e^-floor(64 s)/64 summed in lane order to *tail) or far (also NaN and -Infinity: counted to *far).
+// (i, len, a, nfar: where the AVX2 form hands its last ids over)
 inline int scan_bounds_ref(const float* L, int n, double m, double inv_t, int32_t* list, int cap, double* tail,
-                           double* far) {
-  double a[kSumLanes] = {0, 0, 0, 0};
-  int64_t nfar = 0;
-  int len = 0;
-  for (int i = 0; i < n; ++i) {
+                           double* far, int i = 0, int len = 0, double* a = nullptr, int64_t nfar = 0) {
+  double zero[kSumLanes] = {0, 0, 0, 0};
+  if (!a) a = zero;
+  for (; i < n; ++i) {
     const double s = (m - double(L[i])) * inv_t;
-    if (s < kPickHeadS) {
-      if (len < cap) list[len] = i;
-      ++len;
-    } else if (s < kPickTailS) {
-      a[i & 3] += kPickExpTable[int(s * kPickExpSteps)];
-    } else {
-      ++nfar;
-    }
+    if (s < kPickHeadS) list_head(list, cap, len, i);
+    else if (s < kPickTailS) a[i & 3] += kPickExpTable[int(s * kPickExpSteps)];
+    else ++nfar;
   }
   *tail = lane_sum(a);
   *far = double(nfar);
@@ -94,9 +95,11 @@ inline int weight_bin(float w) {  // candidates.ts histogram: bits >> 20 (weight
 
 // L[n] (weights): ids of bins > bin to list[0, len) in id order (len returned), then those of `bin` to
 // list[len, len + *count) in DESCENDING id order (TS fills them from the back; the caller sorts them).
-inline int split_at_bin_ref(const float* L, int n, int bin, int32_t* list, int* count) {
-  int len = 0, back = n;
-  for (int i = 0; i < n; ++i) {
+// (i, len, back: where the AVX2 form hands its last ids over)
+inline int split_at_bin_ref(const float* L, int n, int bin, int32_t* list, int* count, int i = 0, int len = 0,
+                            int back = -1) {
+  if (back < 0) back = n;
+  for (; i < n; ++i) {
     const int b = weight_bin(L[i]);
     if (b > bin) list[len++] = i;
     else if (b == bin) list[--back] = i;
@@ -112,12 +115,7 @@ namespace lanes_detail {
 
 // Lists the ids i0 + bit of `mask` (bit order = id order) as head ids.
 inline int list_bits(unsigned mask, int i0, int32_t* list, int cap, int len) {
-  while (mask) {
-    const int b = __builtin_ctz(mask);
-    if (len < cap) list[len] = i0 + b;
-    ++len;
-    mask &= mask - 1;
-  }
+  for (; mask; mask &= mask - 1) list_head(list, cap, len, i0 + __builtin_ctz(mask));
   return len;
 }
 
@@ -162,12 +160,7 @@ inline double weigh_lanes(float* L, int n, double m, double inv_t) {
   }
   alignas(32) double a[kSumLanes];
   _mm256_store_pd(a, acc);
-  for (; i < n; ++i) {  // i & 3 is 0, 1, 2 here, as in the scalar loop
-    const float w = pick_weight(L[i], m, inv_t);
-    L[i] = w;
-    a[i & 3] += w;
-  }
-  return lane_sum(a);
+  return weigh_lanes_ref(L, n, m, inv_t, i, a);  // the last n % 4 ids
 }
 
 inline int head_of(const float* L, int n, int32_t* list, int cap, double* mass) {
@@ -180,14 +173,7 @@ inline int head_of(const float* L, int n, int32_t* list, int cap, double* mass) 
     for (unsigned b = bits; b; b &= b - 1) hm += L[i + __builtin_ctz(b)];  // in id order
     len = lanes_detail::list_bits(bits, i, list, cap, len);
   }
-  for (; i < n; ++i)
-    if (L[i] >= kPickHeadMin) {
-      hm += L[i];
-      if (len < cap) list[len] = i;
-      ++len;
-    }
-  *mass = hm;
-  return len;
+  return head_of_ref(L, n, list, cap, mass, i, len, hm);  // the last n % 8 ids
 }
 
 inline int scan_bounds(const float* L, int n, double m, double inv_t, int32_t* list, int cap, double* tail,
@@ -212,20 +198,7 @@ inline int scan_bounds(const float* L, int n, double m, double inv_t, int32_t* l
   }
   alignas(32) double a[kSumLanes];
   _mm256_store_pd(a, acc);
-  for (; i < n; ++i) {
-    const double s = (m - double(L[i])) * inv_t;
-    if (s < kPickHeadS) {
-      if (len < cap) list[len] = i;
-      ++len;
-    } else if (s < kPickTailS) {
-      a[i & 3] += kPickExpTable[int(s * kPickExpSteps)];
-    } else {
-      ++nfar;
-    }
-  }
-  *tail = lane_sum(a);
-  *far = double(nfar);
-  return len;
+  return scan_bounds_ref(L, n, m, inv_t, list, cap, tail, far, i, len, a, nfar);  // the last n % 4 ids
 }
 
 inline int split_at_bin(const float* L, int n, int bin, int32_t* list, int* count) {
@@ -242,14 +215,7 @@ inline int split_at_bin(const float* L, int n, int bin, int32_t* list, int* coun
       else list[--back] = i + j;
     }
   }
-  for (; i < n; ++i) {
-    const int b = weight_bin(L[i]);
-    if (b > bin) list[len++] = i;
-    else if (b == bin) list[--back] = i;
-  }
-  std::copy(list + back, list + n, list + len);
-  *count = n - back;
-  return len;
+  return split_at_bin_ref(L, n, bin, list, count, i, len, back);  // the last n % 8 ids
 }
 
 #else  // no AVX2: the definitions
