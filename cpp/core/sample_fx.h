@@ -2,8 +2,8 @@
 // same id on every run, on every backend that implements it: lib/sampling's routes (top-k list, top-p probe, head,
 // weight histogram, the draw's walk order — cpp/cpu/sample.cc names them) with every SUM taken in fixed point.
 //
-// Why fixed point: the TS sampler sums fp32 weights in double in one fixed order (list order, or four interleaved
-// partial sums over a whole row), which a parallel reduction of another shape does not reproduce.
+// Why fixed point: the TS sampler sums fp32 weights in double in fixed orders (id or list order; four interleaved
+// partial sums for a row's total and tail bound), which a parallel reduction of another shape does not reproduce.
 // Here each weight w (fp32, exact: V8's exp table, cpp/core/pick.h) becomes the integer fx(w) = trunc(w * 2^43), and
 // integer sums do not depend on their order. So one control flow (sample_fx below) runs over primitives ("Ops") that a
 // host loop (cpp/cpu/sample_fx.cc, the reference) and a CUDA block (cuda/sample_fx.cu, radix selects) implement in any

@@ -11,13 +11,6 @@
 //   scan_bounds      topP.ts scanBounds: the probe's head ids, tail bound and far count (logits read only)
 //   split_at_bin     topP.ts splitAtBin: the ids above a weight bin, then those of the bin (no sum: same list)
 #pragma once
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-#elif defined(__clang__)
-#pragma clang fp contract(off)
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -27,6 +20,15 @@
 
 #if defined(__AVX2__)
 #include <immintrin.h>
+#endif
+
+// Contraction off for the code below (GCC: until the pop at the end; clang: for the rest of the including file, as
+// cpp/cpu/sample.cc sets it anyway). test/cpu-sample-lanes.test.ts checks sample.cc's code has no FMA.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
 #endif
 
 namespace qwen {
@@ -104,7 +106,7 @@ inline int split_at_bin_ref(const float* L, int n, int bin, int32_t* list, int* 
     if (b > bin) list[len++] = i;
     else if (b == bin) list[--back] = i;
   }
-  std::copy(list + back, list + n, list + len);
+  if (back != len) std::copy(list + back, list + n, list + len);  // (equal: already in place)
   *count = n - back;
   return len;
 }
@@ -121,15 +123,11 @@ inline int list_bits(unsigned mask, int i0, int32_t* list, int cap, int len) {
 
 }  // namespace lanes_detail
 
-// table[k[0..3]]: four scalar loads (AVX2's vgatherdpd is microcoded and slower on Zen 3 than these).
+// kPickExpTable[k[0..3]]: four scalar loads (vgatherdpd measured no faster on the Zen 3 development machine).
 inline __m256d table4(__m128i k) {
-#ifdef QWEN_LANES_GATHER
-  return _mm256_i32gather_pd(kPickExpTable, k, 8);
-#else
   alignas(16) int32_t j[4];
   _mm_store_si128(reinterpret_cast<__m128i*>(j), k);
   return _mm256_setr_pd(kPickExpTable[j[0]], kPickExpTable[j[1]], kPickExpTable[j[2]], kPickExpTable[j[3]]);
-#endif
 }
 
 // pick_weight of 4 logits (m finite): pick_exp_neg's operations on whole vectors. A lane with !(s < kPickExpMax)

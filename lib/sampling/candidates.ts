@@ -42,12 +42,14 @@ export function expNeg(s: number): number {
 const ID_SPAN = 1 << 20; // sortList packs ids in 20 bits
 
 /**
- * The order of every sum over the whole vocabulary (weighRange's total, topP.ts scanBounds's tail bound): id i goes
- * into partial sum i & 3, and the four are merged by laneSum, (a0 + a2) + (a1 + a3). One running sum in id order is a
- * chain of dependent adds, which held the native draw (cpp/cpu/sample.cc, also the CUDA backend's host draw) to one id
- * per add latency; four interleaved sums are one AVX2 vector there, and unrolled by hand they made these loops faster
- * in V8 too. Any fixed order is as exact as another; the native draw must use this one to equal this sampler to the
- * bit (cpp/cpu/sample_lanes.h). Sums over short lists (the head, kept sets, the draw's walk) stay in list order.
+ * The order of the two sums that run over every id of a row, the weights' total (weighRange) and the probe's tail
+ * bound (topP.ts scanBounds): id i goes into partial sum i & 3, and the four are merged by laneSum,
+ * (a0 + a2) + (a1 + a3). One running sum in id order is a chain of dependent adds, which held the native draw
+ * (cpp/cpu/sample.cc, also the CUDA backend's host draw) to one id per add latency; four interleaved sums are one AVX2
+ * vector there, and unrolled by hand they made these loops faster in V8 too. Any fixed order is as exact as another;
+ * the native draw must use this one to equal this sampler to the bit (cpp/cpu/sample_lanes.h). The other sums stay
+ * in id or list order: the head's mass, the kept masses, the histogram's per-bin masses (a scatter) and the draw's
+ * running sum (it stops at the first id past u * Z).
  */
 export const SUM_LANES = 4;
 export function laneSum(a: Float64Array): number {

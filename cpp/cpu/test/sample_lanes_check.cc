@@ -185,6 +185,16 @@ int main() {
         const double inv_t = temps[(n + off + mix) % 5];
         check_row(row, off, n, inv_t, mix == 2 ? 3 : 2048);  // a cap of 3 overflows in most rows of mix 2
       }
+  // s exactly at a threshold, through the temperature: m = 0, x = -8 and 1 / T = ln 4096 / 8 (s = ln 4096: not
+  // head), 5 (s = 40: far) or 13 (s = 104: weight 0); the other ids on both sides of it
+  for (const double inv_t : {qwen::kPickHeadS / 8, 5.0, 13.0})
+    for (int n = 1; n <= 24; ++n)
+      for (int off = 0; off < 4; ++off) {
+        std::vector<float> row(size_t(off + n));
+        for (size_t i = 0; i < row.size(); ++i) row[i] = i % 3 == 0 ? -8.0f : i % 3 == 1 ? -7.99f : -8.01f;
+        row[size_t(off + (n - 1) / 2)] = 0;
+        check_row(row, off, n, inv_t, 2048);
+      }
   // Qwen-sized rows: flat (the histogram path), peaked (the probe's), spread wide (many far ids)
   for (int r = 0; r < 6; ++r) {
     const int n = 151851;
