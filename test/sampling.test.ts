@@ -390,6 +390,14 @@ describe('top-p processor on its own', () => {
       if (c.total !== w.reduce((z, x) => z + x, 0)) differs++;
     }
     expect(differs).toBeGreaterThan(0); // an id-order total would have failed
+    // a head of more than HEAD_CAP ids is never used: its count stops at HEAD_CAP + 1, the first HEAD_CAP listed
+    const c = new Candidates();
+    const big = Float32Array.from({ length: 4000 }, (_, i) => (i % 3 === 1 ? -20 : 0)); // 2,667 ids of weight 1
+    c.load(big.slice(), 4000); // (the sampler rewrites its array)
+    c.weighAll();
+    expect(c.headLen).toBe(2049);
+    expect(Array.from(c.list.subarray(0, 2048))).toEqual([...big.keys()].filter((i) => i % 3 !== 1).slice(0, 2048));
+    expect(c.total).toBe(laneOrder(Array.from(big, (x) => Math.fround(Math.exp(x))))); // all 4000 weighed all the same
   });
   test('scanBounds (the probe): head ids, the tail bound in SUM_LANES order, the far count', () => {
     const rnd = lcg(6);
@@ -419,6 +427,12 @@ describe('top-p processor on its own', () => {
     }
     expect(differs).toBeGreaterThan(0); // an id-order sum would have failed
     expect(restDiffers).toBeGreaterThan(0); // so would the last ids all into lane 0
+    // more than HEAD_CAP head ids: the probe fails whatever the bounds, so the pass stops at the (HEAD_CAP + 1)-th
+    for (const n of [2049, 2050, 2051, 2052, 5000]) {
+      const ids = new Int32Array(n);
+      expect(scanBounds(new Float32Array(n), n, 0, 1, ids, new Float64Array(2))).toBe(2049);
+      expect(Array.from(ids.subarray(0, 2048))).toEqual(Array.from({ length: 2048 }, (_, i) => i));
+    }
   });
   test('head path: the nucleus of a peaked row is sorted, best first', () => {
     const c = new Candidates();

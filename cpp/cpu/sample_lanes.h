@@ -9,6 +9,8 @@
 //   weigh_lanes      candidates.ts weighRange's weighing: L[i] <- weight, returns the total
 //   head_of          candidates.ts weighRange's head: ids with weight >= kPickHeadMin, their mass in id order
 //   scan_bounds      topP.ts scanBounds: the probe's head ids, tail bound and far count (logits read only)
+// A head of more than `cap` ids is never used (the sampler takes another route), so both head passes stop at its
+// (cap + 1)-th id and return cap + 1: a flat row's probe fails after a quarter of the row instead of all of it.
 //   split_at_bin     topP.ts splitAtBin: the ids above a weight bin, then those of the bin (no sum: same list)
 #pragma once
 #include <algorithm>
@@ -52,27 +54,23 @@ inline double weigh_lanes_ref(float* L, int n, double m, double inv_t, int i = 0
   return lane_sum(a);
 }
 
-// One id of head_of / scan_bounds's head: listed while fewer than cap are, counted always.
-inline void list_head(int32_t* list, int cap, int& len, int i) {
-  if (len < cap) list[len] = i;
-  ++len;
-}
-
-// Ids of L[n] (weights) with weight >= kPickHeadMin: the first `cap` to list, their count returned, mass <- their
-// total in id order.
+// Ids of L[n] (weights) with weight >= kPickHeadMin to list, their count returned, mass <- their total in id order;
+// more than cap of them: cap + 1 returned at the (cap + 1)-th, mass not set.
 inline int head_of_ref(const float* L, int n, int32_t* list, int cap, double* mass, int i = 0, int len = 0,
                        double hm = 0) {
   for (; i < n; ++i)
     if (L[i] >= kPickHeadMin) {
+      if (len == cap) return cap + 1;
       hm += L[i];
-      list_head(list, cap, len, i);
+      list[len++] = i;
     }
   *mass = hm;
   return len;
 }
 
-// Per id, s = (m - L[i]) * inv_t: head (s < kPickHeadS, listed as head_of lists), tail (s < kPickTailS: the bound
-// e^-floor(64 s)/64 summed in lane order to *tail) or far (also NaN and -Infinity: counted to *far).
+// Per id, s = (m - L[i]) * inv_t: head (s < kPickHeadS, listed as head_of lists; more than cap: cap + 1 returned,
+// tail and far not set), tail (s < kPickTailS: the bound e^-floor(64 s)/64 summed in lane order to *tail) or far
+// (also NaN and -Infinity: counted to *far).
 // (i, len, a, nfar: where the AVX2 form hands its last ids over)
 inline int scan_bounds_ref(const float* L, int n, double m, double inv_t, int32_t* list, int cap, double* tail,
                            double* far, int i = 0, int len = 0, double* a = nullptr, int64_t nfar = 0) {
@@ -80,9 +78,14 @@ inline int scan_bounds_ref(const float* L, int n, double m, double inv_t, int32_
   if (!a) a = zero;
   for (; i < n; ++i) {
     const double s = (m - double(L[i])) * inv_t;
-    if (s < kPickHeadS) list_head(list, cap, len, i);
-    else if (s < kPickTailS) a[i & 3] += kPickExpTable[int(s * kPickExpSteps)];
-    else ++nfar;
+    if (s < kPickHeadS) {
+      if (len == cap) return cap + 1;
+      list[len++] = i;
+    } else if (s < kPickTailS) {
+      a[i & 3] += kPickExpTable[int(s * kPickExpSteps)];
+    } else {
+      ++nfar;
+    }
   }
   *tail = lane_sum(a);
   *far = double(nfar);
@@ -115,9 +118,12 @@ inline int split_at_bin_ref(const float* L, int n, int bin, int32_t* list, int* 
 #if defined(__AVX2__)
 namespace lanes_detail {
 
-// Lists the ids i0 + bit of `mask` (bit order = id order) as head ids.
+// Lists the ids i0 + bit of `mask` (bit order = id order) as head ids; cap + 1 at the (cap + 1)-th.
 inline int list_bits(unsigned mask, int i0, int32_t* list, int cap, int len) {
-  for (; mask; mask &= mask - 1) list_head(list, cap, len, i0 + __builtin_ctz(mask));
+  for (; mask; mask &= mask - 1) {
+    if (len == cap) return cap + 1;
+    list[len++] = i0 + __builtin_ctz(mask);
+  }
   return len;
 }
 
@@ -167,9 +173,12 @@ inline int head_of(const float* L, int n, int32_t* list, int cap, double* mass) 
   int len = 0, i = 0;
   for (; i + 8 <= n; i += 8) {
     unsigned bits = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(L + i), lo, _CMP_GE_OQ)));
-    if (!bits) continue;
-    for (unsigned b = bits; b; b &= b - 1) hm += L[i + __builtin_ctz(b)];  // in id order
-    len = lanes_detail::list_bits(bits, i, list, cap, len);
+    for (; bits; bits &= bits - 1) {  // in id order
+      const int j = i + __builtin_ctz(bits);
+      if (len == cap) return cap + 1;
+      hm += L[j];
+      list[len++] = j;
+    }
   }
   return head_of_ref(L, n, list, cap, mass, i, len, hm);  // the last n % 8 ids
 }
@@ -188,7 +197,7 @@ inline int scan_bounds(const float* L, int n, double m, double inv_t, int32_t* l
     const __m256d in_tail = _mm256_andnot_pd(head, _mm256_cmp_pd(s, tail_s, _CMP_LT_OQ));
     const unsigned hb = unsigned(_mm256_movemask_pd(head)), tb = unsigned(_mm256_movemask_pd(in_tail));
     nfar += 4 - __builtin_popcount(hb | tb);
-    if (hb) len = lanes_detail::list_bits(hb, i, list, cap, len);
+    if (hb && (len = lanes_detail::list_bits(hb, i, list, cap, len)) > cap) return len;
     if (tb) {  // other lanes index 0 and add +0, which leaves a lane's sum as it is
       const __m128i k = _mm256_cvttpd_epi32(_mm256_mul_pd(_mm256_and_pd(s, in_tail), steps));
       acc = _mm256_add_pd(acc, _mm256_and_pd(table4(k), in_tail));

@@ -72,8 +72,8 @@ export class Candidates {
   invT = 1; // 1 / temperature, folded into the weights (saves a pass over the vocabulary)
   weighted = false; // logits[id] holds weights for the kept ids
   total = 0; // after weighAll(): sum of all weights (in the SUM_LANES order)
-  headLen = 0; // after weighAll(): ids with weight >= HEAD_MIN; list[0, min(headLen, HEAD_CAP)) holds them
-  headMass = 0; // their total weight
+  headLen = 0; // after weighAll(): ids with weight >= HEAD_MIN (counted up to HEAD_CAP + 1); list[0, headLen) holds them
+  headMass = 0; // their total weight (headLen <= HEAD_CAP only)
   listed = false; // kept set is list[0, len) rather than all of [0, n)
   sorted = false; // list is in (value desc, id asc) order
   list: Int32Array = new Int32Array(0);
@@ -195,7 +195,7 @@ function argmaxOf(L: Float32Array, n: number): number {
   return at;
 }
 
-/** L[i] <- weight; returns the head length; sums <- [total (SUM_LANES order), head mass (id order)]. */
+/** L[i] <- weight; returns the head length (at most HEAD_CAP + 1); sums <- [total (SUM_LANES order), head mass (id order)]. */
 function weighRange(L: Float32Array, n: number, m: number, invT: number, ids: Int32Array, sums: Float64Array): number {
   const acc = lanes.fill(0);
   let i = 0;
@@ -225,14 +225,16 @@ function weighRange(L: Float32Array, n: number, m: number, invT: number, ids: In
     for (; i < n; i++) acc[i & 3] += L[i] = fround(expNeg((m - L[i]) * invT));
   }
   sums[0] = laneSum(acc);
+  // The head: a head of more than HEAD_CAP ids is never used (draw and top-p take other routes), so the pass stops
+  // at its (HEAD_CAP + 1)-th id.
   let mass = 0;
   let len = 0;
   for (let j = 0; j < n; j++) {
     const w = L[j];
     if (w >= HEAD_MIN) {
+      if (len === HEAD_CAP) return HEAD_CAP + 1; // (sums[1] not set)
       mass += w;
-      if (len < HEAD_CAP) ids[len] = j;
-      len++;
+      ids[len++] = j;
     }
   }
   sums[1] = mass;

@@ -119,7 +119,11 @@ function probe(c: Candidates, p: number): boolean {
   return true;
 }
 
-/** One read-only pass: head ids to ids (their count returned); out <- [tail mass upper bound, far count]. Exported for tests. */
+/**
+ * One read-only pass: head ids to ids (their count returned); out <- [tail mass upper bound, far count]. More than
+ * HEAD_CAP head ids and the probe fails whatever the bounds: the pass stops at the (HEAD_CAP + 1)-th (out not set).
+ * Exported for tests.
+ */
 export function scanBounds(L: Float32Array, n: number, m: number, invT: number, ids: Int32Array, out: Float64Array): number {
   // The tail bound sums in SUM_LANES order, id i into a(i & 3), unrolled by hand as candidates.ts weighRange. Per id:
   // head (listed), tail (bounded from the table) or far (also NaN and -Infinity: bounded by e^-40, weigh 0).
@@ -132,17 +136,21 @@ export function scanBounds(L: Float32Array, n: number, m: number, invT: number, 
     const s1 = (m - L[i + 1]) * invT;
     const s2 = (m - L[i + 2]) * invT;
     const s3 = (m - L[i + 3]) * invT;
-    if (s0 < HEAD_S) len = listHead(ids, len, i);
-    else if (s0 < TAIL_S) a0 += BOUND[(s0 * STEPS) | 0];
+    if (s0 < HEAD_S) {
+      if ((len = listHead(ids, len, i)) > CAP) return len;
+    } else if (s0 < TAIL_S) a0 += BOUND[(s0 * STEPS) | 0];
     else far++;
-    if (s1 < HEAD_S) len = listHead(ids, len, i + 1);
-    else if (s1 < TAIL_S) a1 += BOUND[(s1 * STEPS) | 0];
+    if (s1 < HEAD_S) {
+      if ((len = listHead(ids, len, i + 1)) > CAP) return len;
+    } else if (s1 < TAIL_S) a1 += BOUND[(s1 * STEPS) | 0];
     else far++;
-    if (s2 < HEAD_S) len = listHead(ids, len, i + 2);
-    else if (s2 < TAIL_S) a2 += BOUND[(s2 * STEPS) | 0];
+    if (s2 < HEAD_S) {
+      if ((len = listHead(ids, len, i + 2)) > CAP) return len;
+    } else if (s2 < TAIL_S) a2 += BOUND[(s2 * STEPS) | 0];
     else far++;
-    if (s3 < HEAD_S) len = listHead(ids, len, i + 3);
-    else if (s3 < TAIL_S) a3 += BOUND[(s3 * STEPS) | 0];
+    if (s3 < HEAD_S) {
+      if ((len = listHead(ids, len, i + 3)) > CAP) return len;
+    } else if (s3 < TAIL_S) a3 += BOUND[(s3 * STEPS) | 0];
     else far++;
   }
   const tail = lanes;
@@ -152,8 +160,9 @@ export function scanBounds(L: Float32Array, n: number, m: number, invT: number, 
   tail[3] = a3;
   for (; i < n; i++) {
     const s = (m - L[i]) * invT;
-    if (s < HEAD_S) len = listHead(ids, len, i);
-    else if (s < TAIL_S) tail[i & 3] += BOUND[(s * STEPS) | 0];
+    if (s < HEAD_S) {
+      if ((len = listHead(ids, len, i)) > CAP) return len;
+    } else if (s < TAIL_S) tail[i & 3] += BOUND[(s * STEPS) | 0];
     else far++;
   }
   out[0] = laneSum(tail);
@@ -161,7 +170,7 @@ export function scanBounds(L: Float32Array, n: number, m: number, invT: number, 
   return len;
 }
 
-/** Lists head id i as the len-th (only the first CAP are kept; the count goes on). */
+/** Lists head id i as the len-th; returns the new count (CAP + 1: one too many, not listed). */
 function listHead(ids: Int32Array, len: number, i: number): number {
   if (len < CAP) ids[len] = i;
   return len + 1;

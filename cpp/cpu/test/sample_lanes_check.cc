@@ -4,7 +4,8 @@
 // the header (id i into partial i % 4, merged (a0 + a2) + (a1 + a3)). Every result must be equal to the bit, for the
 // AVX2 form (what the addon runs) and the scalar form (the build without AVX2). Rows: every length 0..200 at pointer
 // offsets 0..3, values from pools rich in NaN, +-Infinity, +-0, ties and the exact thresholds (s = 40, s = 104,
-// s near ln 4096), over several temperatures; Qwen-sized rows, flat and peaked, whose head overflows the cap.
+// s near ln 4096), over several temperatures, heads over a small cap (reported as their first cap ids and the count
+// cap + 1); Qwen-sized rows, flat and peaked, whose head overflows the cap of 2048.
 // Built by test/cpu-sample-lanes.test.ts with the addon's flags (-O3 -mavx2 -mfma -mf16c) and at -O2.
 #include <algorithm>
 #include <cmath>
@@ -94,8 +95,9 @@ void fail(const char* what, int n, int off, double m, double inv_t) {
   if (differ <= 8) std::printf("DIFF %s: n=%d off=%d m=%.17g inv_t=%.17g\n", what, n, off, m, inv_t);
 }
 
+// The head as the passes report it: all of it, or (more than cap ids) its first cap and the count cap + 1.
 bool same_list(const int32_t* got, int got_len, const std::vector<int32_t>& want, int cap) {
-  if (got_len != int(want.size())) return false;
+  if (got_len != std::min(int(want.size()), cap + 1)) return false;
   for (int j = 0; j < got_len && j < cap; ++j)
     if (got[j] != want[size_t(j)]) return false;
   return true;
@@ -119,7 +121,8 @@ void check_row(const std::vector<float>& row, int off, int n, double inv_t, int 
       double tail = -1, far = -1;
       const int len = form ? qwen::scan_bounds(L, n, m, inv_t, list.data(), cap, &tail, &far)
                            : qwen::scan_bounds_ref(L, n, m, inv_t, list.data(), cap, &tail, &far);
-      if (!same_list(list.data(), len, want.head, cap) || bits(tail) != bits(want.tail) || far != want.far)
+      const bool over = int(want.head.size()) > cap;  // then tail and far are not set (the probe gives up)
+      if (!same_list(list.data(), len, want.head, cap) || (!over && (bits(tail) != bits(want.tail) || far != want.far)))
         fail(form ? "scan_bounds" : "scan_bounds_ref", n, off, m, inv_t);
     }
   }
@@ -134,7 +137,7 @@ void check_row(const std::vector<float>& row, int off, int n, double inv_t, int 
     double mass = -1;
     const int len = form ? qwen::head_of(w.data(), n, list.data(), cap, &mass)
                          : qwen::head_of_ref(w.data(), n, list.data(), cap, &mass);
-    if (!same_list(list.data(), len, want.head, cap) || bits(mass) != bits(want.mass))
+    if (!same_list(list.data(), len, want.head, cap) || (int(want.head.size()) <= cap && bits(mass) != bits(want.mass)))
       fail(form ? "head_of" : "head_of_ref", n, off, m, inv_t);
   }
 
