@@ -1,17 +1,17 @@
 // The sampled draw's passes over a whole row (cpp/cpu/sample.cc), with their sums in lib/sampling's SUM_LANES order:
 // id i goes into partial sum i & 3 (in id order within a lane) and the four merge as (a0 + a2) + (a1 + a3)
 // (candidates.ts laneSum). One running sum in id order was a chain of dependent adds, one id per add latency; four
-// lanes are one AVX2 vector, and the per-id work around them (weights by table + cubic, the probe's bounds) vectorizes
-// with a gather. Each pass has a scalar form (the definition, the build without AVX2, and the reference of
+// lanes are one AVX2 vector, and the per-id work around them (weights by table + cubic, the probe's bounds) runs four
+// ids at a time. Each pass has a scalar form (the definition, the build without AVX2, and the reference of
 // cpp/cpu/test/sample_lanes_check.cc) and an AVX2 form that must equal it bit for bit: the same operations in the same
 // order per id, each rounded on its own (contraction off, as in core/pick.h: JS never fuses a multiply-add).
 //
 //   weigh_lanes      candidates.ts weighRange's weighing: L[i] <- weight, returns the total
 //   head_of          candidates.ts weighRange's head: ids with weight >= kPickHeadMin, their mass in id order
 //   scan_bounds      topP.ts scanBounds: the probe's head ids, tail bound and far count (logits read only)
+//   split_at_bin     topP.ts splitAtBin: the ids above a weight bin, then those of the bin (no sum: same list)
 // A head of more than `cap` ids is never used (the sampler takes another route), so both head passes stop at its
 // (cap + 1)-th id and return cap + 1: a flat row's probe fails after a quarter of the row instead of all of it.
-//   split_at_bin     topP.ts splitAtBin: the ids above a weight bin, then those of the bin (no sum: same list)
 #pragma once
 #include <algorithm>
 #include <cmath>
