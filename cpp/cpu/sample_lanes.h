@@ -215,8 +215,7 @@ inline int split_at_bin(const float* L, int n, int bin, int32_t* list, int* coun
     const __m256i b = _mm256_srai_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(L + i)), 20);
     const unsigned gt = unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(b, bv))));
     const unsigned eq = unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, bv))));
-    if (!(gt | eq)) continue;  // the usual block: all below the bin
-    for (unsigned m = gt | eq; m; m &= m - 1) {
+    for (unsigned m = gt | eq; m; m &= m - 1) {  // usually none: the block is below the bin
       const int j = __builtin_ctz(m);
       if (gt >> j & 1) list[len++] = i + j;
       else list[--back] = i + j;
