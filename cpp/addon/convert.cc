@@ -48,60 +48,83 @@ BackendOptions backend_from_js(const Napi::Object& o) {
 }
 
 // pick: { repetitionPenalty, presencePenalty, frequencyPenalty, ids: Int32Array, counts: Int32Array, vocabLimit,
-//         topLogprobs?, doSample?, temperature, topK, topP, u } -> PickHold. ids distinct in [0, V); counts >= 0
-//         (0 = prompt-only id); topLogprobs 0..20; with doSample true: temperature > 0, topK integer >= 0,
-//         topP in (0, 1], u in [0, 1) (the other four are read only then).
+//         topLogprobs?, doSample?, temperature, topK, topP, u } -> PickHold (the ops harness's form; a model step
+//         sends the packed rows of PickField instead). The four sampling fields are read only with doSample true.
 std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V) {
   Napi::Env env = o.Env();
-  auto p = std::make_unique<PickHold>();
   auto i32 = [&](const char* key) {
     Napi::Value v = need(o, key);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
       throw Napi::TypeError::New(env, std::string("pick.") + key + " must be an Int32Array");
-    Napi::Int32Array a = v.As<Napi::Int32Array>();
-    return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+    return v.As<Napi::Int32Array>();
   };
-  p->ids = i32("ids");
-  p->counts = i32("counts");
-  if (p->ids.size() != p->counts.size()) throw Napi::RangeError::New(env, "pick.ids and pick.counts differ in length");
-  std::vector<uint64_t> seen((size_t(V) + 63) / 64, 0);  // O(ids + V / 64): this runs per sequence per step
-  for (int32_t id : p->ids) {
-    if (id < 0 || id >= V) throw Napi::RangeError::New(env, "pick.ids must be in [0, vocab)");
-    uint64_t& w = seen[size_t(id) >> 6];
-    const uint64_t bit = uint64_t(1) << (id & 63);
-    if (w & bit) throw Napi::RangeError::New(env, "pick.ids must be distinct");
-    w |= bit;
+  Napi::Int32Array ids = i32("ids"), counts = i32("counts");
+  double f[kPickFields];
+  f[kPfRepetition] = num(o, "repetitionPenalty");
+  f[kPfPresence] = num(o, "presencePenalty");
+  f[kPfFrequency] = num(o, "frequencyPenalty");
+  f[kPfVocabLimit] = num(o, "vocabLimit");
+  Napi::Value top = o.Get("topLogprobs");
+  f[kPfTopLogprobs] = top.IsUndefined() ? -1 : top.IsNumber() ? top.As<Napi::Number>().DoubleValue() : NAN;
+  if (!top.IsUndefined() && !(f[kPfTopLogprobs] >= 0))  // -1 is the packed form's "none", not a value of this one
+    throw Napi::RangeError::New(env, "pick.topLogprobs must be an integer in [0, 20]");
+  Napi::Value ds = o.Get("doSample");
+  if (!ds.IsUndefined() && !ds.IsBoolean()) throw Napi::TypeError::New(env, "pick.doSample must be a boolean");
+  f[kPfDoSample] = ds.IsBoolean() && ds.As<Napi::Boolean>().Value() ? 1 : 0;
+  f[kPfTemperature] = f[kPfDoSample] ? num(o, "temperature") : 1;
+  f[kPfTopK] = f[kPfDoSample] ? num(o, "topK") : 0;
+  f[kPfTopP] = f[kPfDoSample] ? num(o, "topP") : 1;
+  f[kPfU] = f[kPfDoSample] ? num(o, "u") : 0;
+  if (ids.ElementLength() != counts.ElementLength())
+    throw Napi::RangeError::New(env, "pick.ids and pick.counts differ in length");
+  PickIdSet seen(V);
+  return make_pick(env, f, ids.Data(), counts.Data(), ids.ElementLength(), V, seen);
+}
+
+std::unique_ptr<PickHold> make_pick(Napi::Env env, const double* f, const int32_t* ids, const int32_t* counts,
+                                    size_t n, int V, PickIdSet& seen) {
+  auto p = std::make_unique<PickHold>();
+  p->ids.assign(ids, ids + n);
+  p->counts.assign(counts, counts + n);
+  // Distinct and in [0, V): O(n) with the caller's bitmap, which is left cleared again for the next pick.
+  size_t in = 0;  // ids[0, in) are in `seen`
+  const char* why = nullptr;
+  for (; in < n; ++in) {
+    const int32_t id = ids[in];
+    if (id < 0 || id >= V) why = "pick.ids must be in [0, vocab)";
+    else if (!seen.insert(id)) why = "pick.ids must be distinct";
+    if (why) break;
   }
-  for (int32_t c : p->counts)
-    if (c < 0) throw Napi::RangeError::New(env, "pick.counts must be >= 0");
+  for (size_t i = 0; i < in; ++i) seen.erase(ids[i]);
+  if (why) throw Napi::RangeError::New(env, why);
+  for (size_t i = 0; i < n; ++i)
+    if (counts[i] < 0) throw Napi::RangeError::New(env, "pick.counts must be >= 0");
   PickSpec& s = p->spec;
   s.ids = p->ids.data();
   s.counts = p->counts.data();
-  s.n_ids = int(p->ids.size());
-  s.repetition = num(o, "repetitionPenalty");
-  s.presence = num(o, "presencePenalty");
-  s.frequency = num(o, "frequencyPenalty");
-  const double limit = num(o, "vocabLimit");
+  s.n_ids = int(n);
+  s.repetition = f[kPfRepetition];
+  s.presence = f[kPfPresence];
+  s.frequency = f[kPfFrequency];
+  const double limit = f[kPfVocabLimit];
   if (!(limit >= 1 && limit <= V && limit == std::floor(limit)))
     throw Napi::RangeError::New(env, "pick.vocabLimit must be an integer in [1, vocab]");
   s.vocab_limit = int(limit);
   if (!(s.repetition > 0) || !std::isfinite(s.repetition) || !std::isfinite(s.presence) || !std::isfinite(s.frequency))
     throw Napi::RangeError::New(env, "pick penalties must be finite (repetitionPenalty > 0)");
-  Napi::Value top = o.Get("topLogprobs");
-  if (!top.IsUndefined()) {
-    const double t = top.IsNumber() ? top.As<Napi::Number>().DoubleValue() : -1;
+  const double t = f[kPfTopLogprobs];
+  if (t != -1) {
     if (!(t >= 0 && t <= kMaxPickTop && t == std::floor(t)))
       throw Napi::RangeError::New(env, "pick.topLogprobs must be an integer in [0, 20]");
     s.top_n = int(t);
   }
-  Napi::Value ds = o.Get("doSample");
-  if (!ds.IsUndefined() && !ds.IsBoolean()) throw Napi::TypeError::New(env, "pick.doSample must be a boolean");
-  s.do_sample = ds.IsBoolean() && ds.As<Napi::Boolean>().Value();
+  if (f[kPfDoSample] != 0 && f[kPfDoSample] != 1) throw Napi::TypeError::New(env, "pick.doSample must be a boolean");
+  s.do_sample = f[kPfDoSample] == 1;
   if (s.do_sample) {  // lib/model checkPick validated these; a programming error in lib/ still gets an exception
-    s.temperature = num(o, "temperature");
-    const double k = num(o, "topK");
-    s.top_p = num(o, "topP");
-    s.u = num(o, "u");
+    s.temperature = f[kPfTemperature];
+    const double k = f[kPfTopK];
+    s.top_p = f[kPfTopP];
+    s.u = f[kPfU];
     if (!(s.temperature > 0) || !std::isfinite(s.temperature))
       throw Napi::RangeError::New(env, "pick.temperature must be a finite number > 0");
     if (!(k >= 0 && k <= 2147483647.0 && k == std::floor(k)))

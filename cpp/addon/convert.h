@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,35 @@ struct PickHold {
   PickSpec spec;
 };
 std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V);
+
+// The packed pick request of a model step: one row of kPickFields doubles per pick (lib/native/stepPack.ts writes
+// them in this order), its penalty ids and counts in separate Int32Arrays.
+enum PickField {
+  kPfVocabLimit, kPfTopLogprobs /* -1: none */, kPfDoSample /* 0 | 1 */, kPfTemperature, kPfTopK, kPfTopP, kPfU,
+  kPfRepetition, kPfPresence, kPfFrequency, kPickFields
+};
+
+// A bitmap over [0, V) that make_pick uses to check ids for repeats; one per step, cleared by each use.
+class PickIdSet {
+ public:
+  explicit PickIdSet(int V) : w_((size_t(V) + 63) / 64, 0) {}
+  bool insert(int32_t id) {
+    uint64_t& w = w_[size_t(id) >> 6];
+    const uint64_t bit = uint64_t(1) << (id & 63);
+    if (w & bit) return false;
+    w |= bit;
+    return true;
+  }
+  void erase(int32_t id) { w_[size_t(id) >> 6] &= ~(uint64_t(1) << (id & 63)); }
+
+ private:
+  std::vector<uint64_t> w_;
+};
+
+// Validates one pick (f: kPickFields values; ids / counts: n each) and copies it; RangeError / TypeError naming the
+// field otherwise. `seen` must be clear on entry and is clear again on return, thrown or not.
+std::unique_ptr<PickHold> make_pick(Napi::Env env, const double* f, const int32_t* ids, const int32_t* counts,
+                                    size_t n, int V, PickIdSet& seen);
 Napi::Object pick_to_js(Napi::Env env, const PickResult& p, const PickSpec& s);
 BackendOptions backend_from_js(const Napi::Object& o);
 

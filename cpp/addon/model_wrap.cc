@@ -96,19 +96,21 @@ class LoadWorker : public Napi::AsyncProgressQueueWorker<double> {
 };
 
 // One batched step. Holds shared_ptrs to the engine and every sequence, so a dispose() from JS during the step frees
-// them when it ends. Resolves to { logits: Float32Array of the logits rows, picks: [{ id, logprob?, top? }] } (picks
-// in item order, one per item with a pick; id -1: the row had no usable logit).
+// them when it ends. Resolves to { logits, ids, logprobs, nTop, topIds, topLogprobs } (NativeStepResult in
+// lib/native/types.ts): the logits rows of the items without a pick, then per pick (item order) its id (-1: the row
+// had no usable logit), its logprob and its top list ([picks][kMaxPickTop]). Flat arrays: one object per pick made
+// here costs a step of 64 sequences ~0.1 ms of the main thread; lib/native/stepPack.ts makes them in JS instead.
 class StepWorker : public Napi::AsyncWorker {
  public:
   StepWorker(Napi::Env env, std::shared_ptr<Engine> e, std::vector<std::shared_ptr<Sequence>> seqs,
-             std::vector<std::vector<int32_t>> ids, std::vector<StepItem> items,
-             std::vector<std::unique_ptr<PickHold>> picks)
+             std::vector<int32_t> ids, std::vector<StepItem> items, std::vector<std::unique_ptr<PickHold>> picks)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), engine_(std::move(e)),
         seqs_(std::move(seqs)), ids_(std::move(ids)), items_(std::move(items)), holds_(std::move(picks)) {
-    size_t rows = 0, npick = 0;
+    size_t rows = 0, npick = 0, at = 0;
     for (size_t i = 0; i < items_.size(); ++i) {
       items_[i].seq = seqs_[i].get();
-      items_[i].ids = ids_[i].data();
+      items_[i].ids = ids_.data() + at;
+      at += size_t(items_[i].T);
       items_[i].pick = holds_[i] ? &holds_[i]->spec : nullptr;
       rows += size_t(Engine::logit_rows(items_[i]));
       npick += size_t(Engine::pick_rows(items_[i]));
@@ -130,16 +132,28 @@ class StepWorker : public Napi::AsyncWorker {
   }
   void OnOK() override {
     Napi::Env env = Env();
+    const size_t P = picks_.size();
+    Napi::Int32Array id = Napi::Int32Array::New(env, P), n_top = Napi::Int32Array::New(env, P);
+    Napi::Float64Array lp = Napi::Float64Array::New(env, P);
+    Napi::Int32Array top_id = Napi::Int32Array::New(env, P * kMaxPickTop);
+    Napi::Float64Array top_lp = Napi::Float64Array::New(env, P * kMaxPickTop);
+    for (size_t k = 0; k < P; ++k) {
+      const PickResult& r = picks_[k];
+      id[k] = r.id;
+      lp[k] = r.logprob;
+      n_top[k] = r.n_top;
+      for (int t = 0; t < r.n_top; ++t) {
+        top_id[k * kMaxPickTop + t] = r.top_ids[t];
+        top_lp[k * kMaxPickTop + t] = r.top_logprobs[t];
+      }
+    }
     Napi::Object res = Napi::Object::New(env);
     res.Set("logits", out_.Value());
-    Napi::Array picks = Napi::Array::New(env, picks_.size());
-    size_t k = 0;
-    for (size_t i = 0; i < items_.size(); ++i) {
-      if (!Engine::pick_rows(items_[i])) continue;
-      picks.Set(uint32_t(k), pick_to_js(env, picks_[k], *items_[i].pick));
-      ++k;
-    }
-    res.Set("picks", picks);
+    res.Set("ids", id);
+    res.Set("logprobs", lp);
+    res.Set("nTop", n_top);
+    res.Set("topIds", top_id);
+    res.Set("topLogprobs", top_lp);
     deferred_.Resolve(res);
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
@@ -148,7 +162,7 @@ class StepWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Engine> engine_;
   std::vector<std::shared_ptr<Sequence>> seqs_;
-  std::vector<std::vector<int32_t>> ids_;
+  std::vector<int32_t> ids_;  // every item's ids, concatenated
   std::vector<StepItem> items_;
   std::vector<std::unique_ptr<PickHold>> holds_;  // [items]: null where the item has no pick
   std::vector<PickResult> picks_;
@@ -226,49 +240,83 @@ Napi::Value NativeModel::CreateSequence(const Napi::CallbackInfo& info) {
   return obj;
 }
 
-// step([{ seq, ids: Int32Array, logits: 0 | 1 | 2, promptLength, pick? }]) -> Promise<{ logits, picks }>: the logits
-// rows asked for (items without a pick) and the greedy picks (items with one; they need logits 1).
+// step({ seqs, items, ids, picks, penaltyIds, penaltyCounts }) -> Promise<NativeStepResult>: one batched step in the
+// packed form of lib/native/stepPack.ts (lib/native/types.ts NativeStepBatch): items [n][kItemFields] = T, logits
+// (0 | 1 | 2), promptLength, penalty ids of the item's pick (-1: no pick); ids: the items' ids concatenated; picks
+// [picks][kPickFields] (convert.h PickField); penaltyIds / penaltyCounts: the picks' lists concatenated. Typed arrays
+// instead of an object per item: reading ~15 named properties of each of 64 items through N-API took ~0.4 ms of the
+// main thread per step. Every length and range is checked here before anything is read.
 Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!engine) throw Napi::Error::New(env, "model is not loaded or was disposed");
-  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "step(items)");
-  Napi::Array arr = info[0].As<Napi::Array>();
-  std::vector<std::shared_ptr<Sequence>> seqs;
-  std::vector<std::vector<int32_t>> ids;
-  std::vector<StepItem> items;
-  std::vector<std::unique_ptr<PickHold>> picks;
-  for (uint32_t i = 0; i < arr.Length(); ++i) {
-    Napi::Value v = arr.Get(i);
-    if (!v.IsObject()) throw Napi::TypeError::New(env, "step: items must be objects");
-    Napi::Object o = v.As<Napi::Object>();
-    Napi::Value sv = o.Get("seq");
-    if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(NativeSequence::ctor.Value()))
-      throw Napi::TypeError::New(env, "step: item.seq must be a NativeSequence");
-    NativeSequence* s = NativeSequence::Unwrap(sv.As<Napi::Object>());
-    if (!s->seq) throw Napi::Error::New(env, "step: sequence was disposed");
-    Napi::Value iv = o.Get("ids");
-    if (!iv.IsTypedArray() || iv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      throw Napi::TypeError::New(env, "step: item.ids must be an Int32Array");
-    Napi::Int32Array a = iv.As<Napi::Int32Array>();
-    StepItem it;
-    it.T = int(a.ElementLength());
-    it.logits = int(num(o, "logits"));
-    it.prompt_length = int(num(o, "promptLength"));
-    if (it.T < 1 || it.logits < 0 || it.logits > 2 || it.prompt_length < 0)
-      throw Napi::RangeError::New(env, "step: an item needs >= 1 id, logits 0..2 and promptLength >= 0");
-    Napi::Value pv = o.Get("pick");
-    if (!pv.IsUndefined() && !pv.IsNull()) {
-      if (!pv.IsObject()) throw Napi::TypeError::New(env, "step: item.pick must be an object");
-      if (it.logits != 1) throw Napi::RangeError::New(env, "step: an item with a pick needs logits 1");
-      picks.push_back(pick_from_js(pv.As<Napi::Object>(), engine->config().vocab));
-    } else {
-      picks.push_back(nullptr);
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "step(batch)");
+  Napi::Object b = info[0].As<Napi::Object>();
+  auto typed = [&](const char* key, napi_typedarray_type type, const char* what) {
+    Napi::Value v = need(b, key);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+      throw Napi::TypeError::New(env, std::string("step: batch.") + key + " must be " + what);
+    return v.As<Napi::TypedArray>();
+  };
+  Napi::Value sv = need(b, "seqs");
+  if (!sv.IsArray()) throw Napi::TypeError::New(env, "step: batch.seqs must be an array");
+  Napi::Array seq_arr = sv.As<Napi::Array>();
+  Napi::Int32Array items = typed("items", napi_int32_array, "an Int32Array").As<Napi::Int32Array>();
+  Napi::Int32Array ids = typed("ids", napi_int32_array, "an Int32Array").As<Napi::Int32Array>();
+  Napi::Float64Array pk = typed("picks", napi_float64_array, "a Float64Array").As<Napi::Float64Array>();
+  Napi::Int32Array pen_ids = typed("penaltyIds", napi_int32_array, "an Int32Array").As<Napi::Int32Array>();
+  Napi::Int32Array pen_counts = typed("penaltyCounts", napi_int32_array, "an Int32Array").As<Napi::Int32Array>();
+  constexpr size_t kItemFields = 4;
+  const size_t n = seq_arr.Length();
+  if (n == 0 || items.ElementLength() != n * kItemFields)
+    throw Napi::RangeError::New(env, "step: batch.items must hold 4 values per sequence of batch.seqs (at least one)");
+  if (pen_ids.ElementLength() != pen_counts.ElementLength())
+    throw Napi::RangeError::New(env, "step: batch.penaltyIds and batch.penaltyCounts differ in length");
+  // The lengths first, so that nothing below reads past an array.
+  size_t n_ids = 0, n_picks = 0, n_pen = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t* f = items.Data() + i * kItemFields;
+    if (f[0] < 1 || f[1] < 0 || f[1] > 2 || f[2] < 0 || f[3] < -1)
+      throw Napi::RangeError::New(env, "step: an item needs >= 1 id, logits 0..2, promptLength >= 0, penalty ids >= -1");
+    if (f[3] >= 0 && f[1] != 1) throw Napi::RangeError::New(env, "step: an item with a pick needs logits 1");
+    n_ids += size_t(f[0]);
+    if (f[3] >= 0) {
+      ++n_picks;
+      n_pen += size_t(f[3]);
     }
-    seqs.push_back(s->seq);
-    ids.emplace_back(a.Data(), a.Data() + a.ElementLength());
-    items.push_back(it);
   }
-  auto* w = new StepWorker(env, engine, std::move(seqs), std::move(ids), std::move(items), std::move(picks));
+  if (n_ids != ids.ElementLength()) throw Napi::RangeError::New(env, "step: batch.ids must hold the items' ids (sum of T)");
+  if (n_picks * kPickFields != pk.ElementLength())
+    throw Napi::RangeError::New(env, "step: batch.picks must hold 10 values per item with a pick");
+  if (n_pen != pen_ids.ElementLength())
+    throw Napi::RangeError::New(env, "step: batch.penaltyIds must hold the picks' penalty ids (sum of their counts)");
+
+  const int V = engine->config().vocab;
+  std::vector<std::shared_ptr<Sequence>> seqs(n);
+  std::vector<StepItem> list(n);
+  std::vector<std::unique_ptr<PickHold>> holds(n);
+  std::unique_ptr<PickIdSet> seen;
+  size_t pick = 0, pen = 0;
+  for (size_t i = 0; i < n; ++i) {
+    Napi::Value v = seq_arr.Get(uint32_t(i));
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeSequence::ctor.Value()))
+      throw Napi::TypeError::New(env, "step: batch.seqs must hold NativeSequences");
+    NativeSequence* s = NativeSequence::Unwrap(v.As<Napi::Object>());
+    if (!s->seq) throw Napi::Error::New(env, "step: sequence was disposed");
+    seqs[i] = s->seq;
+    const int32_t* f = items.Data() + i * kItemFields;
+    list[i].T = f[0];
+    list[i].logits = f[1];
+    list[i].prompt_length = f[2];
+    if (f[3] >= 0) {
+      if (!seen) seen = std::make_unique<PickIdSet>(V);
+      holds[i] = make_pick(env, pk.Data() + pick * kPickFields, pen_ids.Data() + pen, pen_counts.Data() + pen,
+                           size_t(f[3]), V, *seen);
+      ++pick;
+      pen += size_t(f[3]);
+    }
+  }
+  std::vector<int32_t> all_ids(ids.Data(), ids.Data() + n_ids);
+  auto* w = new StepWorker(env, engine, std::move(seqs), std::move(all_ids), std::move(list), std::move(holds));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -349,6 +349,11 @@ export class Model {
     if (pick === null || typeof pick !== 'object') throw badArg('pick', 'a pick request (Sampler.pickRequest())', pick);
     const V = this.config.vocab_size;
     if (!Number.isInteger(pick.vocabLimit) || pick.vocabLimit < 1) throw badArg('pick.vocabLimit', 'an integer >= 1', pick.vocabLimit);
+    // (distinct ids in [0, vocab) and counts >= 0 are checked by the addon in O(ids): they reject the forward)
+    if (!isInt32Array(pick.ids)) throw badArg('pick.ids', 'an Int32Array of distinct ids', pick.ids);
+    if (!isInt32Array(pick.counts) || pick.counts.length !== pick.ids.length) {
+      throw badArg('pick.counts', `an Int32Array as long as pick.ids (${pick.ids.length})`, pick.counts);
+    }
     checkSampling(pick);
     if (pick.vocabLimit <= V) return pick;
     // A tokenizer limit beyond the model's rows: every row is eligible, as the TS sampler's min(length, limit).
@@ -369,6 +374,9 @@ export class Model {
     return this.native;
   }
 }
+
+/** Realm-safe (a vm context's Int32Array is not this realm's). */
+const isInt32Array = (x: unknown): x is Int32Array => Object.prototype.toString.call(x) === '[object Int32Array]';
 
 /** A sampled pick's warpers and u (cpp/core/backend.h PickSpec), checked here so the addon only asserts them. */
 function checkSampling(pick: NativePickRequest): void {

@@ -17,7 +17,8 @@
  * Finishing, aborting or disposing a sequence returns its blocks at once.
  */
 import { QwenError, abortError } from '../errors';
-import type { NativeModel, NativePick, NativePickRequest, NativeSequence, NativeStepItem, NativeStepResult } from '../native/types';
+import type { NativeModel, NativePick, NativePickRequest, NativeSequence, NativeStepResult } from '../native/types';
+import { NativeStepItem, packStep, unpackPick } from '../native/stepPack';
 
 export interface SchedulerOptions {
   maxBatchTokens: number;
@@ -387,7 +388,13 @@ export class Scheduler {
     }
     this.busy = true;
     const t0 = process.hrtime.bigint();
-    this.inflight = this.native.step(items).then(
+    let started: Promise<NativeStepResult>;
+    try {
+      started = this.native.step(packStep(items));
+    } catch (e) {
+      started = Promise.reject(e); // a request the addon refuses (e.g. pick ids out of range) fails its step's forwards
+    }
+    this.inflight = started.then(
       (out) => this.finish(plan, items, out, { sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9 }),
       (e: unknown) => this.fail(plan, e),
     );
@@ -404,7 +411,7 @@ export class Scheduler {
       const item = items[i];
       st.inFlight = false;
       const rows = item.pick ? 0 : item.logits === 2 ? take : item.logits;
-      const pick = item.pick ? result.picks[picked++] : undefined;
+      const pick = item.pick ? unpackPick(result, picked++, item.pick) : undefined;
       if (st.disposed) {
         // Disposed during this step: answer the request it was serving if this step completed it.
         const r = st.requests.shift();

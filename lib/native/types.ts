@@ -90,23 +90,34 @@ export interface NativePick {
   top?: Array<{ id: number; logprob: number }>;
 }
 
-/** One sequence's part of a batched step (cpp/core/engine.h StepItem). */
-export interface NativeStepItem {
-  seq: NativeSequence;
+/**
+ * A batched step as the addon takes it (cpp/addon/model_wrap.cc Step): typed arrays, not an object per item, so the
+ * main thread does not pay N-API property reads per sequence. lib/native/stepPack.ts packStep() makes it from
+ * NativeStepItems; the addon checks every length and range.
+ */
+export interface NativeStepBatch {
+  seqs: NativeSequence[];
+  /** [items][4]: T, logits (0 | 1 | 2), promptLength, the pick's penalty id count (-1: no pick) */
+  items: Int32Array;
+  /** the items' ids, concatenated */
   ids: Int32Array;
-  /** Logits rows wanted: 0 none, 1 the last new position, 2 every new position. */
-  logits: 0 | 1 | 2;
-  /** > 0: freeze the NTK alpha as for a prompt of this length (a prompt fed in chunks). */
-  promptLength: number;
-  /** With logits 1: pick the last position's next id in the backend instead of returning its logits row. */
-  pick?: NativePickRequest;
+  /** [picks][10], in item order: PICK_FIELDS of stepPack.ts (cpp/addon/convert.h PickField) */
+  picks: Float64Array;
+  /** the picks' penalty ids and counts, concatenated */
+  penaltyIds: Int32Array;
+  penaltyCounts: Int32Array;
 }
 
-/** What a step resolves to: the logits rows of the items without a pick, item after item ([rows][vocab]), and one
- *  pick per item with a pick, in item order. */
+/** What a step resolves to: the logits rows of the items without a pick, item after item ([rows][vocab]), and per
+ *  item with a pick (item order) its id (-1: no usable logit), logprob and top list; stepPack.ts unpackPick(). */
 export interface NativeStepResult {
   logits: Float32Array;
-  picks: NativePick[];
+  ids: Int32Array;
+  logprobs: Float64Array;
+  nTop: Int32Array;
+  /** [picks][20] (kMaxPickTop), the first nTop of each row used */
+  topIds: Int32Array;
+  topLogprobs: Float64Array;
 }
 
 export interface NativeModel {
@@ -116,7 +127,7 @@ export interface NativeModel {
   createSequence(promptLength?: number): NativeSequence;
   /** One batched step; resolves to the logits rows asked for and the picks. Rejects with a message starting
    *  "E_KV_FULL:" when the KV pool lacks blocks (nothing changed). */
-  step(items: NativeStepItem[]): Promise<NativeStepResult>;
+  step(batch: NativeStepBatch): Promise<NativeStepResult>;
   /** madeBlocks: blocks given storage so far (kept for reuse); storageBytes: the memory the pool holds for them
    *  (CUDA allocates slabs of several blocks, so it can exceed madeBlocks' worth). */
   kvStats(): { blockTokens: number; maxBlocks: number; usedBlocks: number; madeBlocks: number; storageBytes: number };

@@ -1,0 +1,163 @@
+/**
+ * The packed step (lib/native/stepPack.ts -> cpp/addon/model_wrap.cc Step): the layout both sides agree on, the
+ * addon's checks of every length and range (a malformed batch throws and leaves the model usable, never reads past an
+ * array), and the picks coming back as the requests asked for them.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { QwenError } from '../lib/errors';
+import type { NativeModel, NativePickRequest, NativeSequence, NativeStepBatch, NativeStepResult } from '../lib/native/types';
+import { MAX_PICK_TOP, NativeStepItem, PICK_FIELDS, packStep, unpackPick } from '../lib/native/stepPack';
+import { useTinyModel } from './helpers/nativePath';
+
+const greedy = (over: Partial<NativePickRequest> = {}): NativePickRequest => ({
+  repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, ids: new Int32Array(0), counts: new Int32Array(0),
+  vocabLimit: 151851, ...over,
+});
+
+test('PICK_FIELDS is the order of cpp/addon/convert.h PickField', () => {
+  const h = fs.readFileSync(path.join(__dirname, '..', 'cpp', 'addon', 'convert.h'), 'utf8');
+  const body = /enum PickField \{([^}]*)\}/.exec(h)![1].replace(/\/\*[^*]*\*\//g, '');
+  const names = body.split(',').map((s) => s.trim()).filter((s) => s !== '' && s !== 'kPickFields');
+  const camel = (k: string) => k.slice(3, 4).toLowerCase() + k.slice(4); // kPfVocabLimit -> vocabLimit
+  const alias: Record<string, string> = { repetition: 'repetitionPenalty', presence: 'presencePenalty', frequency: 'frequencyPenalty' };
+  expect(names.map((k) => alias[camel(k)] ?? camel(k))).toEqual([...PICK_FIELDS]);
+});
+
+test('packStep lays out items, ids, pick rows and penalty lists in item order', () => {
+  const seq = {} as NativeSequence;
+  const sampled = greedy({
+    doSample: true, temperature: 0.7, topK: 5, topP: 0.8, u: 0.25, repetitionPenalty: 1.1, presencePenalty: 0.5,
+    frequencyPenalty: 0.25, ids: Int32Array.from([7, 3]), counts: Int32Array.from([0, 2]), topLogprobs: 3, vocabLimit: 1000,
+  });
+  const items: NativeStepItem[] = [
+    { seq, ids: Int32Array.from([1, 2, 3]), logits: 0, promptLength: 3 },
+    { seq, ids: Int32Array.from([4]), logits: 1, promptLength: 0, pick: greedy({ ids: Int32Array.from([9]), counts: Int32Array.from([1]) }) },
+    { seq, ids: Int32Array.from([5, 6]), logits: 2, promptLength: 0 },
+    { seq, ids: Int32Array.from([8]), logits: 1, promptLength: 0, pick: sampled },
+  ];
+  const b = packStep(items);
+  expect(b.seqs).toHaveLength(4);
+  expect(Array.from(b.items)).toEqual([3, 0, 3, -1, 1, 1, 0, 1, 2, 2, 0, -1, 1, 1, 0, 2]);
+  expect(Array.from(b.ids)).toEqual([1, 2, 3, 4, 5, 6, 8]);
+  expect(Array.from(b.penaltyIds)).toEqual([9, 7, 3]);
+  expect(Array.from(b.penaltyCounts)).toEqual([1, 0, 2]);
+  // each row read back by field name: absent topLogprobs -1, doSample 0 | 1, a greedy row's warpers at their no-ops
+  const row = (k: number) => Object.fromEntries(PICK_FIELDS.map((f, j) => [f, b.picks[k * PICK_FIELDS.length + j]]));
+  expect(b.picks).toHaveLength(2 * PICK_FIELDS.length);
+  expect(row(0)).toEqual({
+    vocabLimit: 151851, topLogprobs: -1, doSample: 0, temperature: 1, topK: 0, topP: 1, u: 0,
+    repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0,
+  });
+  expect(row(1)).toEqual({
+    vocabLimit: 1000, topLogprobs: 3, doSample: 1, temperature: 0.7, topK: 5, topP: 0.8, u: 0.25,
+    repetitionPenalty: 1.1, presencePenalty: 0.5, frequencyPenalty: 0.25,
+  });
+});
+
+test('unpackPick gives each pick what its request asked for', () => {
+  const P = 4;
+  const r: NativeStepResult = {
+    logits: new Float32Array(0), ids: Int32Array.from([5, -1, 6, 7]), logprobs: Float64Array.from([-0.5, 0, -0.25, -1]),
+    nTop: Int32Array.from([0, 0, 0, 2]), topIds: new Int32Array(P * MAX_PICK_TOP), topLogprobs: new Float64Array(P * MAX_PICK_TOP),
+  };
+  r.topIds.set([7, 2], 3 * MAX_PICK_TOP);
+  r.topLogprobs.set([-1, -1.5], 3 * MAX_PICK_TOP);
+  expect(unpackPick(r, 0, greedy())).toEqual({ id: 5 });
+  expect(unpackPick(r, 1, greedy({ topLogprobs: 2 }))).toEqual({ id: -1 });
+  expect(unpackPick(r, 2, greedy({ topLogprobs: 0 }))).toEqual({ id: 6, logprob: -0.25 });
+  expect(unpackPick(r, 3, greedy({ topLogprobs: 5 }))).toEqual({ id: 7, logprob: -1, top: [{ id: 7, logprob: -1 }, { id: 2, logprob: -1.5 }] });
+});
+
+describe('the addon checks a packed batch', () => {
+  const t = useTinyModel('cpu');
+  const nativeOf = () => (t.model as unknown as { native: NativeModel }).native;
+  const V = 151936;
+
+  /** One decode item with a pick on a fresh sequence (prefilled by a first, valid step). */
+  async function ready(): Promise<{ native: NativeModel; seq: NativeSequence; good: () => NativeStepBatch }> {
+    const native = nativeOf();
+    const seq = native.createSequence();
+    await native.step(packStep([{ seq, ids: Int32Array.from([100, 200, 300]), logits: 0, promptLength: 3 }]));
+    const good = () => packStep([{ seq, ids: Int32Array.from([400]), logits: 1, promptLength: 0,
+      pick: greedy({ ids: Int32Array.from([100, 200]), counts: Int32Array.from([0, 1]), topLogprobs: 2 }) }]);
+    return { native, seq, good };
+  }
+
+  test('malformed batches throw, name the field, and change nothing', async () => {
+    const { native, seq, good } = await ready();
+    const bad: Array<[string, (b: NativeStepBatch) => unknown, RegExp]> = [
+      ['no seqs', (b) => ({ ...b, seqs: [] }), /batch.items must hold 4 values/],
+      ['short items', (b) => ({ ...b, items: b.items.subarray(0, 3) }), /batch.items must hold 4 values/],
+      ['T = 0', (b) => ({ ...b, items: Int32Array.from([0, 1, 0, 2]) }), /needs >= 1 id/],
+      ['logits 3', (b) => ({ ...b, items: Int32Array.from([1, 3, 0, -1]) }), /logits 0..2/],
+      ['penalty count -2', (b) => ({ ...b, items: Int32Array.from([1, 1, 0, -2]) }), /penalty ids >= -1/],
+      ['pick without logits 1', (b) => ({ ...b, items: Int32Array.from([1, 0, 0, 2]) }), /needs logits 1/],
+      ['T past ids', (b) => ({ ...b, items: Int32Array.from([2, 1, 0, 2]) }), /sum of T/],
+      ['penalty count past the lists', (b) => ({ ...b, items: Int32Array.from([1, 1, 0, 3]) }), /penaltyIds must hold/],
+      ['lists of different lengths', (b) => ({ ...b, penaltyCounts: b.penaltyCounts.subarray(0, 1) }), /differ in length/],
+      ['a pick row short', (b) => ({ ...b, picks: b.picks.subarray(0, 9) }), /10 values per item/],
+      ['ids as Float64Array', (b) => ({ ...b, ids: Float64Array.from(b.ids) }), /batch.ids must be an Int32Array/],
+      ['picks as Float32Array', (b) => ({ ...b, picks: Float32Array.from(b.picks) }), /batch.picks must be a Float64Array/],
+      ['seqs not sequences', (b) => ({ ...b, seqs: [{}] }), /NativeSequences/],
+      ['missing penaltyIds', (b) => ({ ...b, penaltyIds: undefined }), /penaltyIds/],
+      ['penalty id = vocab', (b) => ({ ...b, penaltyIds: Int32Array.from([100, V]) }), /pick.ids must be in \[0, vocab\)/],
+      ['penalty id < 0', (b) => ({ ...b, penaltyIds: Int32Array.from([-1, 5]) }), /pick.ids must be in \[0, vocab\)/],
+      ['repeated penalty id', (b) => ({ ...b, penaltyIds: Int32Array.from([100, 100]) }), /distinct/],
+      ['negative count', (b) => ({ ...b, penaltyCounts: Int32Array.from([0, -1]) }), /counts must be >= 0/],
+      ['vocabLimit 0', (b) => ({ ...b, picks: Float64Array.from(b.picks, (x, j) => (j === 0 ? 0 : x)) }), /vocabLimit/],
+      ['topLogprobs 21', (b) => ({ ...b, picks: Float64Array.from(b.picks, (x, j) => (j === 1 ? 21 : x)) }), /topLogprobs/],
+      ['doSample 2', (b) => ({ ...b, picks: Float64Array.from(b.picks, (x, j) => (j === 2 ? 2 : x)) }), /doSample/],
+      ['sampled with topP NaN', (b) => ({ ...b, picks: Float64Array.from(b.picks, (x, j) => (j === 2 ? 1 : j === 5 ? NaN : x)) }), /topP/],
+    ];
+    const len = seq.length;
+    for (const [what, mutate, msg] of bad) {
+      expect(() => native.step(mutate(good()) as NativeStepBatch)).toThrow(msg);
+      expect({ what, length: seq.length }).toEqual({ what, length: len });
+    }
+    // The repeat check's bitmap is shared by the picks of a step and cleared after each (thrown or not): the ids a
+    // rejected pick marked are accepted by the next step.
+    const r = await native.step(good());
+    expect(seq.length).toBe(len + 1);
+    expect(r.ids).toHaveLength(1);
+    expect(r.ids[0]).toBeGreaterThanOrEqual(0);
+    expect(r.nTop[0]).toBe(2);
+    expect(r.topIds[0]).toBe(r.ids[0]); // greedy: the pick is the most likely id
+    seq.dispose();
+  });
+
+  test('two picks in one step: the second may list the first one\'s ids; a repeat inside one pick is refused', async () => {
+    const native = nativeOf();
+    const a = native.createSequence(), b = native.createSequence();
+    const ids = Int32Array.from([10, 20, 30]);
+    await native.step(packStep([a, b].map((seq) => ({ seq, ids, logits: 0 as const, promptLength: 3 }))));
+    const item = (seq: NativeSequence, pen: number[]): NativeStepItem => ({
+      seq, ids: Int32Array.from([40]), logits: 1, promptLength: 0,
+      pick: greedy({ ids: Int32Array.from(pen), counts: new Int32Array(pen.length), repetitionPenalty: 1.3 }),
+    });
+    expect(() => native.step(packStep([item(a, [10, 20]), item(b, [30, 20, 30])]))).toThrow(/distinct/);
+    const r = await native.step(packStep([item(a, [10, 20, 30]), item(b, [10, 20, 30])]));
+    expect(r.ids).toHaveLength(2);
+    expect(r.ids[0]).toBe(r.ids[1]); // the same history and penalties on the same ids: the same pick
+    a.dispose();
+    b.dispose();
+  });
+
+  test('a forwardPick the addon refuses rejects its forward (E_BACKEND), and the model goes on', async () => {
+    const seq = t.model.createSequence();
+    const req = greedy({ ids: Int32Array.from([5, 5]), counts: Int32Array.from([0, 0]), repetitionPenalty: 1.2 });
+    const err = await seq.forwardPick([1, 2, 3], req).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QwenError);
+    expect(err).toMatchObject({ code: 'E_BACKEND', message: expect.stringMatching(/distinct/) });
+    const ok = await seq.forwardPick([1, 2, 3], { ...req, ids: Int32Array.from([5]), counts: Int32Array.from([0]) });
+    expect(ok.id).toBeGreaterThanOrEqual(0);
+    seq.dispose();
+  });
+
+  test('pick.ids and pick.counts are checked at the boundary: Int32Arrays of one length', async () => {
+    const seq = t.model.createSequence();
+    await expect(seq.forwardPick([1], greedy({ ids: [1, 2] as unknown as Int32Array }))).rejects.toThrow(/pick.ids/);
+    await expect(seq.forwardPick([1], greedy({ ids: Int32Array.from([1, 2]), counts: Int32Array.from([0]) }))).rejects.toThrow(/pick.counts/);
+    seq.dispose();
+  });
+});
