@@ -241,6 +241,45 @@ describe.each(BACKENDS)('%s pick', (_name, opts) => {
   });
 });
 
+test('Sampler.pickRequest follows a growing history step by step: the processors\' lists, in order, as snapshots', () => {
+  // The reference: the lists rebuilt from the whole history at each step, as the TS processors read them
+  // (RepetitionPenalty: distinct ids of prompt + generated in order of first appearance; PresenceFrequencyPenalty:
+  // generated ids in order of first generation), ids outside [0, limit) left out.
+  const limit = 50;
+  const want = (prompt: number[], gen: number[], mode: 'all' | 'generated' | 'none') => {
+    const count = new Map<number, number>();
+    for (const id of gen) count.set(id, (count.get(id) ?? 0) + 1);
+    const order = mode === 'all' ? [...prompt, ...gen] : mode === 'generated' ? gen : [];
+    const ids = [...new Set(order)].filter((id) => id >= 0 && id < limit);
+    return { ids, counts: ids.map((id) => count.get(id) ?? 0) };
+  };
+  const r = rng(77);
+  for (const [rp, presence, mode] of [[1.2, 0, 'all'], [1.2, 0.4, 'all'], [1, 0.4, 'generated'], [1, 0, 'none']] as const) {
+    const prompt = Array.from({ length: 30 }, () => Math.floor(r() * 70)); // some ids >= limit, repeats
+    const s = createSampler({ doSample: false, temperature: 1, topK: 0, topP: 1, repetitionPenalty: rp, presencePenalty: presence,
+      frequencyPenalty: 0, tokenizerVocabSize: limit }, prompt);
+    const gen: number[] = [];
+    const kept: Array<[NativePickRequest, ReturnType<typeof want>]> = [];
+    for (let step = 0; step < 120; step++) {
+      const req = s.pickRequest()!;
+      const w = want(prompt, gen, mode);
+      expect({ step, mode, ids: Array.from(req.ids), counts: Array.from(req.counts) }).toEqual({ step, mode, ...w });
+      kept.push([req, w]);
+      if (step % 3 === 2) {
+        // sample() records its own pick, as accept() records a native one
+        const logits = Float32Array.from({ length: limit }, () => r() * 4);
+        gen.push(s.sample(logits).id);
+      } else {
+        const ids = Array.from({ length: 1 + Math.floor(r() * 2) }, () => Math.floor(r() * 60) - 2); // < 0 and >= limit too
+        s.accept(ids);
+        gen.push(...ids);
+      }
+    }
+    // every request kept the values it had when it was made
+    for (const [req, w] of kept) expect({ ids: Array.from(req.ids), counts: Array.from(req.counts) }).toEqual(w);
+  }
+});
+
 test('Sampler.pickRequest carries the sampler\'s own penalty history (what the hand-built requests above assume)', () => {
   const c: Case = { logits: new Float32Array(0), prompt: [9, 3, 3, 200], generated: [3, 5, 5, 150], rp: 1.1, presence: 0.5, frequency: 0.25, vocabLimit: 160, top: 3 };
   const byId = (r: NativePickRequest) => new Map(Array.from(r.ids, (id, k) => [id, r.counts[k]]));

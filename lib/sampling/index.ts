@@ -11,6 +11,7 @@ import { QwenError } from '../errors';
 import type { NativePickRequest } from '../native/types';
 import { Candidates, ID_SPAN } from './candidates';
 import { type TopLogprob, draw, logprobsOf } from './pick';
+import { PickPenalties } from './pickPenalties';
 import { PresenceFrequencyPenalty } from './presenceFrequencyPenalty';
 import { RepetitionPenalty } from './repetitionPenalty';
 import { Rng, randomSeed } from './rng';
@@ -91,6 +92,8 @@ export class Sampler {
   private readonly processors: readonly Processor[];
   private readonly warpers: readonly Processor[];
   private readonly c = new Candidates();
+  /** pickRequest()'s penalty ids and counts, kept up to date by accept() and sample() */
+  private readonly pickList: PickPenalties;
 
   /** contextIds: the prompt, which the repetition penalty covers too. */
   constructor(
@@ -110,6 +113,12 @@ export class Sampler {
     const active = PROCESSOR_CHAIN.filter((p) => p.enabled(config));
     this.processors = active.filter((p) => !p.warper);
     this.warpers = this.greedy ? [] : active.filter((p) => p.warper);
+    const on = (name: string) => this.processors.some((p) => p.name === name);
+    this.pickList = new PickPenalties(
+      on('repetitionPenalty') ? 'all' : on('presenceFrequencyPenalty') ? 'generated' : 'none',
+      config.tokenizerVocabSize,
+    );
+    this.pickList.addPrompt(contextIds);
   }
 
   /**
@@ -119,6 +128,7 @@ export class Sampler {
   accept(ids: ArrayLike<number>): void {
     this.penalty.repetition.add(ids);
     this.penalty.openai.add(ids);
+    this.pickList.addGenerated(ids);
   }
 
   /**
@@ -134,30 +144,15 @@ export class Sampler {
     const { config } = this;
     if (!this.greedy && config.tokenizerVocabSize > ID_SPAN) return null;
     const n = config.tokenizerVocabSize;
-    const rep = this.processors.some((p) => p.name === 'repetitionPenalty');
+    const rep = this.pickList.mode === 'all';
     const openai = this.processors.some((p) => p.name === 'presenceFrequencyPenalty');
-    const ids: number[] = [];
-    const counts: number[] = [];
-    if (rep) {
-      // every distinct id of the sequence; the generated ones with their counts
-      for (const id of this.penalty.repetition.distinctIds) {
-        if (id < 0 || id >= n) continue; // never eligible: the TS processors skip them too
-        ids.push(id);
-        counts.push(this.penalty.openai.count(id));
-      }
-    } else if (openai) {
-      for (const [id, c] of this.penalty.openai.entries()) {
-        if (id < 0 || id >= n) continue;
-        ids.push(id);
-        counts.push(c);
-      }
-    }
+    const { ids, counts } = this.pickList.snapshot(); // every distinct id of the sequence (PickPenalties documents it)
     const req: NativePickRequest = {
       repetitionPenalty: rep ? config.repetitionPenalty : 1,
       presencePenalty: openai ? (config.presencePenalty ?? 0) : 0,
       frequencyPenalty: openai ? (config.frequencyPenalty ?? 0) : 0,
-      ids: Int32Array.from(ids),
-      counts: Int32Array.from(counts),
+      ids,
+      counts,
       vocabLimit: n,
     };
     if (config.logprobs !== undefined) req.topLogprobs = config.logprobs;
@@ -186,8 +181,7 @@ export class Sampler {
       for (const p of this.warpers) p.apply(c, config, this.penalty);
       id = draw(c, this.rng.next());
     }
-    this.penalty.repetition.add([id]);
-    this.penalty.openai.add([id]);
+    this.accept([id]);
     if (config.logprobs === undefined) return { id };
     if (this.greedy) c.weighAll(); // temperature 1: nothing was drawn, report the model's (penalized) softmax
     return { id, ...logprobsOf(c, id, config.logprobs) };

@@ -28,11 +28,6 @@ export class PresenceFrequencyPenalty {
     return this.counts.get(id) ?? 0;
   }
 
-  /** The generated ids with their counts (each id once). */
-  entries(): IterableIterator<[number, number]> {
-    return this.counts.entries();
-  }
-
   /** Penalize in place; ids outside the eligible range are left alone (they are never chosen anyway). */
   apply(c: Candidates): void {
     const L = c.logits;
