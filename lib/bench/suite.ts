@@ -21,6 +21,7 @@ import {
   benchAttentionDecode, benchAttentionPrefill, benchElementwise, benchLinear, benchPick, benchSampling, benchTokenizer, CpuMode,
   finalize, KernelContext, KernelRow, Limits, measureBandwidth, peakProbe, QWEN7B_LINEARS, SMALL, smallLinears, withRates,
 } from './kernels';
+import { benchStepHost } from './stepHost';
 import { ConcurrencyRun, runConcurrency } from './concurrency';
 import { renderMarkdown, renderSvg, renderText, SuiteResult } from './report';
 import { E2eRun, runSweep } from './sweep';
@@ -194,6 +195,7 @@ export async function main(argv: string[]): Promise<number> {
       kernels.push(...benchSampling({ readGBs: bw.gbs, peakGflops: null, fp32PeakGflops: null }, quick, log));
       kernels.push(...benchPick(new a.NativeOps({ device: 'cpu', dtype: 'fp32', threads }), quick, log));
       kernels.push(...(await benchTokenizer(quick, log)));
+      kernels.push(...(await benchStepHost(quick, log)));
     });
   }
 
