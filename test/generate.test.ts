@@ -204,7 +204,7 @@ describe('generateTokens', () => {
   });
 
   describe('abort and cleanup', () => {
-    test('abort between chunks: the next chunk is the last, "abort", no further forward, disposed', async () => {
+    test('abort between chunks: the next chunk is the last, "abort", the forward already submitted is abandoned', async () => {
       const seq = new FakeSequence([3, 4, 5, 6, 7]);
       const ac = new AbortController();
       const chunks: GenerationChunk[] = [];
@@ -214,8 +214,38 @@ describe('generateTokens', () => {
       }
       expect(chunks.map((c) => c.text)).toEqual(['d', 'e', '']);
       expect(chunks[2]).toMatchObject({ finishReason: 'abort', usage: { completionTokens: 2 } });
-      expect(seq.calls.length).toBe(2);
+      expect(seq.calls.length).toBe(3); // the third token's forward went out with chunk 2; its pick is never made
       expect(seq.disposed).toBe(1);
+    });
+    test('the next forward is submitted before a chunk reaches the consumer (its handling overlaps the step)', async () => {
+      const seq = new FakeSequence([3, 4, 5, EOS]);
+      const seen: number[] = [];
+      for await (const c of generateTokens(seq, tok, PROMPT, config())) {
+        if (!c.finishReason) seen.push(seq.calls.length);
+        await new Promise((r) => setImmediate(r)); // an async consumer: the forward does not wait for it
+      }
+      expect(seen).toEqual([2, 3, 4]); // prompt + the forward of the token after the one in the chunk
+      expect(seq.calls).toEqual([PROMPT, [3], [4], [5]]);
+    });
+    test('a consumer that stops while the submitted forward fails: no unhandled rejection, disposed', async () => {
+      const unhandled: unknown[] = [];
+      const on = (e: unknown) => unhandled.push(e);
+      process.on('unhandledRejection', on);
+      try {
+        const seq = new FakeSequence([3, 4], async (call) => {
+          if (call === 2) throw new Error('device lost');
+        });
+        for await (const c of generateTokens(seq, tok, PROMPT, config())) {
+          expect(c.text).toBe('d');
+          break;
+        }
+        await new Promise((r) => setImmediate(r));
+        expect(seq.calls.length).toBe(2);
+        expect(seq.disposed).toBe(1);
+        expect(unhandled).toEqual([]);
+      } finally {
+        process.off('unhandledRejection', on);
+      }
     });
     test('abort during a forward: ends when it returns, nothing more sampled', async () => {
       const ac = new AbortController();

@@ -13,6 +13,12 @@
  *              reached a stop string (the text is cut before it);
  *  - 'length': maxNewTokens ids were sampled;
  *  - 'abort':  the AbortSignal fired — noticed before the next forward, so within one step; no throw.
+ *
+ * The next token's forward is submitted BEFORE its chunk is yielded: the consumer's handling of a chunk (an awaited
+ * socket write, a database call) overlaps the step instead of delaying it. Submitted after the yield, a consumer that
+ * awaited one event-loop turn per chunk made its sequence miss every other batched step (64 such clients: ~31
+ * sequences per step instead of ~62). So when the consumer stops early (break, abort while it holds a chunk), one
+ * forward may already be queued or running; it is abandoned (its result never sampled) and the sequence disposed.
  */
 import { QwenError, badArg } from '../errors';
 import { type TopLogprob, StopWords, createSampler } from '../sampling';
@@ -124,12 +130,14 @@ export async function* generateTokens(
           finish = 'length';
           break;
         }
+        const pending = next([r.id]); // before the yield: see the header
+        pending.catch(() => undefined); // abandoned when the consumer stops here; awaited (and thrown) otherwise
         if (!out.empty) yield out.take();
         if (signal?.aborted) {
           finish = 'abort';
           break;
         }
-        r = await next([r.id]);
+        r = await pending;
       }
     }
     // Held-back ids are real output unless they were the start of the stop word that ended generation.
