@@ -228,24 +228,18 @@ describe('generateTokens', () => {
       expect(seq.calls).toEqual([PROMPT, [3], [4], [5]]);
     });
     test('a consumer that stops while the submitted forward fails: no unhandled rejection, disposed', async () => {
-      const unhandled: unknown[] = [];
-      const on = (e: unknown) => unhandled.push(e);
-      process.on('unhandledRejection', on);
-      try {
-        const seq = new FakeSequence([3, 4], async (call) => {
-          if (call === 2) throw new Error('device lost');
-        });
-        for await (const c of generateTokens(seq, tok, PROMPT, config())) {
-          expect(c.text).toBe('d');
-          break;
-        }
-        await new Promise((r) => setImmediate(r));
-        expect(seq.calls.length).toBe(2);
-        expect(seq.disposed).toBe(1);
-        expect(unhandled).toEqual([]);
-      } finally {
-        process.off('unhandledRejection', on);
+      // (jest fails a test that leaves an unhandled rejection: without generate()'s catch on the abandoned forward,
+      // this one does)
+      const seq = new FakeSequence([3, 4], async (call) => {
+        if (call === 2) throw new Error('device lost');
+      });
+      for await (const c of generateTokens(seq, tok, PROMPT, config())) {
+        expect(c.text).toBe('d');
+        break;
       }
+      await new Promise((r) => setImmediate(r));
+      expect(seq.calls.length).toBe(2);
+      expect(seq.disposed).toBe(1);
     });
     test('abort during a forward: ends when it returns, nothing more sampled', async () => {
       const ac = new AbortController();

@@ -5,7 +5,6 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { QwenError } from '../lib/errors';
 import type { NativeModel, NativePickRequest, NativeSequence, NativeStepBatch, NativeStepResult } from '../lib/native/types';
 import { MAX_PICK_TOP, NativeStepItem, PICK_FIELDS, packStep, unpackPick } from '../lib/native/stepPack';
 import { useTinyModel } from './helpers/nativePath';
@@ -55,7 +54,7 @@ test('packStep lays out items, ids, pick rows and penalty lists in item order', 
   });
 });
 
-test('unpackPick gives each pick what its request asked for', () => {
+test('unpackPick gives each pick what its packed row asked for', () => {
   const P = 4;
   const r: NativeStepResult = {
     logits: new Float32Array(0), ids: Int32Array.from([5, -1, 6, 7]), logprobs: Float64Array.from([-0.5, 0, -0.25, -1]),
@@ -63,10 +62,14 @@ test('unpackPick gives each pick what its request asked for', () => {
   };
   r.topIds.set([7, 2], 3 * MAX_PICK_TOP);
   r.topLogprobs.set([-1, -1.5], 3 * MAX_PICK_TOP);
-  expect(unpackPick(r, 0, greedy())).toEqual({ id: 5 });
-  expect(unpackPick(r, 1, greedy({ topLogprobs: 2 }))).toEqual({ id: -1 });
-  expect(unpackPick(r, 2, greedy({ topLogprobs: 0 }))).toEqual({ id: 6, logprob: -0.25 });
-  expect(unpackPick(r, 3, greedy({ topLogprobs: 5 }))).toEqual({ id: 7, logprob: -1, top: [{ id: 7, logprob: -1 }, { id: 2, logprob: -1.5 }] });
+  const seq = {} as NativeSequence;
+  const reqs = [greedy(), greedy({ topLogprobs: 2 }), greedy({ topLogprobs: 0 }), greedy({ topLogprobs: 5 })];
+  const batch = packStep(reqs.map((pick) => ({ seq, ids: Int32Array.from([1]), logits: 1 as const, promptLength: 0, pick })));
+  reqs[0].topLogprobs = 3; // changed after packing: the row sent decides
+  expect(unpackPick(r, 0, batch)).toEqual({ id: 5 });
+  expect(unpackPick(r, 1, batch)).toEqual({ id: -1 });
+  expect(unpackPick(r, 2, batch)).toEqual({ id: 6, logprob: -0.25 });
+  expect(unpackPick(r, 3, batch)).toEqual({ id: 7, logprob: -1, top: [{ id: 7, logprob: -1 }, { id: 2, logprob: -1.5 }] });
 });
 
 describe('the addon checks a packed batch', () => {
@@ -115,8 +118,7 @@ describe('the addon checks a packed batch', () => {
       expect(() => native.step(mutate(good()) as NativeStepBatch)).toThrow(msg);
       expect({ what, length: seq.length }).toEqual({ what, length: len });
     }
-    // The repeat check's bitmap is shared by the picks of a step and cleared after each (thrown or not): the ids a
-    // rejected pick marked are accepted by the next step.
+    // After all of that, the same sequence steps normally.
     const r = await native.step(good());
     expect(seq.length).toBe(len + 1);
     expect(r.ids).toHaveLength(1);
@@ -126,7 +128,7 @@ describe('the addon checks a packed batch', () => {
     seq.dispose();
   });
 
-  test('two picks in one step: the second may list the first one\'s ids; a repeat inside one pick is refused', async () => {
+  test('two picks in one step: the second may list the first one\'s ids (the repeat check is cleared between picks); a repeat inside one pick is refused', async () => {
     const native = nativeOf();
     const a = native.createSequence(), b = native.createSequence();
     const ids = Int32Array.from([10, 20, 30]);
@@ -143,21 +145,43 @@ describe('the addon checks a packed batch', () => {
     b.dispose();
   });
 
-  test('a forwardPick the addon refuses rejects its forward (E_BACKEND), and the model goes on', async () => {
-    const seq = t.model.createSequence();
-    const req = greedy({ ids: Int32Array.from([5, 5]), counts: Int32Array.from([0, 0]), repetitionPenalty: 1.2 });
-    const err = await seq.forwardPick([1, 2, 3], req).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(QwenError);
-    expect(err).toMatchObject({ code: 'E_BACKEND', message: expect.stringMatching(/distinct/) });
-    const ok = await seq.forwardPick([1, 2, 3], { ...req, ids: Int32Array.from([5]), counts: Int32Array.from([0]) });
-    expect(ok.id).toBeGreaterThanOrEqual(0);
-    seq.dispose();
+  test('a bad pick request is refused at the boundary (E_BAD_ARG) and the other forwards of its step go on', async () => {
+    const a = t.model.createSequence(), b = t.model.createSequence();
+    await Promise.all([a.forward([1, 2, 3]), b.forward([1, 2, 3])]);
+    const cases: Array<[Partial<NativePickRequest>, RegExp]> = [
+      [{ ids: Int32Array.from([5, 5]), counts: new Int32Array(2) }, /pick.ids must be distinct \(5 repeats at index 1\)/],
+      [{ ids: Int32Array.from([5, V]), counts: new Int32Array(2) }, /pick.ids must be in \[0, 151936\)/],
+      [{ ids: Int32Array.from([-3]), counts: new Int32Array(1) }, /pick.ids must be in/],
+      [{ ids: Int32Array.from([5]), counts: Int32Array.from([-1]) }, /pick.counts must be >= 0/],
+      [{ ids: [1, 2] as unknown as Int32Array }, /pick.ids must be an Int32Array/],
+      [{ ids: Int32Array.from([1, 2]), counts: Int32Array.from([0]) }, /pick.counts must be an Int32Array as long as pick.ids/],
+      [{ topLogprobs: -1 }, /pick.topLogprobs/],
+      [{ topLogprobs: 21 }, /pick.topLogprobs/],
+      [{ topLogprobs: '3' as unknown as number }, /pick.topLogprobs/],
+    ];
+    for (const [over, msg] of cases) {
+      const [bad, good] = await Promise.allSettled([
+        a.forwardPick([7], greedy({ repetitionPenalty: 1.2, ...over })),
+        b.forwardPick([7], greedy({ repetitionPenalty: 1.2, ids: Int32Array.from([5]), counts: Int32Array.from([0]) })),
+      ]);
+      expect(bad).toMatchObject({ status: 'rejected', reason: { code: 'E_BAD_ARG', message: expect.stringMatching(msg) } });
+      expect(good).toMatchObject({ status: 'fulfilled', value: { id: expect.any(Number) } });
+    }
+    // A vocabLimit beyond the model's rows: ids past vocab_size are dropped, not refused (as before).
+    const past = await a.forwardPick([7], greedy({ vocabLimit: V + 10, ids: Int32Array.from([V + 3, 5, V + 3]), counts: new Int32Array(3) }));
+    expect(past.id).toBeGreaterThanOrEqual(0);
+    a.dispose();
+    b.dispose();
   });
 
-  test('pick.ids and pick.counts are checked at the boundary: Int32Arrays of one length', async () => {
+  test('a request changed after forwardPick was called is caught by the addon: its step fails, not the process', async () => {
     const seq = t.model.createSequence();
-    await expect(seq.forwardPick([1], greedy({ ids: [1, 2] as unknown as Int32Array }))).rejects.toThrow(/pick.ids/);
-    await expect(seq.forwardPick([1], greedy({ ids: Int32Array.from([1, 2]), counts: Int32Array.from([0]) }))).rejects.toThrow(/pick.counts/);
+    const req = greedy({ ids: Int32Array.from([5, 6]), counts: new Int32Array(2), repetitionPenalty: 1.2 });
+    const p = seq.forwardPick([1, 2, 3], req);
+    req.ids[1] = 5; // before the step runs (it starts from setImmediate)
+    await expect(p).rejects.toMatchObject({ code: 'E_BACKEND', message: expect.stringMatching(/distinct/) });
+    const ok = await seq.forwardPick([1, 2, 3], greedy());
+    expect(ok.id).toBeGreaterThanOrEqual(0);
     seq.dispose();
   });
 });

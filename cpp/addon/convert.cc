@@ -84,8 +84,11 @@ std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V) {
 std::unique_ptr<PickHold> make_pick(Napi::Env env, const double* f, const int32_t* ids, const int32_t* counts,
                                     size_t n, int V, PickIdSet& seen) {
   auto p = std::make_unique<PickHold>();
+  // The copies are what is checked and used (the caller's arrays may be JS memory that changes under us).
   p->ids.assign(ids, ids + n);
   p->counts.assign(counts, counts + n);
+  ids = p->ids.data();
+  counts = p->counts.data();
   // Distinct and in [0, V): O(n) with the caller's bitmap, which is left cleared again for the next pick.
   size_t in = 0;  // ids[0, in) are in `seen`
   const char* why = nullptr;

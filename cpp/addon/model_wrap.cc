@@ -141,8 +141,9 @@ class StepWorker : public Napi::AsyncWorker {
       const PickResult& r = picks_[k];
       id[k] = r.id;
       lp[k] = r.logprob;
-      n_top[k] = r.n_top;
-      for (int t = 0; t < r.n_top; ++t) {
+      const int nt = std::min(std::max(r.n_top, 0), kMaxPickTop);  // the backends keep it in range; the arrays rely on it
+      n_top[k] = nt;
+      for (int t = 0; t < nt; ++t) {
         top_id[k * kMaxPickTop + t] = r.top_ids[t];
         top_lp[k * kMaxPickTop + t] = r.top_logprobs[t];
       }
@@ -240,6 +241,11 @@ Napi::Value NativeModel::CreateSequence(const Napi::CallbackInfo& info) {
   return obj;
 }
 
+template <typename T>
+std::vector<T> copy_of(const Napi::TypedArrayOf<T>& a) {
+  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
 // step({ seqs, items, ids, picks, penaltyIds, penaltyCounts }) -> Promise<NativeStepResult>: one batched step in the
 // packed form of lib/native/stepPack.ts (lib/native/types.ts NativeStepBatch): items [n][kItemFields] = T, logits
 // (0 | 1 | 2), promptLength, penalty ids of the item's pick (-1: no pick); ids: the items' ids concatenated; picks
@@ -266,15 +272,29 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   Napi::Int32Array pen_ids = typed("penaltyIds", napi_int32_array, "an Int32Array").As<Napi::Int32Array>();
   Napi::Int32Array pen_counts = typed("penaltyCounts", napi_int32_array, "an Int32Array").As<Napi::Int32Array>();
   constexpr size_t kItemFields = 4;
+  // The sequences first: Get and InstanceOf may run JS (getters), which could resize or detach the arrays' buffers.
+  // After this loop no JS runs, and every array is copied before it is read.
   const size_t n = seq_arr.Length();
-  if (n == 0 || items.ElementLength() != n * kItemFields)
+  std::vector<std::shared_ptr<Sequence>> seqs(n);
+  for (size_t i = 0; i < n; ++i) {
+    Napi::Value v = seq_arr.Get(uint32_t(i));
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeSequence::ctor.Value()))
+      throw Napi::TypeError::New(env, "step: batch.seqs must hold NativeSequences");
+    NativeSequence* s = NativeSequence::Unwrap(v.As<Napi::Object>());
+    if (!s->seq) throw Napi::Error::New(env, "step: sequence was disposed");
+    seqs[i] = s->seq;
+  }
+  const std::vector<int32_t> head = copy_of(items), pen_id = copy_of(pen_ids), pen_count = copy_of(pen_counts);
+  const std::vector<double> pick_rows = copy_of(pk);
+  std::vector<int32_t> all_ids = copy_of(ids);
+  if (n == 0 || head.size() != n * kItemFields)
     throw Napi::RangeError::New(env, "step: batch.items must hold 4 values per sequence of batch.seqs (at least one)");
-  if (pen_ids.ElementLength() != pen_counts.ElementLength())
+  if (pen_id.size() != pen_count.size())
     throw Napi::RangeError::New(env, "step: batch.penaltyIds and batch.penaltyCounts differ in length");
   // The lengths first, so that nothing below reads past an array.
   size_t n_ids = 0, n_picks = 0, n_pen = 0;
   for (size_t i = 0; i < n; ++i) {
-    const int32_t* f = items.Data() + i * kItemFields;
+    const int32_t* f = head.data() + i * kItemFields;
     if (f[0] < 1 || f[1] < 0 || f[1] > 2 || f[2] < 0 || f[3] < -1)
       throw Napi::RangeError::New(env, "step: an item needs >= 1 id, logits 0..2, promptLength >= 0, penalty ids >= -1");
     if (f[3] >= 0 && f[1] != 1) throw Napi::RangeError::New(env, "step: an item with a pick needs logits 1");
@@ -284,38 +304,30 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
       n_pen += size_t(f[3]);
     }
   }
-  if (n_ids != ids.ElementLength()) throw Napi::RangeError::New(env, "step: batch.ids must hold the items' ids (sum of T)");
-  if (n_picks * kPickFields != pk.ElementLength())
+  if (n_ids != all_ids.size()) throw Napi::RangeError::New(env, "step: batch.ids must hold the items' ids (sum of T)");
+  if (n_picks * kPickFields != pick_rows.size())
     throw Napi::RangeError::New(env, "step: batch.picks must hold 10 values per item with a pick");
-  if (n_pen != pen_ids.ElementLength())
+  if (n_pen != pen_id.size())
     throw Napi::RangeError::New(env, "step: batch.penaltyIds must hold the picks' penalty ids (sum of their counts)");
 
   const int V = engine->config().vocab;
-  std::vector<std::shared_ptr<Sequence>> seqs(n);
   std::vector<StepItem> list(n);
   std::vector<std::unique_ptr<PickHold>> holds(n);
   std::unique_ptr<PickIdSet> seen;
   size_t pick = 0, pen = 0;
   for (size_t i = 0; i < n; ++i) {
-    Napi::Value v = seq_arr.Get(uint32_t(i));
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeSequence::ctor.Value()))
-      throw Napi::TypeError::New(env, "step: batch.seqs must hold NativeSequences");
-    NativeSequence* s = NativeSequence::Unwrap(v.As<Napi::Object>());
-    if (!s->seq) throw Napi::Error::New(env, "step: sequence was disposed");
-    seqs[i] = s->seq;
-    const int32_t* f = items.Data() + i * kItemFields;
+    const int32_t* f = head.data() + i * kItemFields;
     list[i].T = f[0];
     list[i].logits = f[1];
     list[i].prompt_length = f[2];
     if (f[3] >= 0) {
       if (!seen) seen = std::make_unique<PickIdSet>(V);
-      holds[i] = make_pick(env, pk.Data() + pick * kPickFields, pen_ids.Data() + pen, pen_counts.Data() + pen,
+      holds[i] = make_pick(env, pick_rows.data() + pick * kPickFields, pen_id.data() + pen, pen_count.data() + pen,
                            size_t(f[3]), V, *seen);
       ++pick;
       pen += size_t(f[3]);
     }
   }
-  std::vector<int32_t> all_ids(ids.Data(), ids.Data() + n_ids);
   auto* w = new StepWorker(env, engine, std::move(seqs), std::move(all_ids), std::move(list), std::move(holds));
   Napi::Promise p = w->Promise();
   w->Queue();

@@ -18,7 +18,7 @@
  * socket write, a database call) overlaps the step instead of delaying it. Submitted after the yield, a consumer that
  * awaited one event-loop turn per chunk made its sequence miss every other batched step (64 such clients: ~31
  * sequences per step instead of ~62). So when the consumer stops early (break, abort while it holds a chunk), one
- * forward may already be queued or running; it is abandoned (its result never sampled) and the sequence disposed.
+ * forward may already be queued or running; it is abandoned (its result dropped) and the sequence disposed.
  */
 import { QwenError, badArg } from '../errors';
 import { type TopLogprob, StopWords, createSampler } from '../sampling';

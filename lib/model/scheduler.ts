@@ -17,8 +17,8 @@
  * Finishing, aborting or disposing a sequence returns its blocks at once.
  */
 import { QwenError, abortError } from '../errors';
-import type { NativeModel, NativePick, NativePickRequest, NativeSequence, NativeStepResult } from '../native/types';
-import { NativeStepItem, packStep, unpackPick } from '../native/stepPack';
+import type { NativeModel, NativePick, NativePickRequest, NativeSequence, NativeStepBatch, NativeStepResult } from '../native/types';
+import { type NativeStepItem, packStep, unpackPick } from '../native/stepPack';
 
 export interface SchedulerOptions {
   maxBatchTokens: number;
@@ -389,18 +389,22 @@ export class Scheduler {
     this.busy = true;
     const t0 = process.hrtime.bigint();
     let started: Promise<NativeStepResult>;
+    let batch: NativeStepBatch | null = null;
     try {
-      started = this.native.step(packStep(items));
+      batch = packStep(items);
+      started = this.native.step(batch);
     } catch (e) {
-      started = Promise.reject(e); // a request the addon refuses (e.g. pick ids out of range) fails its step's forwards
+      // Not reached by checked requests (Model.checkPick): a pick request changed after its forwardPick was called.
+      // The addon's own checks refuse it, and the step's forwards fail together instead of the process.
+      started = Promise.reject(e);
     }
     this.inflight = started.then(
-      (out) => this.finish(plan, items, out, { sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9 }),
+      (out) => this.finish(plan, items, batch!, out, { sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9 }),
       (e: unknown) => this.fail(plan, e),
     );
   }
 
-  private finish(plan: Planned[], items: NativeStepItem[], result: NativeStepResult, s: StepStats): void {
+  private finish(plan: Planned[], items: NativeStepItem[], batch: NativeStepBatch, result: NativeStepResult, s: StepStats): void {
     const V = this.opts.vocab;
     const out = result.logits;
     const answers: Array<() => void> = []; // settled after the bookkeeping, spread over event-loop turns (below)
@@ -411,7 +415,7 @@ export class Scheduler {
       const item = items[i];
       st.inFlight = false;
       const rows = item.pick ? 0 : item.logits === 2 ? take : item.logits;
-      const pick = item.pick ? unpackPick(result, picked++, item.pick) : undefined;
+      const pick = item.pick ? unpackPick(result, picked++, batch) : undefined;
       if (st.disposed) {
         // Disposed during this step: answer the request it was serving if this step completed it.
         const r = st.requests.shift();

@@ -84,11 +84,12 @@ export function packStep(items: readonly NativeStepItem[]): NativeStepBatch {
   return { seqs, items: head, ids, picks, penaltyIds, penaltyCounts };
 }
 
-/** The k-th pick of a step's result, as the request asked for it: logprob when topLogprobs >= 0, top when > 0. */
-export function unpackPick(r: NativeStepResult, k: number, req: NativePickRequest): NativePick {
+/** The k-th pick of a step's result, as its request asked for it: logprob when topLogprobs >= 0, top when > 0. Read
+ *  from the batch that was sent (its row k), not from the request object, which its caller could have changed since. */
+export function unpackPick(r: NativeStepResult, k: number, batch: NativeStepBatch): NativePick {
   const id = r.ids[k];
-  const t = req.topLogprobs;
-  if (id < 0 || t === undefined) return { id };
+  const t = batch.picks[k * NF + 1]; // topLogprobs, -1: none
+  if (id < 0 || t < 0) return { id };
   if (t === 0) return { id, logprob: r.logprobs[k] };
   const n = r.nTop[k];
   const top = new Array<{ id: number; logprob: number }>(n);
