@@ -12,7 +12,7 @@
  */
 import { addon } from '../lib/native/binding';
 import type { NativeBackendOptions, NativeOps, NativePick, NativePickRequest } from '../lib/native/types';
-import { type SamplerConfig, createSampler } from '../lib/sampling';
+import { type SamplerConfig, createSampler, isSamplerRequest } from '../lib/sampling';
 import { expectNativeEqualsTs, expectPickEqualsSample, tsPath, useTinyModel } from './helpers/nativePath';
 import { gridRow } from './helpers/rows';
 import { U, randArray, rng, storeWeight } from './helpers/weights';
@@ -262,6 +262,7 @@ test('Sampler.pickRequest follows a growing history step by step: the processors
     const kept: Array<[NativePickRequest, ReturnType<typeof want>]> = [];
     for (let step = 0; step < 120; step++) {
       const req = s.pickRequest()!;
+      expect(isSamplerRequest(req) && !isSamplerRequest({ ...req })).toBe(true); // Model.checkPick trusts only these
       const w = want(prompt, gen, mode);
       expect({ step, mode, ids: Array.from(req.ids), counts: Array.from(req.counts) }).toEqual({ step, mode, ...w });
       kept.push([req, w]);

@@ -84,6 +84,11 @@ export const PROCESSOR_CHAIN: readonly Processor[] = Object.freeze([
   { name: 'topP', warper: true, enabled: (c) => c.topP < 1, apply: (s, c) => applyTopP(s, c.topP) },
 ]);
 
+/** The requests pickRequest() made: their penalty lists are distinct and in range by construction, so Model.checkPick
+ *  skips its O(ids) check of them (the addon checks every list again before a step). */
+const madeHere = new WeakSet<NativePickRequest>();
+export const isSamplerRequest = (r: NativePickRequest): boolean => madeHere.has(r);
+
 export class Sampler {
   readonly seed: number;
   readonly greedy: boolean;
@@ -165,6 +170,7 @@ export class Sampler {
       req.topP = on('topP') ? config.topP : 1;
       req.u = this.rng.next(); // where sample() draws it: after the processors and warpers, once per step
     }
+    madeHere.add(req);
     return req;
   }
 
