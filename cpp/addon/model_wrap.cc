@@ -273,7 +273,8 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   Napi::Int32Array pen_counts = typed("penaltyCounts", napi_int32_array, "an Int32Array").As<Napi::Int32Array>();
   constexpr size_t kItemFields = 4;
   // The sequences first: Get and InstanceOf may run JS (getters), which could resize or detach the arrays' buffers.
-  // After this loop no JS runs, and every array is copied before it is read.
+  // After this loop no JS runs. Every array is copied before it is read: here, or by make_pick for the penalty lists
+  // (one copy each: the PickHold's).
   const size_t n = seq_arr.Length();
   std::vector<std::shared_ptr<Sequence>> seqs(n);
   for (size_t i = 0; i < n; ++i) {
@@ -284,12 +285,12 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
     if (!s->seq) throw Napi::Error::New(env, "step: sequence was disposed");
     seqs[i] = s->seq;
   }
-  const std::vector<int32_t> head = copy_of(items), pen_id = copy_of(pen_ids), pen_count = copy_of(pen_counts);
+  const std::vector<int32_t> head = copy_of(items);
   const std::vector<double> pick_rows = copy_of(pk);
   std::vector<int32_t> all_ids = copy_of(ids);
   if (n == 0 || head.size() != n * kItemFields)
     throw Napi::RangeError::New(env, "step: batch.items must hold 4 values per sequence of batch.seqs (at least one)");
-  if (pen_id.size() != pen_count.size())
+  if (pen_ids.ElementLength() != pen_counts.ElementLength())
     throw Napi::RangeError::New(env, "step: batch.penaltyIds and batch.penaltyCounts differ in length");
   // The lengths first, so that nothing below reads past an array.
   size_t n_ids = 0, n_picks = 0, n_pen = 0;
@@ -307,7 +308,7 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   if (n_ids != all_ids.size()) throw Napi::RangeError::New(env, "step: batch.ids must hold the items' ids (sum of T)");
   if (n_picks * kPickFields != pick_rows.size())
     throw Napi::RangeError::New(env, "step: batch.picks must hold 10 values per item with a pick");
-  if (n_pen != pen_id.size())
+  if (n_pen != pen_ids.ElementLength())
     throw Napi::RangeError::New(env, "step: batch.penaltyIds must hold the picks' penalty ids (sum of their counts)");
 
   const int V = engine->config().vocab;
@@ -322,7 +323,7 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
     list[i].prompt_length = f[2];
     if (f[3] >= 0) {
       if (!seen) seen = std::make_unique<PickIdSet>(V);
-      holds[i] = make_pick(env, pick_rows.data() + pick * kPickFields, pen_id.data() + pen, pen_count.data() + pen,
+      holds[i] = make_pick(env, pick_rows.data() + pick * kPickFields, pen_ids.Data() + pen, pen_counts.Data() + pen,
                            size_t(f[3]), V, *seen);
       ++pick;
       pen += size_t(f[3]);

@@ -267,7 +267,7 @@ export function benchLinear(ctx: KernelContext, lim: Limits | null, shapes: Arra
   return rows;
 }
 
-function fmtProgress(r: KernelRow): string {
+export function fmtProgress(r: KernelRow): string {
   const rate = r.bound === 'memory' ? `${r.gbs?.toFixed(1) ?? '—'} GB/s`
     : r.extra?.usPerRow !== undefined ? `${r.extra.usPerRow.toFixed(0)} µs/row` : `${r.gflops?.toFixed(1) ?? '—'} GFLOP/s`;
   const pct = r.ofLimit === null ? '' : ` (${(r.ofLimit * 100).toFixed(0)} % of ${r.limit?.toFixed(0)} ${r.limitUnit})`;

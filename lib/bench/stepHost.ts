@@ -4,7 +4,8 @@
  * sequences at once, as generate() runs them (text decoding left out). On the CUDA backend none of it overlaps the
  * device: the next step starts after it. The model is made nearly free (1 layer, hidden 16, vocabulary 2048, so
  * the worker's step is ~0.1 ms and the penalty lists are real) and the figure is the event loop's active time per
- * step (performance.eventLoopUtilization), not wall time. Reported as ms per step and µs per sequence.
+ * step (performance.eventLoopUtilization), not wall time. Reported as ms per step and µs per sequence (the row's
+ * usPerRow).
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -13,7 +14,7 @@ import { performance } from 'perf_hooks';
 import { loadModel } from '../model/model';
 import { makeRandomCheckpoint } from '../model/makeRandom';
 import { type SamplerConfig, createSampler } from '../sampling';
-import { type KernelRow, withRates } from './kernels';
+import { type KernelRow, fmtProgress, withRates } from './kernels';
 import { median } from './timing';
 
 const VOCAB = 2048;
@@ -64,7 +65,7 @@ export async function benchStepHost(quick: boolean, log: (s: string) => void): P
             extra: { usPerRow: (ms * 1e3) / B },
           }, null);
           rows.push(row);
-          log(`  js        step host          ${row.shape.padEnd(36)} ${ms.toFixed(3)} ms  ${((ms * 1e3) / B).toFixed(1)} µs/sequence`);
+          log(fmtProgress(row));
         }
       }
     } finally {
