@@ -34,6 +34,12 @@ export interface SequenceLike {
    * `pick`), so only the id and the logprobs asked for come back. generate() uses it when present.
    */
   forwardPick?(ids: ArrayLike<number>, pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult>;
+  /**
+   * Optional, with forwardPick: append the id the last (pending) pick makes, then pick again with `pick`, made before
+   * that id was known (it is added to the penalty list as generated). generate() queues each pick one step ahead
+   * with it, so the backend's next step need not wait for the generation loop.
+   */
+  forwardPickNext?(pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult>;
   readonly length: number;
   dispose(): void;
 }

@@ -54,6 +54,24 @@ test('packStep lays out items, ids, pick rows and penalty lists in item order', 
   });
 });
 
+test('packStep adds pickAppend to the penalty list as generated, when a penalty is on', () => {
+  const seq = {} as NativeSequence;
+  const list = { ids: Int32Array.from([7, 3, 11]), counts: Int32Array.from([0, 2, 1]) };
+  const items: NativeStepItem[] = [
+    { seq, ids: Int32Array.from([3]), logits: 1, promptLength: 0, pick: greedy({ repetitionPenalty: 1.1, ...list }), pickAppend: 3 }, // counted
+    { seq, ids: Int32Array.from([7]), logits: 1, promptLength: 0, pick: greedy({ presencePenalty: 0.5, ...list }), pickAppend: 7 }, // 0 -> 1
+    { seq, ids: Int32Array.from([5]), logits: 1, promptLength: 0, pick: greedy({ frequencyPenalty: -1, ...list }), pickAppend: 5 }, // new
+    { seq, ids: Int32Array.from([5]), logits: 1, promptLength: 0, pick: greedy(list), pickAppend: 5 }, // no penalty: as sent
+    { seq, ids: Int32Array.from([2]), logits: 1, promptLength: 0, pick: greedy({ repetitionPenalty: 1.1 }), pickAppend: 2 }, // empty list
+    { seq, ids: Int32Array.from([9]), logits: 1, promptLength: 0, pick: greedy({ repetitionPenalty: 1.1, ...list }) }, // none to add
+  ];
+  const b = packStep(items);
+  expect(Array.from(b.items).filter((_, i) => i % 4 === 3)).toEqual([3, 3, 4, 3, 1, 3]);
+  expect(Array.from(b.penaltyIds)).toEqual([7, 3, 11, 7, 3, 11, 7, 3, 11, 5, 7, 3, 11, 2, 7, 3, 11]);
+  expect(Array.from(b.penaltyCounts)).toEqual([0, 3, 1, 1, 2, 1, 0, 2, 1, 1, 0, 2, 1, 1, 0, 2, 1]);
+  expect(Array.from(list.counts)).toEqual([0, 2, 1]); // the request itself is left as it was
+});
+
 test('unpackPick gives each pick what its packed row asked for', () => {
   const P = 4;
   const r: NativeStepResult = {

@@ -22,7 +22,6 @@
  */
 import { QwenError, badArg } from '../errors';
 import { type TopLogprob, StopWords, createSampler } from '../sampling';
-import type { NativePickRequest } from '../native/types';
 import type { PickResult, SequenceLike, StreamDecoder, TokenizerLike } from '../types';
 import type { ResolvedGenerationConfig } from './config';
 
@@ -82,20 +81,31 @@ export async function* generateTokens(
     else if (stopWords.matched() > 0) finish = 'stop';
     else {
       const sampler = createSampler(config, promptIds);
-      const native = typeof seq.forwardPick === 'function';
+      const native = typeof seq.forwardPick === 'function' && sampler.nativePicks;
       // Feeds ids and returns the next pick: the backend's (native) or the sampler's on the returned logits.
       const next = async (ids: ArrayLike<number>): Promise<PickResult | null> => {
-        const req = native ? sampler.pickRequest() : null; // null: only sample() can pick this one
-        if (req === null) {
+        if (!native) {
           const logits = await forwardOrAbort(seq, ids, signal);
           return logits === null || signal?.aborted ? null : sampler.sample(logits);
         }
-        const p = await pickOrAbort(seq, ids, req, signal);
-        if (p === null || signal?.aborted) return null;
-        sampler.accept([p.id]); // what sample() records of its own pick
+        return settledPick(seq.forwardPick!(ids, sampler.pickRequest()!, signal ? { signal } : undefined), signal);
+      };
+      // The pick after the pending one, queued before that one is known (see the header). Its request is made after
+      // every pick up to the pending one's was accepted: the backend adds the pending pick to its penalty list.
+      const ahead = (): Promise<PickResult | null> => {
+        const p = settledPick(seq.forwardPickNext!(sampler.pickRequest()!, signal ? { signal } : undefined), signal);
+        p.catch(() => undefined); // abandoned when the generation stops first; awaited (and thrown) otherwise
         return p;
       };
-      let r = await next(promptIds);
+      // sample() (the TS path) records its own picks; a backend's pick is recorded when the loop takes it, in order
+      // (so that ahead() always makes its request with every pick but the pending one accepted).
+      const take = (p: PickResult | null): PickResult | null => {
+        if (p !== null && native) sampler.accept([p.id]);
+        return p;
+      };
+      let pending = next(promptIds);
+      let queued = native && typeof seq.forwardPickNext === 'function' && config.maxNewTokens > 1 ? ahead() : null;
+      let r = take(await pending);
       for (;;) {
         if (signal?.aborted || r === null) {
           finish = 'abort';
@@ -130,14 +140,20 @@ export async function* generateTokens(
           finish = 'length';
           break;
         }
-        const pending = next([r.id]); // before the yield: see the header
-        pending.catch(() => undefined); // abandoned when the consumer stops here; awaited (and thrown) otherwise
+        // Before the yield: see the header.
+        if (queued) {
+          pending = queued;
+          queued = sampled + 1 < config.maxNewTokens ? ahead() : null;
+        } else {
+          pending = next([r.id]);
+          pending.catch(() => undefined); // abandoned when the consumer stops here; awaited (and thrown) otherwise
+        }
         if (!out.empty) yield out.take();
         if (signal?.aborted) {
           finish = 'abort';
           break;
         }
-        r = await pending;
+        r = take(await pending);
       }
     }
     // Held-back ids are real output unless they were the start of the stop word that ended generation.
@@ -159,15 +175,11 @@ async function forwardOrAbort(seq: SequenceLike, ids: ArrayLike<number>, signal?
   }
 }
 
-/** seq.forwardPick, or null when the signal fired before the forward ran. */
-async function pickOrAbort(
-  seq: SequenceLike,
-  ids: ArrayLike<number>,
-  pick: NativePickRequest,
-  signal?: AbortSignal,
-): Promise<PickResult | null> {
+/** A backend pick, or null when the signal fired before its forward ran (or while it ran). */
+async function settledPick(pick: Promise<PickResult>, signal?: AbortSignal): Promise<PickResult | null> {
   try {
-    return await seq.forwardPick!(ids, pick, signal ? { signal } : undefined);
+    const p = await pick;
+    return signal?.aborted ? null : p;
   } catch (e) {
     if (signal?.aborted && e instanceof QwenError && e.code === 'E_ABORTED') return null;
     throw e;

@@ -54,7 +54,7 @@ export type LoadModelOptions = LoadOptions & ServingOptions;
 
 const LOAD_KEYS = new Set([
   'device', 'dtype', 'threads', 'onProgress', 'signal', 'cpuIsa', 'dynamicNtk', 'logn', 'switches',
-  'kvCacheTokens', 'maxBatchTokens', 'maxBatchSequences', 'maxQueue',
+  'kvCacheTokens', 'maxBatchTokens', 'maxBatchSequences', 'maxQueue', 'overlapSteps',
 ]);
 export { MAX_POSITIONS };
 
@@ -159,9 +159,35 @@ export class Sequence implements SequenceLike {
    */
   async forwardPick(ids: ArrayLike<number>, pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult> {
     if (!this.native) throw new QwenError('E_DISPOSED', 'this Sequence was disposed');
-    const arr = this.model.checkIds(ids, this.length);
-    const req = this.model.checkPick(pick);
+    let arr: Int32Array, req: NativePickRequest;
+    try {
+      arr = this.model.checkIds(ids, this.length);
+      req = this.model.checkPick(pick);
+    } catch (e) {
+      this.state.clearTail();
+      throw e;
+    }
     return pickResult(await this.model.submitPick(this.state, arr, req, options?.signal), req.vocabLimit);
+  }
+
+  /**
+   * Append the id that this sequence's last forwardPick (or forwardPickNext) picks, then pick the next one with
+   * `pick`, whose penalty list must not hold that id yet (it is added as generated once known). Call it while that
+   * pick is still pending (or right after it was answered): it joins the step after the pick's, which can then start
+   * before the pick reaches your code (overlapped steps: generate() works this way). Rejects with E_BAD_ARG when the
+   * last forward of this sequence was not a pick or failed; fails with that pick when it fails or is aborted.
+   */
+  async forwardPickNext(pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult> {
+    if (!this.native) throw new QwenError('E_DISPOSED', 'this Sequence was disposed');
+    let req: NativePickRequest;
+    try {
+      this.model.checkIds([0], this.length + 1); // E_CONTEXT: the pending pick's id, then this one's
+      req = this.model.checkPick(pick);
+    } catch (e) {
+      this.state.clearTail();
+      throw e;
+    }
+    return pickResult(await this.model.submitPickNext(this.state, req, options?.signal), req.vocabLimit);
   }
 
   private run(ids: ArrayLike<number>, all: boolean, signal?: AbortSignal): Promise<Float32Array> {
@@ -170,6 +196,7 @@ export class Sequence implements SequenceLike {
     try {
       arr = this.model.checkIds(ids, this.length);
     } catch (e) {
+      this.state.clearTail();
       return Promise.reject(e);
     }
     return this.model.submit(this.state, arr, all, signal);
@@ -343,6 +370,12 @@ export class Model {
   submitPick(st: SeqState, ids: Int32Array, pick: NativePickRequest, signal?: AbortSignal): Promise<NativePick> {
     if (!this.native) return Promise.reject(new QwenError('E_DISPOSED', 'this Model was disposed'));
     return this.scheduler.submitPick(st, ids, pick, signal);
+  }
+
+  /** @internal */
+  submitPickNext(st: SeqState, pick: NativePickRequest, signal?: AbortSignal): Promise<NativePick> {
+    if (!this.native) return Promise.reject(new QwenError('E_DISPOSED', 'this Model was disposed'));
+    return this.scheduler.submitPickNext(st, pick, signal);
   }
 
   /** @internal The request as the addon takes it: ids and vocabLimit within this model's vocab_size. */

@@ -6,6 +6,15 @@
  * samples, and submits the next token before the next step is launched (steps start from setImmediate, after the
  * microtasks that sample and resubmit).
  *
+ * Overlapped steps (overlapSteps, on by default): generate() queues each pick one step ahead (submitPickNext: "feed
+ * the id my pending pick makes, then pick again"), so when a step ends, the next one can be planned from the picks
+ * it just made and launched BEFORE its answers run the generation loops (text decoding, stop checks, the next
+ * request, the consumer's chunk handling). That host work then overlaps the next step instead of leaving the device
+ * idle between steps (vLLM's async scheduling). A step launches early only when every sequence it answered is
+ * chained or has its next request queued; a sequence that resubmits after its answer (forward(), a plain
+ * forwardPick loop) keeps the lockstep behaviour for the steps it is in. When a generation stops, the pick queued
+ * ahead of it may already be in a step: one step's work is wasted and the sequence is disposed.
+ *
  * KV memory (paged, blocks of 32 positions, cpp/core/kv_cache.h):
  *  - admission: a waiting sequence starts only when the free blocks, less what admitted sequences still need for
  *    their pending prompts, cover its whole prompt plus one generated token; waiting sequences start in FIFO order;
@@ -25,6 +34,9 @@ export interface SchedulerOptions {
   maxBatchSequences: number;
   maxQueue: number;
   vocab: number;
+  /** Launch the next step before the last one's answers are delivered when every sequence it answered is chained
+   *  (submitPickNext); false: always after them (lockstep). */
+  overlapSteps: boolean;
 }
 
 /** What one step did (model.onStep). */
@@ -34,7 +46,10 @@ export interface StepStats {
   prefillTokens: number;
   /** Sequences that advanced by one generated token. */
   decodeTokens: number;
+  /** From the launch to the result back on the main thread (which may be busy with the last step's answers). */
   seconds: number;
+  /** Launched before the previous step's answers were all delivered (overlapSteps). */
+  overlapped: boolean;
 }
 
 export interface SchedulerStats {
@@ -59,6 +74,11 @@ interface Request {
   ids: Int32Array;
   all: boolean; // logits of every position (else of the last)
   pick: NativePickRequest | null; // the last position's next id picked in the backend instead of its logits
+  /** submitPickNext: the pick request whose id this one feeds (ids[0]), until that id is known; then null */
+  follows: Request | null;
+  /** -1, or the id fed by this request to add to pick's penalty list as generated (packStep): the list was made
+   *  before that id was known */
+  append: number;
   fed: number; // ids[0, fed) are in the cache
   out: Float32Array | null; // all: [ids.length][V], filled as chunks complete
   resolve(v: Float32Array | NativePick): void;
@@ -78,15 +98,28 @@ export class SeqState {
   queued = false;
   disposed = false;
   inFlight = false;
+  /** Its pick requests are chained (submitPickNext): the next step need not wait for this sequence's answers. */
+  chained = false;
+  /** The last request submitted, when it is a pick still to be made: what submitPickNext follows. */
+  tailPick: Request | null = null;
+  /** The last request submitted was a pick, made: its id (what submitPickNext feeds); else -1. */
+  tailId = -1;
   constructor(
     readonly native: NativeSequence,
     readonly arrival: number,
   ) {}
 
+  /** A forward of this sequence failed before it was queued: nothing for submitPickNext to follow. */
+  clearTail(): void {
+    this.tailPick = null;
+    this.tailId = -1;
+  }
+
   /** Tokens this sequence has to feed before its head request is answered. */
   get remaining(): number {
     const r = this.requests[0];
-    return this.replay.length + (r ? r.ids.length - r.fed : 0);
+    return this.replay.length + (r && r.follows === null ? r.ids.length - r.fed : 0); // (a follower at the head has
+    // its id: its pick was made before it got there, or it failed with it)
   }
 }
 
@@ -108,6 +141,12 @@ export class Scheduler {
   private closed = false;
   private rr = 0; // round-robin start among running sequences when they exceed maxBatchSequences
   private inflight: Promise<void> = Promise.resolve();
+  /** Answers of finished steps, delivered in order (answer()); a step's answers may be delivered while the next runs. */
+  private answers: Array<() => void> = [];
+  private answered = 0; // answers[0, answered) delivered
+  private delivering = false;
+  /** The last step ended in lockstep: the next starts once its answers are delivered. */
+  private holding = false;
   private readonly listeners = new Set<(s: StepStats) => void>();
   private counters = { steps: 0, promptTokens: 0, generatedTokens: 0, preemptions: 0 };
 
@@ -166,13 +205,35 @@ export class Scheduler {
     return this.enqueue(st, ids, false, pick, signal) as Promise<NativePick>;
   }
 
+  /**
+   * Feeds the id that st's last request, a pick, picks (or picked: it may be made already), then picks the next one
+   * with `pick`, whose penalty list does not hold that id yet: it is added as generated (packStep) when known. The
+   * request is ready as soon as that pick is made, so with overlapSteps the step after the pick's can start before
+   * the pick's answer has reached its caller: the host's work between steps overlaps the next step.
+   */
+  submitPickNext(st: SeqState, pick: NativePickRequest, signal?: AbortSignal): Promise<NativePick> {
+    const parent = st.tailPick, id = st.tailId;
+    if (!parent && id < 0) {
+      return Promise.reject(new QwenError('E_BAD_ARG',
+        'forwardPickNext must come right after a forwardPick or forwardPickNext of the same sequence (its last forward was not a pick, or that pick failed)'));
+    }
+    const ids = new Int32Array(1);
+    if (!parent) ids[0] = id;
+    const p = this.enqueue(st, ids, false, pick, signal, parent, parent ? -1 : id) as Promise<NativePick>;
+    if (this.opts.overlapSteps) st.chained = true;
+    return p;
+  }
+
   private enqueue(
     st: SeqState,
     ids: Int32Array,
     all: boolean,
     pick: NativePickRequest | null,
     signal?: AbortSignal,
+    follows: Request | null = null,
+    append = -1,
   ): Promise<Float32Array | NativePick> {
+    st.clearTail(); // until this request is queued
     if (st.disposed) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
     if (signal?.aborted) return Promise.reject(abortError('forward', signal));
     const kv = this.pool;
@@ -194,7 +255,8 @@ export class Scheduler {
     }
     return new Promise<Float32Array | NativePick>((resolve, reject) => {
       const out = all ? new Float32Array(ids.length * this.opts.vocab) : null;
-      const req: Request = { ids, all, pick, fed: 0, out, resolve, reject, signal };
+      const req: Request = { ids, all, pick, follows, append, fed: 0, out, resolve, reject, signal };
+      if (pick) st.tailPick = req;
       if (signal) {
         req.onAbort = () => this.abort(st, req);
         signal.addEventListener('abort', req.onAbort, { once: true });
@@ -235,8 +297,24 @@ export class Scheduler {
     if (i < 0 || (i === 0 && st.inFlight)) return; // in the step running now: answered when it ends
     if (i === 0 && req.fed > 0) return; // half-fed prompt: the cache holds part of it; let the chunk finish
     st.requests.splice(i, 1);
-    this.settle(req, { error: abortError('forward', req.signal) });
+    const err = abortError('forward', req.signal);
+    this.settle(req, { error: err });
+    this.dropFollowers(st, i, req, err, (r, e) => this.settle(r, { error: e }));
     if (st.requests.length === 0 && st.replay.length === 0 && !st.admitted) this.dequeue(st);
+  }
+
+  /**
+   * `parent` (a pick) left st.requests from index `at` without its id: the requests chained behind it
+   * (submitPickNext), which were to feed that id, fail with it.
+   */
+  private dropFollowers(st: SeqState, at: number, parent: Request, error: Error, reject: (r: Request, e: Error) => void): void {
+    if (st.tailPick === parent) st.tailPick = null;
+    while (at < st.requests.length && st.requests[at].follows === parent) {
+      const f = st.requests.splice(at, 1)[0];
+      if (st.tailPick === f) st.tailPick = null;
+      reject(f, error);
+      parent = f;
+    }
   }
 
   private dequeue(st: SeqState): void {
@@ -381,12 +459,16 @@ export class Scheduler {
         logits: r.all ? 2 : done ? 1 : 0,
         promptLength: st.history.length === 0 && r.fed === 0 ? r.ids.length : 0,
       };
-      if (done && r.pick) item.pick = r.pick;
+      if (done && r.pick) {
+        item.pick = r.pick;
+        if (r.append >= 0) item.pickAppend = r.append;
+      }
       items.push(item);
       if (p.take === 1 && st.history.length > 0) decodeTokens++;
       else prefillTokens += p.take;
     }
     this.busy = true;
+    const overlapped = this.answered < this.answers.length;
     const t0 = process.hrtime.bigint();
     let started: Promise<NativeStepResult>;
     let batch: NativeStepBatch | null = null;
@@ -399,7 +481,9 @@ export class Scheduler {
       started = Promise.reject(e);
     }
     this.inflight = started.then(
-      (out) => this.finish(plan, items, batch!, out, { sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9 }),
+      (out) => this.finish(plan, items, batch!, out, {
+        sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9, overlapped,
+      }),
       (e: unknown) => this.fail(plan, e),
     );
   }
@@ -407,9 +491,12 @@ export class Scheduler {
   private finish(plan: Planned[], items: NativeStepItem[], batch: NativeStepBatch, result: NativeStepResult, s: StepStats): void {
     const V = this.opts.vocab;
     const out = result.logits;
-    const answers: Array<() => void> = []; // settled after the bookkeeping, spread over event-loop turns (below)
+    const answers = this.answers; // settled after the bookkeeping, in order, spread over event-loop turns (answer())
     let row = 0;
     let picked = 0;
+    // The next step may start before this one's answers are delivered when every sequence answered here has its next
+    // request queued already or is chained (its next pick comes through submitPickNext, queued ahead of time).
+    let overlap = this.opts.overlapSteps;
     for (let i = 0; i < plan.length; i++) {
       const { st, take, fromReplay } = plan[i];
       const item = items[i];
@@ -439,9 +526,13 @@ export class Scheduler {
         st.requests.shift();
         const logits = r.out ?? out.subarray(row * V, (row + 1) * V); // a view: no copy of 600 KB per sequence
         answers.push(() => this.settle(r, pick ? { pick } : { logits }));
+        if (pick) this.picked(st, r, pick.id);
+        if (st.requests.length === 0 && !st.chained) overlap = false;
       } else if (r.signal?.aborted) {
         st.requests.shift(); // aborted during a prompt chunk: stop feeding it
-        this.settle(r, { error: abortError('forward', r.signal) });
+        const err = abortError('forward', r.signal);
+        this.settle(r, { error: err });
+        this.dropFollowers(st, 0, r, err, (f, e) => this.settle(f, { error: e }));
       }
       row += rows;
     }
@@ -455,31 +546,67 @@ export class Scheduler {
         // a metrics hook must not break serving
       }
     }
-    this.answer(answers);
+    if (overlap) {
+      this.busy = false;
+      this.runStep(); // the device works on the next step while the answers run the generation loops below
+    } else this.holding = true;
+    this.deliver();
+  }
+
+  /** r's pick was made: the request chained behind it (if any) now knows the id it feeds. */
+  private picked(st: SeqState, r: Request, id: number): void {
+    if (id < 0) {
+      // forwardPick rejects such a pick (no usable logit); what was to feed it fails alike
+      const err = new QwenError('E_BACKEND', 'no usable logit for the pick this forward was to feed');
+      this.dropFollowers(st, 0, r, err, (f, e) => this.answers.push(() => this.settle(f, { error: e })));
+      return;
+    }
+    if (st.tailPick === r) {
+      st.tailPick = null;
+      st.tailId = id;
+    }
+    const f = st.requests[0];
+    if (f?.follows === r) {
+      f.follows = null;
+      f.ids[0] = id;
+      f.append = id;
+    }
   }
 
   /**
-   * Resolves the step's forwards. Each resolution runs its generation loop up to the next forward (sampling over the
+   * Delivers the queued answers. Each resolution runs its generation loop up to the next forward (sampling over the
    * vocabulary, text decoding, the consumer's chunk handling: ~0.5-2 ms per sequence on the CPU), all on the main
    * thread; at 64 sequences that is ~100 ms in one go. So they are resolved one per microtask turn (the loops resumed
-   * so far advance in between) until kAnswerSliceMs have passed, then the rest after an event-loop turn (I/O, timers);
-   * the next step starts after the last one, once every loop has resubmitted.
+   * so far advance in between) until kAnswerSliceMs have passed, then the rest after an event-loop turn (I/O, timers).
+   * In lockstep (holding) the next step starts after the last one, once every loop has resubmitted.
    */
-  private answer(answers: Array<() => void>, from = 0): void {
-    const t0 = performance.now();
-    let i = from;
-    const next = (): void => {
-      if (i >= answers.length) {
-        this.busy = false;
-        this.kick();
-      } else if (i > from && performance.now() - t0 >= kAnswerSliceMs) {
-        setImmediate(() => this.answer(answers, i)); // after every pending microtask: the loops resumed so far finish
-      } else {
-        answers[i++]();
-        queueMicrotask(next);
-      }
+  private deliver(): void {
+    if (this.delivering) return;
+    this.delivering = true;
+    const slice = (): void => {
+      const t0 = performance.now();
+      const from = this.answered;
+      const next = (): void => {
+        const q = this.answers;
+        if (this.answered >= q.length) {
+          this.answers = [];
+          this.answered = 0;
+          this.delivering = false;
+          if (this.holding) {
+            this.holding = false;
+            this.busy = false;
+          }
+          this.kick();
+        } else if (this.answered > from && performance.now() - t0 >= kAnswerSliceMs) {
+          setImmediate(slice); // after every pending microtask: the loops resumed so far finish
+        } else {
+          q[this.answered++]();
+          queueMicrotask(next);
+        }
+      };
+      next();
     };
-    next();
+    slice();
   }
 
   private fail(plan: Planned[], e: unknown): void {
@@ -487,17 +614,22 @@ export class Scheduler {
     const err = msg.startsWith('E_KV_FULL: ')
       ? new QwenError('E_KV_FULL', msg.slice(11), { cause: e })
       : new QwenError('E_BACKEND', msg, { cause: e });
+    const later = (r: Request, error: Error) => this.answers.push(() => this.settle(r, { error }));
     for (const { st, fromReplay } of plan) {
       st.inFlight = false;
       if (st.disposed) continue;
       if (fromReplay) {
-        for (const r of st.requests.splice(0)) this.settle(r, { error: err });
+        for (const r of st.requests.splice(0)) later(r, err);
+        st.tailPick = null;
       } else {
         const r = st.requests.shift();
-        if (r) this.settle(r, { error: err });
+        if (r) {
+          later(r, err);
+          this.dropFollowers(st, 0, r, err, later);
+        }
       }
     }
-    this.busy = false;
-    this.kick();
+    this.holding = true;
+    this.deliver();
   }
 }

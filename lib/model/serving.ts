@@ -24,9 +24,15 @@ export interface ServingOptions {
   maxBatchSequences?: number;
   /** Sequences waiting for admission before a new one is refused with E_QUEUE_FULL. Default 256. */
   maxQueue?: number;
+  /**
+   * Start the next batched step before the last one's picks have run their generation loops (scheduler.ts
+   * "Overlapped steps"): the host's work between steps overlaps the next step. Default true; false: lockstep, where
+   * a generation that stops wastes no step.
+   */
+  overlapSteps?: boolean;
 }
 
-type Key = keyof ServingOptions;
+type Key = Exclude<keyof ServingOptions, 'overlapSteps'>;
 const TABLE: Record<Key, { min: number; max: number; cpu?: number; cuda?: number }> = {
   kvCacheTokens: { min: KV_BLOCK_TOKENS, max: 2 ** 26 },
   maxBatchTokens: { min: 1, max: 65536, cpu: 256, cuda: 2048 },
@@ -52,6 +58,7 @@ export function resolveServing(
     const { min, max } = TABLE[k];
     if (v !== undefined && !(Number.isInteger(v) && v >= min && v <= max)) throw badArg(`options.${k}`, `an integer in [${min}, ${max}]`, v);
   }
+  if (o.overlapSteps !== undefined && typeof o.overlapSteps !== 'boolean') throw badArg('options.overlapSteps', 'a boolean', o.overlapSteps);
   const perToken = kvBytesPerToken(c, device, dtype);
   let kv = o.kvCacheTokens;
   if (kv === undefined) {
@@ -73,5 +80,6 @@ export function resolveServing(
     maxBatchTokens: pick('maxBatchTokens'),
     maxBatchSequences: pick('maxBatchSequences'),
     maxQueue: pick('maxQueue'),
+    overlapSteps: o.overlapSteps ?? true,
   };
 }

@@ -15,6 +15,9 @@ export interface NativeStepItem {
   promptLength: number;
   /** With logits 1: pick the last position's next id in the backend instead of returning its logits row. */
   pick?: NativePickRequest;
+  /** An id to add to pick's penalty list as generated (count + 1, or a new entry with count 1), when a penalty is
+   *  on: the request was made before that id was known (Scheduler.submitPickNext). */
+  pickAppend?: number;
 }
 
 /** A pick's row in NativeStepBatch.picks, in this order (cpp/addon/convert.h PickField). */
@@ -32,7 +35,7 @@ export function packStep(items: readonly NativeStepItem[]): NativeStepBatch {
     nIds += it.ids.length;
     if (it.pick) {
       nPicks++;
-      nPen += it.pick.ids.length;
+      nPen += it.pick.ids.length + 1; // + room for pickAppend
     }
   }
   const seqs = new Array<NativeSequence>(items.length);
@@ -55,7 +58,6 @@ export function packStep(items: readonly NativeStepItem[]): NativeStepBatch {
       head[i * 4 + 3] = -1;
       continue;
     }
-    head[i * 4 + 3] = q.ids.length;
     const o = p * NF;
     picks[o] = q.vocabLimit;
     picks[o + 1] = q.topLogprobs ?? -1;
@@ -78,10 +80,20 @@ export function packStep(items: readonly NativeStepItem[]): NativeStepBatch {
     if (q.counts.length !== q.ids.length) throw new RangeError('pick.ids and pick.counts differ in length');
     penaltyIds.set(q.ids, pen);
     penaltyCounts.set(q.counts, pen);
-    pen += q.ids.length;
+    let n = q.ids.length;
+    const add = it.pickAppend ?? -1;
+    if (add >= 0 && (q.repetitionPenalty !== 1 || q.presencePenalty !== 0 || q.frequencyPenalty !== 0)) {
+      let j = 0;
+      while (j < n && penaltyIds[pen + j] !== add) j++;
+      if (j === n) penaltyIds[pen + n++] = add;
+      penaltyCounts[pen + j]++;
+    }
+    head[i * 4 + 3] = n;
+    pen += n;
     p++;
   }
-  return { seqs, items: head, ids, picks, penaltyIds, penaltyCounts };
+  // Room left for appends that were not made: the addon reads the lists by the items' counts, in order.
+  return { seqs, items: head, ids, picks, penaltyIds: penaltyIds.subarray(0, pen), penaltyCounts: penaltyCounts.subarray(0, pen) };
 }
 
 /** The k-th pick of a step's result, as its request asked for it: logprob when topLogprobs >= 0, top when > 0. Read

@@ -136,6 +136,11 @@ export class Sampler {
     this.pickList.addGenerated(ids);
   }
 
+  /** Whether pickRequest() makes requests (for every step of this sampler) or returns null (never does). */
+  get nativePicks(): boolean {
+    return this.greedy || this.config.tokenizerVocabSize <= ID_SPAN;
+  }
+
   /**
    * The next pick inside the backend (Sequence.forwardPick): the request under which the native pick equals what
    * sample() would return on the same logits — the active penalties with the history as of now, the vocabulary
@@ -147,7 +152,7 @@ export class Sampler {
    */
   pickRequest(): NativePickRequest | null {
     const { config } = this;
-    if (!this.greedy && config.tokenizerVocabSize > ID_SPAN) return null;
+    if (!this.nativePicks) return null;
     const n = config.tokenizerVocabSize;
     const rep = this.pickList.mode === 'all';
     const openai = this.processors.some((p) => p.name === 'presenceFrequencyPenalty');

@@ -50,18 +50,23 @@ export function tsPath(model: Model, prompt: string, opts: Record<string, unknow
 
 /**
  * model.generate() of `prompt` with `opts` (the native path) equals the TS path: no logits crossed over (one
- * forwardPick per generated token, no forward), same tokens, text, finish reason and usage, same logprob ids, and
- * logprobs within `tol`. Returns the TS path's result.
+ * forwardPick for the prompt, then one forwardPickNext per later token, queued a step ahead: one more when the
+ * generation stopped before maxNewTokens; no forward), same tokens, text, finish reason and usage, same logprob
+ * ids, and logprobs within `tol`. Returns the TS path's result.
  */
 export async function expectNativeEqualsTs(
   model: Model, prompt: string, opts: Record<string, unknown>, tol: number,
 ): Promise<GenerationResult> {
   const want = await tsPath(model, prompt, opts);
   const picks = jest.spyOn(Sequence.prototype, 'forwardPick');
+  const nexts = jest.spyOn(Sequence.prototype, 'forwardPickNext');
   const forwards = jest.spyOn(Sequence.prototype, 'forward');
   const got = await model.generate(prompt, opts).result();
-  expect([picks.mock.calls.length, forwards.mock.calls.length]).toEqual([got.usage.completionTokens, 0]);
+  const n = got.usage.completionTokens;
+  const ahead = got.finishReason !== 'length' && n < (opts.maxNewTokens as number) ? 1 : 0;
+  expect([picks.mock.calls.length, nexts.mock.calls.length, forwards.mock.calls.length]).toEqual([1, n - 1 + ahead, 0]);
   picks.mockRestore();
+  nexts.mockRestore();
   forwards.mockRestore();
   expect(got.tokens).toEqual(want.tokens);
   expect(got.text).toBe(want.text);
