@@ -40,6 +40,8 @@ export interface SequenceLike {
    * with it, so the backend's next step need not wait for the generation loop.
    */
   forwardPickNext?(pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult>;
+  /** false: forwardPickNext gains nothing here (the model runs its steps in lockstep); generate() does not use it. */
+  readonly overlapSteps?: boolean;
   readonly length: number;
   dispose(): void;
 }

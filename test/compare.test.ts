@@ -50,6 +50,23 @@ test('a batch figure measured at another mean context says so (its ratio is no v
   expect(cells(lines[4])[1]).toBe('880.0 (x1.100) at ctx 243');
 });
 
+test('the largest batch chained (overlapped steps) gets a column of its own when a run has it', () => {
+  const base = run({ batch: [[16, 800], [64, 5600]] });
+  const withChained = (r: E2eRun, tokPerS: number) => {
+    r.batch!.points[1].chained = { steps: 32, msPerStep: 64e3 / tokPerS, tokPerS, overlapped: 1 };
+    return r;
+  };
+  const lines = compareSweeps([
+    { name: 'a', run: withChained(base, 6400) },
+    { name: 'b', run: withChained(run({ env: { B: '1' }, batch: [[16, 800], [64, 5600]] }), 7040) },
+    { name: 'c', run: run({ env: { C: '1' }, batch: [[64, 5000]] }) },
+  ]).split('\n');
+  expect(cells(lines[0])).toEqual(['run', 'bs 16 at ~200: tok/s', 'bs 64 at ~200: tok/s', 'bs 64 chained: tok/s']);
+  expect(cells(lines[2])[3]).toBe('6400.0');
+  expect(cells(lines[3])[3]).toBe('7040.0 (x1.100)');
+  expect(cells(lines[4])[3]).toBe('—');
+});
+
 test('no runs: a line that says so', () => {
   expect(compareSweeps([])).toBe('(no sweep results)');
 });

@@ -7,7 +7,7 @@
  * generation that stops with a pick queued ahead returns its blocks.
  */
 import { QwenError } from '../lib/errors';
-import { loadModel, type Model, type Sequence } from '../lib/model/model';
+import { loadModel, type Model, Sequence } from '../lib/model/model';
 import type { StepStats } from '../lib/model/scheduler';
 import { type SamplerConfig, createSampler } from '../lib/sampling';
 import type { PickResult } from '../lib/types';
@@ -131,7 +131,8 @@ test('forwardPickNext needs a pick before it; a pick that fails or is aborted ta
 }, 60000);
 
 test('generate(): steps overlap only when every sequence answered is chained; a lockstep sequence keeps every step', async () => {
-  const runs: Array<{ overlap: boolean; mixed: boolean; steps: StepStats[]; tokens: number[] }> = [];
+  const runs: Array<{ overlap: boolean; mixed: boolean; steps: StepStats[]; tokens: number[]; nexts: number }> = [];
+  const spy = jest.spyOn(Sequence.prototype, 'forwardPickNext');
   for (const overlap of [true, false]) {
     const m = overlap ? model : await loadModel(dir, { device: 'cpu', overlapSteps: false });
     try {
@@ -144,20 +145,45 @@ test('generate(): steps overlap only when every sequence answered is chained; a 
         if (mixed) gens.push(tsPath(m, 'x', opts));
         const res = await Promise.all(gens);
         off();
-        runs.push({ overlap, mixed, steps, tokens: res.map((r) => r.usage.completionTokens) });
+        runs.push({ overlap, mixed, steps, tokens: res.map((r) => r.usage.completionTokens), nexts: spy.mock.calls.length });
+        spy.mockClear();
       }
     } finally {
       if (!overlap) await m.dispose();
     }
   }
+  spy.mockRestore();
   for (const r of runs) {
     expect(r.tokens.every((n) => n === N)).toBe(true);
+    // picks queued ahead only where they can overlap: N - 1 per native generation, none in lockstep
+    expect(r.nexts).toBe(r.overlap ? 3 * (N - 1) : 0);
     // all prompts fit the first step: one step per token (+ a wasted one at most, queued ahead of the last pick)
     expect(r.steps.length).toBeLessThanOrEqual(N + 1);
     const overlapped = r.steps.filter((s) => s.overlapped).length;
     // every step after the first is launched ahead of its predecessor's answers, unless lockstep (the option, or a
     // sequence answered in every step that resubmits only when its answer has run)
     expect(overlapped).toBe(r.overlap && !r.mixed ? r.steps.length - 1 : 0);
+  }
+}, 60000);
+
+test('a failed step fails its picks\' followers, and answers a sequence disposed during it', async () => {
+  const code = async (p: Promise<unknown>) => p.then(() => 'resolved', (e: unknown) => (e instanceof QwenError ? e.code : String(e)));
+  const s = createSampler(cfgOf(model, { repetitionPenalty: 1.2 }), [1, 2, 3]);
+  const a = model.createSequence(), b = model.createSequence();
+  try {
+    const req = s.pickRequest()!;
+    const parent = a.forwardPick([1, 2, 3], req);
+    const child = a.forwardPickNext(s.pickRequest()!);
+    const other = b.forward([4, 5]);
+    req.ids[1] = req.ids[0]; // changed after forwardPick: the addon refuses the step (step-pack.test.ts)
+    await new Promise((r) => setImmediate(r)); // the step has started
+    b.dispose(); // its forward is in the step: answered when the step ends
+    expect(await Promise.all([parent, child, other].map(code))).toEqual(['E_BACKEND', 'E_BACKEND', 'E_BACKEND']);
+    const again = await a.forwardPick([1, 2, 3], s.pickRequest()!); // the model goes on
+    expect(again.id).toBeGreaterThanOrEqual(0);
+  } finally {
+    a.dispose();
+    b.dispose();
   }
 }, 60000);
 

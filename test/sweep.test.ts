@@ -25,6 +25,7 @@ test.each([
   ['sampled pick', { pick: true, sample: { temperature: 0.7, topK: 0, topP: 0.8 } }],
 ])('%s: every decode step is one forwardPick of the requested kind; batched steps hold B sequences', async (_what, extra) => {
   const spy = jest.spyOn(Sequence.prototype, 'forwardPick');
+  const next = jest.spyOn(Sequence.prototype, 'forwardPickNext');
   process.env.QWEN_SWEEP_TEST = '1';
   try {
     const r = await runSweep({ dir, ...base, ...extra });
@@ -34,9 +35,14 @@ test.each([
     expect(r.env).toEqual({ ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('QWEN_'))), QWEN_SWEEP_TEST: '1' });
     for (const p of r.points) expect(p.decode.tokPerS).toBeGreaterThan(0);
     expect(r.batch!.points.map((p) => [p.batchSize, p.steps, p.meanSequencesPerStep])).toEqual([[1, 3, 1], [3, 3, 3]]);
-    // (decodeSteps + 1 untimed) per context, (batchSteps + 1) x B per batch size
-    expect(spy).toHaveBeenCalledTimes(2 * 5 + 4 * 1 + 4 * 3);
-    const reqs = spy.mock.calls.map((c) => c[1] as NativePickRequest);
+    // (decodeSteps + 1 untimed) per context, (batchSteps + 1) x B per batch size; then as many chained steps per
+    // batch size: one forwardPick and batchSteps forwardPickNext per sequence, each step launched ahead of the last
+    // one's answers
+    expect(spy).toHaveBeenCalledTimes(2 * 5 + 4 * 1 + 4 * 3 + (1 + 3));
+    expect(next).toHaveBeenCalledTimes(3 * 1 + 3 * 3);
+    expect(r.batch!.points.map((p) => [p.chained?.steps, p.chained?.overlapped])).toEqual([[3, 1], [3, 1]]);
+    for (const p of r.batch!.points) expect(p.chained!.tokPerS).toBeGreaterThan(0);
+    const reqs = [...spy.mock.calls.map((c) => c[1] as NativePickRequest), ...next.mock.calls.map((c) => c[0] as NativePickRequest)];
     if ('sample' in extra) {
       for (const q of reqs) expect([q.doSample, q.temperature, q.topK, q.topP]).toEqual([true, 0.7, 0, 0.8]);
       const us = reqs.map((q) => q.u!);
@@ -48,5 +54,6 @@ test.each([
   } finally {
     delete process.env.QWEN_SWEEP_TEST;
     spy.mockRestore();
+    next.mockRestore();
   }
 }, 120000);

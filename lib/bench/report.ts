@@ -142,7 +142,8 @@ function batchTable(runs: E2eRun[], md: boolean): string {
       const pk = p.ofPeak !== null ? `, ${(p.ofPeak * 100).toFixed(0)} % peak` : '';
       return [
         `${p.tokPerS.toFixed(1)} (x${p.speedup.toFixed(2)}; ${p.gflops.toFixed(0)} GFLOP/s${pk})`,
-        `${p.msPerStep.toFixed(1)}${Math.abs(p.meanSequencesPerStep - b) > 0.01 ? ` (${p.meanSequencesPerStep.toFixed(1)} seq/step!)` : ''}`,
+        `${p.msPerStep.toFixed(1)}${Math.abs(p.meanSequencesPerStep - b) > 0.01 ? ` (${p.meanSequencesPerStep.toFixed(1)} seq/step!)` : ''}` +
+          `${p.chained ? `; chained ${p.chained.msPerStep.toFixed(1)} = ${p.chained.tokPerS.toFixed(0)} tok/s` : ''}`,
       ];
     }),
   ]);

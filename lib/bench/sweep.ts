@@ -15,7 +15,7 @@
  * model.onStep, and the sequences each step really held (a check that the B forwards did share one step).
  */
 import { addon } from '../native/binding';
-import { loadModel, Model } from '../model/model';
+import { loadModel, Model, type Sequence } from '../model/model';
 import { ffnWidth } from '../model/config';
 import type { StepStats } from '../model/scheduler';
 import { clientPrompt } from './concurrency';
@@ -76,6 +76,12 @@ export interface BatchPoint {
   ofPeak: number | null;
   /** aggregate tok/s over the batch-1 point's */
   speedup: number;
+  /**
+   * With `pick`: the same B sequences chained as generate() runs them (each keeps one forwardPickNext queued, so a
+   * step launches before the last one's picks are delivered: scheduler.ts "Overlapped steps"). msPerStep is the median
+   * interval between two step completions; overlapped the share of those steps launched ahead of the answers.
+   */
+  chained: { steps: number; msPerStep: number; tokPerS: number; overlapped: number } | null;
 }
 
 export interface BatchAxis {
@@ -112,6 +118,35 @@ export interface SweepOptions {
   sample?: { temperature: number; topK: number; topP: number };
   peakGflops: number | null;
   log: (s: string) => void;
+}
+
+/** batchSteps + 1 more steps of the B sequences, each keeping one pick queued ahead (forwardPickNext). */
+async function chainedSteps(
+  model: Model, group: Sequence[], o: SweepOptions, greedy: NativePickRequest, rng: Rng,
+): Promise<BatchPoint['chained']> {
+  const B = group.length;
+  const done: Array<{ t: number; overlapped: boolean }> = [];
+  const off = model.onStep((s) => {
+    if (s.sequences === B && s.prefillTokens === 0) done.push({ t: nowMs(), overlapped: s.overlapped });
+  });
+  try {
+    await Promise.all(group.map(async (s, j) => {
+      let pending: Promise<unknown> = s.forwardPick([(o.batchContext * 17 + j) % 151643], stepPick(greedy, o, rng));
+      let queued: Promise<unknown> | null = s.forwardPickNext(stepPick(greedy, o, rng));
+      for (let k = 0; k <= o.batchSteps; k++) {
+        await pending;
+        if (!queued) break;
+        pending = queued;
+        queued = k + 2 <= o.batchSteps ? s.forwardPickNext(stepPick(greedy, o, rng)) : null;
+      }
+    }));
+  } finally {
+    off();
+  }
+  const gaps = done.slice(1).map((d, i) => d.t - done[i].t);
+  if (gaps.length === 0) return null;
+  const ms = median(gaps);
+  return { steps: gaps.length, msPerStep: ms, tokPerS: (B / ms) * 1e3, overlapped: done.slice(1).filter((d) => d.overlapped).length / gaps.length };
 }
 
 /** The decode steps' pick request: `greedy`, or a sampled draw with the next u of `rng` (o.sample). */
@@ -264,6 +299,7 @@ async function batchAxis(
       } finally {
         off();
       }
+      const chained = o.pick ? await chainedSteps(model, group, o, greedy, rng) : null;
       const timed = steps.slice(-o.batchSteps);
       const dms = median(samples);
       const ctx = ctxSum / o.batchSteps;
@@ -277,13 +313,15 @@ async function batchAxis(
         context: ctx, samples, bytesPerStep: bytes, gbs: bytes / dms / 1e6, ofReadBandwidth: k.readGBs ? bytes / dms / 1e6 / k.readGBs : null,
         gflops: flops / dms / 1e6, ofPeak: o.peakGflops ? flops / dms / 1e6 / o.peakGflops : null,
         speedup: points.length ? tokPerS / points[0].tokPerS : 1,
+        chained,
       };
       points.push(p);
       o.log(`  [${o.mode}] batch ${String(B).padStart(2)} at context ~${ctx.toFixed(0)}: ${dms.toFixed(1)} ms/step ` +
         `(engine ${p.engineMsPerStep.toFixed(1)}, ${p.meanSequencesPerStep.toFixed(1)} seq/step) = ${tokPerS.toFixed(1)} tok/s aggregate ` +
         `(x${p.speedup.toFixed(2)} vs batch ${points[0].batchSize}), ${p.gflops.toFixed(0)} GFLOP/s` +
         `${p.ofPeak !== null ? ` (${(p.ofPeak * 100).toFixed(0)} % peak)` : ''}, ${p.gbs.toFixed(1)} GB/s` +
-        `${p.ofReadBandwidth !== null ? ` (${(p.ofReadBandwidth * 100).toFixed(0)} % BW)` : ''}`);
+        `${p.ofReadBandwidth !== null ? ` (${(p.ofReadBandwidth * 100).toFixed(0)} % BW)` : ''}` +
+        `${chained ? `; chained ${chained.msPerStep.toFixed(1)} ms/step = ${chained.tokPerS.toFixed(1)} tok/s (${(chained.overlapped * 100).toFixed(0)} % overlapped)` : ''}`);
     } finally {
       for (const s of group) s.dispose();
     }

@@ -19,6 +19,13 @@
  * awaited one event-loop turn per chunk made its sequence miss every other batched step (64 such clients: ~31
  * sequences per step instead of ~62). So when the consumer stops early (break, abort while it holds a chunk), one
  * forward may already be queued or running; it is abandoned (its result dropped) and the sequence disposed.
+ *
+ * Picks queued a step ahead (a Sequence with forwardPickNext on a model with overlapSteps): with the prompt's pick,
+ * the pick after it is queued too, fed with the id the first one makes; then each time the loop takes pick k, pick
+ * k + 2 is queued (its request made with picks up to k accepted: the backend adds pick k + 1 to its penalty list).
+ * The scheduler can then launch the step of pick k + 1 before pick k reaches this loop (scheduler.ts "Overlapped
+ * steps"). A generation that stops on eos or a stop string abandons the one pick queued ahead; a consumer that stops
+ * while holding a chunk, up to two.
  */
 import { QwenError, badArg } from '../errors';
 import { type TopLogprob, StopWords, createSampler } from '../sampling';
@@ -93,7 +100,12 @@ export async function* generateTokens(
       // The pick after the pending one, queued before that one is known (see the header). Its request is made after
       // every pick up to the pending one's was accepted: the backend adds the pending pick to its penalty list.
       const ahead = (): Promise<PickResult | null> => {
-        const p = settledPick(seq.forwardPickNext!(sampler.pickRequest()!, signal ? { signal } : undefined), signal);
+        let p: Promise<PickResult | null>;
+        try {
+          p = settledPick(seq.forwardPickNext!(sampler.pickRequest()!, signal ? { signal } : undefined), signal);
+        } catch (e) {
+          p = Promise.reject(e); // a SequenceLike that throws instead of rejecting: thrown where it is awaited
+        }
         p.catch(() => undefined); // abandoned when the generation stops first; awaited (and thrown) otherwise
         return p;
       };
@@ -104,7 +116,8 @@ export async function* generateTokens(
         return p;
       };
       let pending = next(promptIds);
-      let queued = native && typeof seq.forwardPickNext === 'function' && config.maxNewTokens > 1 ? ahead() : null;
+      const chain = native && typeof seq.forwardPickNext === 'function' && seq.overlapSteps !== false;
+      let queued = chain && config.maxNewTokens > 1 ? ahead() : null;
       let r = take(await pending);
       for (;;) {
         if (signal?.aborted || r === null) {
@@ -140,7 +153,7 @@ export async function* generateTokens(
           finish = 'length';
           break;
         }
-        // Before the yield: see the header.
+        // Before the yield (see the header): the pick after the one just taken, and the one after that queued ahead.
         if (queued) {
           pending = queued;
           queued = sampled + 1 < config.maxNewTokens ? ahead() : null;

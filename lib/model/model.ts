@@ -137,6 +137,11 @@ export class Sequence implements SequenceLike {
   get disposed(): boolean {
     return this.native === null;
   }
+  /** Whether a forwardPickNext lets the next step start before the pick it follows is answered (the model's
+   *  overlapSteps option); generate() queues picks ahead only then. */
+  get overlapSteps(): boolean {
+    return this.model.overlapSteps;
+  }
 
   /**
    * Append ids; resolves to the logits of the last position (Float32Array of vocab_size). Forwards of concurrent
@@ -161,7 +166,7 @@ export class Sequence implements SequenceLike {
     if (!this.native) throw new QwenError('E_DISPOSED', 'this Sequence was disposed');
     let arr: Int32Array, req: NativePickRequest;
     try {
-      arr = this.model.checkIds(ids, this.length);
+      arr = this.model.checkIds(ids, this.state.queuedPositions);
       req = this.model.checkPick(pick);
     } catch (e) {
       this.state.clearTail();
@@ -181,7 +186,7 @@ export class Sequence implements SequenceLike {
     if (!this.native) throw new QwenError('E_DISPOSED', 'this Sequence was disposed');
     let req: NativePickRequest;
     try {
-      this.model.checkIds([0], this.length + 1); // E_CONTEXT: the pending pick's id, then this one's
+      this.model.checkIds([0], this.state.queuedPositions); // E_CONTEXT: this one's id
       req = this.model.checkPick(pick);
     } catch (e) {
       this.state.clearTail();
@@ -194,7 +199,7 @@ export class Sequence implements SequenceLike {
     if (!this.native) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
     let arr: Int32Array;
     try {
-      arr = this.model.checkIds(ids, this.length);
+      arr = this.model.checkIds(ids, this.state.queuedPositions);
     } catch (e) {
       this.state.clearTail();
       return Promise.reject(e);
@@ -222,6 +227,8 @@ export class Model {
   readonly tokenizer: Tokenizer;
   /** generation_config.json as options (defaults where absent); per-call options override it. */
   readonly generationConfig: Readonly<GenerationOptions>;
+  /** Load option overlapSteps (scheduler.ts "Overlapped steps"). */
+  readonly overlapSteps: boolean;
   private native: NativeModel | null;
   private readonly scheduler: Scheduler;
   private readonly sequences = new Set<Sequence>();
@@ -242,6 +249,7 @@ export class Model {
       dtypes: [...new Set(ckpt.tensors.map((t) => t.dtype))],
     };
     this.native = native;
+    this.overlapSteps = serving.overlapSteps;
     this.scheduler = new Scheduler(native, { ...serving, vocab: ckpt.config.vocab_size });
   }
 

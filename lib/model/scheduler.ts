@@ -2,18 +2,19 @@
  * Continuous batching. Every Sequence.forward of a model is a request to its Scheduler, which merges the requests
  * pending at that moment into one native step: decoding sequences (one token each) and prefill chunks of new or long
  * prompts together, at most `maxBatchTokens` tokens and `maxBatchSequences` sequences per step. Concurrent
- * generate()/chat() calls therefore share steps with no API of their own: each generation loop awaits its forward,
- * samples, and submits the next token before the next step is launched (steps start from setImmediate, after the
- * microtasks that sample and resubmit).
+ * generate()/chat() calls therefore share steps with no API of their own. In lockstep, each generation loop awaits
+ * its forward, samples, and submits the next token before the next step is launched (steps start from setImmediate,
+ * after the microtasks that sample and resubmit); overlapped steps (below) launch it earlier.
  *
  * Overlapped steps (overlapSteps, on by default): generate() queues each pick one step ahead (submitPickNext: "feed
  * the id my pending pick makes, then pick again"), so when a step ends, the next one can be planned from the picks
  * it just made and launched BEFORE its answers run the generation loops (text decoding, stop checks, the next
  * request, the consumer's chunk handling). That host work then overlaps the next step instead of leaving the device
  * idle between steps (vLLM's async scheduling). A step launches early only when every sequence it answered is
- * chained or has its next request queued; a sequence that resubmits after its answer (forward(), a plain
- * forwardPick loop) keeps the lockstep behaviour for the steps it is in. When a generation stops, the pick queued
- * ahead of it may already be in a step: one step's work is wasted and the sequence is disposed.
+ * chained (its last request came through submitPickNext) or has its next request queued; a sequence that resubmits
+ * after its answer (forward(), a plain forwardPick loop) keeps the lockstep behaviour for the steps it is in. When a
+ * generation stops, the picks queued ahead of it may already be in a step: that work is wasted (one step's token
+ * when it stops on eos or a stop string, up to two when its consumer stops while holding a chunk).
  *
  * KV memory (paged, blocks of 32 positions, cpp/core/kv_cache.h):
  *  - admission: a waiting sequence starts only when the free blocks, less what admitted sequences still need for
@@ -98,7 +99,8 @@ export class SeqState {
   queued = false;
   disposed = false;
   inFlight = false;
-  /** Its pick requests are chained (submitPickNext): the next step need not wait for this sequence's answers. */
+  /** Its last request came through submitPickNext (and the scheduler overlaps): the next step need not wait for
+   *  this sequence's answers. */
   chained = false;
   /** The last request submitted, when it is a pick still to be made: what submitPickNext follows. */
   tailPick: Request | null = null;
@@ -108,6 +110,13 @@ export class SeqState {
     readonly native: NativeSequence,
     readonly arrival: number,
   ) {}
+
+  /** Positions the sequence will hold once every queued request is fed. */
+  get queuedPositions(): number {
+    let n = this.history.length + this.replay.length;
+    for (const r of this.requests) n += r.ids.length - r.fed;
+    return n;
+  }
 
   /** A forward of this sequence failed before it was queued: nothing for submitPickNext to follow. */
   clearTail(): void {
@@ -219,9 +228,7 @@ export class Scheduler {
     }
     const ids = new Int32Array(1);
     if (!parent) ids[0] = id;
-    const p = this.enqueue(st, ids, false, pick, signal, parent, parent ? -1 : id) as Promise<NativePick>;
-    if (this.opts.overlapSteps) st.chained = true;
-    return p;
+    return this.enqueue(st, ids, false, pick, signal, parent, parent ? -1 : id) as Promise<NativePick>;
   }
 
   private enqueue(
@@ -237,8 +244,7 @@ export class Scheduler {
     if (st.disposed) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
     if (signal?.aborted) return Promise.reject(abortError('forward', signal));
     const kv = this.pool;
-    const pending = st.requests.reduce((n, r) => n + r.ids.length - r.fed, 0);
-    const positions = st.history.length + st.replay.length + pending + ids.length;
+    const positions = st.queuedPositions + ids.length;
     if (blocksFor(positions + (all ? 0 : 1), kv.blockTokens) > kv.maxBlocks) {
       return Promise.reject(
         new QwenError(
@@ -257,6 +263,8 @@ export class Scheduler {
       const out = all ? new Float32Array(ids.length * this.opts.vocab) : null;
       const req: Request = { ids, all, pick, follows, append, fed: 0, out, resolve, reject, signal };
       if (pick) st.tailPick = req;
+      // chained while its last request came through submitPickNext: its next one is queued ahead, if any
+      st.chained = this.opts.overlapSteps && (follows !== null || append >= 0);
       if (signal) {
         req.onAbort = () => this.abort(st, req);
         signal.addEventListener('abort', req.onAbort, { once: true });
@@ -617,7 +625,11 @@ export class Scheduler {
     const later = (r: Request, error: Error) => this.answers.push(() => this.settle(r, { error }));
     for (const { st, fromReplay } of plan) {
       st.inFlight = false;
-      if (st.disposed) continue;
+      if (st.disposed) {
+        const r = st.requests.shift(); // the request dispose() left to this step
+        if (r) later(r, err);
+        continue;
+      }
       if (fromReplay) {
         for (const r of st.requests.splice(0)) later(r, err);
         st.tailPick = null;

@@ -82,7 +82,7 @@ export function packStep(items: readonly NativeStepItem[]): NativeStepBatch {
     penaltyCounts.set(q.counts, pen);
     let n = q.ids.length;
     const add = it.pickAppend ?? -1;
-    if (add >= 0 && (q.repetitionPenalty !== 1 || q.presencePenalty !== 0 || q.frequencyPenalty !== 0)) {
+    if (add >= 0 && add < q.vocabLimit && (q.repetitionPenalty !== 1 || q.presencePenalty !== 0 || q.frequencyPenalty !== 0)) {
       let j = 0;
       while (j < n && penaltyIds[pen + j] !== add) j++;
       if (j === n) penaltyIds[pen + n++] = add;
