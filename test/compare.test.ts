@@ -53,7 +53,7 @@ test('a batch figure measured at another mean context says so (its ratio is no v
 test('the largest batch chained (overlapped steps) gets a column of its own when a run has it', () => {
   const base = run({ batch: [[16, 800], [64, 5600]] });
   const withChained = (r: E2eRun, tokPerS: number) => {
-    r.batch!.points[1].chained = { steps: 32, msPerStep: 64e3 / tokPerS, tokPerS, overlapped: 1 };
+    r.batch!.points[1].chained = { steps: 32, msPerStep: 64e3 / tokPerS, tokPerS, overlapped: 1, gapMs: 0.5 };
     return r;
   };
   const lines = compareSweeps([

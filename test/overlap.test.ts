@@ -153,6 +153,7 @@ test('generate(): steps overlap only when every sequence answered is chained; a 
     }
   }
   spy.mockRestore();
+  expect(runs[2].steps[0].gapMs).toBeNull(); // the first step of a fresh model follows no other
   for (const r of runs) {
     expect(r.tokens.every((n) => n === N)).toBe(true);
     // picks queued ahead only where they can overlap: N - 1 per native generation, none in lockstep
@@ -160,6 +161,8 @@ test('generate(): steps overlap only when every sequence answered is chained; a 
     // all prompts fit the first step: one step per token (+ a wasted one at most, queued ahead of the last pick)
     expect(r.steps.length).toBeLessThanOrEqual(N + 1);
     const overlapped = r.steps.filter((s) => s.overlapped).length;
+    // every step but the first launched right after another's result: its host gap is known
+    for (const s of r.steps.slice(1)) expect(s.gapMs).toBeGreaterThanOrEqual(0);
     // every step after the first is launched ahead of its predecessor's answers, unless lockstep (the option, or a
     // sequence answered in every step that resubmits only when its answer has run)
     expect(overlapped).toBe(r.overlap && !r.mixed ? r.steps.length - 1 : 0);

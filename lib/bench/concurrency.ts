@@ -46,6 +46,8 @@ export interface ConcurrencyLevel {
     busyFraction: number;
     /** share of the steps launched before the previous step's answers ran (overlapped steps, scheduler.ts) */
     overlapped: number;
+    /** median StepStats.gapMs of the decode-only steps: main-thread time between a step's result and the next launch */
+    gapMs: number | null;
     prefillTokens: number; decodeTokens: number;
   };
   ttftMs: Quantiles;
@@ -165,6 +167,7 @@ async function runLevel(model: Model, C: number, P: number, N: number): Promise<
       maxSequences: steps.reduce((m, s) => Math.max(m, s.sequences), 0),
       busyFraction: busy / (wallMs / 1e3),
       overlapped: steps.length ? steps.filter((s) => s.overlapped).length / steps.length : 0,
+      gapMs: dec.some((s) => s.gapMs !== null) ? quantile(dec.flatMap((s) => (s.gapMs === null ? [] : [s.gapMs])), 0.5) : null,
       prefillTokens: steps.reduce((n, s) => n + s.prefillTokens, 0),
       decodeTokens: steps.reduce((n, s) => n + s.decodeTokens, 0),
     },
@@ -201,7 +204,7 @@ export async function runConcurrency(o: ConcurrencyOptions): Promise<Concurrency
       out.push(r);
       o.log(`  [${o.mode}] C=${String(C).padStart(3)}: ${r.generatedTokens} tokens in ${r.wallS.toFixed(1)} s = ` +
         `${r.aggregateTokPerS.toFixed(1)} tok/s aggregate; decode-only ${r.decode.tokPerS?.toFixed(1) ?? '—'} tok/s; ` +
-        `${r.steps.meanSequences.toFixed(1)} seq/step (${r.steps.total} steps, ${(r.steps.overlapped * 100).toFixed(0)} % overlapped); TTFT p50 ${ms(r.ttftMs.p50)} p99 ${ms(r.ttftMs.p99)}; ` +
+        `${r.steps.meanSequences.toFixed(1)} seq/step (${r.steps.total} steps, ${(r.steps.overlapped * 100).toFixed(0)} % overlapped, launch gap p50 ${r.steps.gapMs?.toFixed(2) ?? '—'} ms); TTFT p50 ${ms(r.ttftMs.p50)} p99 ${ms(r.ttftMs.p99)}; ` +
         `TPOT p50 ${ms(r.tpotMs.p50)} p99 ${ms(r.tpotMs.p99)}; event-loop delay p99 ${r.eventLoopDelayMs.p99.toFixed(1)} ms` +
         `${r.preemptions ? `; ${r.preemptions} preemptions` : ''}` +
         `${r.othersBusy !== null && r.othersBusy > 0.1 ? ` [others used ${(r.othersBusy * 100).toFixed(0)} % of the CPUs: noisy]` : ''}`);

@@ -63,6 +63,8 @@ export interface BatchPoint {
   perSequenceTokPerS: number;
   /** median native step time from model.onStep (the wall figure less the scheduling around it) */
   engineMsPerStep: number;
+  /** median StepStats.gapMs of the timed steps: main-thread time between a step's result and the next launch */
+  gapMs: number | null;
   /** mean sequences per step as the scheduler ran them (B when the forwards shared each step) */
   meanSequencesPerStep: number;
   /** mean context of the B sequences during the timed steps */
@@ -81,7 +83,7 @@ export interface BatchPoint {
    * step launches before the last one's picks are delivered: scheduler.ts "Overlapped steps"). msPerStep is the median
    * interval between two step completions; overlapped the share of those steps launched ahead of the answers.
    */
-  chained: { steps: number; msPerStep: number; tokPerS: number; overlapped: number } | null;
+  chained: { steps: number; msPerStep: number; tokPerS: number; overlapped: number; gapMs: number | null } | null;
 }
 
 export interface BatchAxis {
@@ -125,9 +127,9 @@ async function chainedSteps(
   model: Model, group: Sequence[], o: SweepOptions, greedy: NativePickRequest, rng: Rng,
 ): Promise<BatchPoint['chained']> {
   const B = group.length;
-  const done: Array<{ t: number; overlapped: boolean }> = [];
+  const done: Array<{ t: number; overlapped: boolean; gapMs: number | null }> = [];
   const off = model.onStep((s) => {
-    if (s.sequences === B && s.prefillTokens === 0) done.push({ t: nowMs(), overlapped: s.overlapped });
+    if (s.sequences === B && s.prefillTokens === 0) done.push({ t: nowMs(), overlapped: s.overlapped, gapMs: s.gapMs });
   });
   try {
     await Promise.all(group.map(async (s, j) => {
@@ -146,7 +148,11 @@ async function chainedSteps(
   const gaps = done.slice(1).map((d, i) => d.t - done[i].t);
   if (gaps.length === 0) return null;
   const ms = median(gaps);
-  return { steps: gaps.length, msPerStep: ms, tokPerS: (B / ms) * 1e3, overlapped: done.slice(1).filter((d) => d.overlapped).length / gaps.length };
+  const launch = done.slice(1).flatMap((d) => (d.gapMs === null ? [] : [d.gapMs]));
+  return {
+    steps: gaps.length, msPerStep: ms, tokPerS: (B / ms) * 1e3, overlapped: done.slice(1).filter((d) => d.overlapped).length / gaps.length,
+    gapMs: launch.length ? median(launch) : null,
+  };
 }
 
 /** The decode steps' pick request: `greedy`, or a sampled draw with the next u of `rng` (o.sample). */
@@ -309,6 +315,7 @@ async function batchAxis(
       const p: BatchPoint = {
         batchSize: B, steps: samples.length, msPerStep: dms, tokPerS, perSequenceTokPerS: 1e3 / dms,
         engineMsPerStep: median(timed.map((s) => s.seconds * 1e3)),
+        gapMs: timed.some((s) => s.gapMs !== null) ? median(timed.flatMap((s) => (s.gapMs === null ? [] : [s.gapMs]))) : null,
         meanSequencesPerStep: steps.length ? steps.reduce((m, s) => m + s.sequences, 0) / steps.length : 0,
         context: ctx, samples, bytesPerStep: bytes, gbs: bytes / dms / 1e6, ofReadBandwidth: k.readGBs ? bytes / dms / 1e6 / k.readGBs : null,
         gflops: flops / dms / 1e6, ofPeak: o.peakGflops ? flops / dms / 1e6 / o.peakGflops : null,
@@ -317,11 +324,11 @@ async function batchAxis(
       };
       points.push(p);
       o.log(`  [${o.mode}] batch ${String(B).padStart(2)} at context ~${ctx.toFixed(0)}: ${dms.toFixed(1)} ms/step ` +
-        `(engine ${p.engineMsPerStep.toFixed(1)}, ${p.meanSequencesPerStep.toFixed(1)} seq/step) = ${tokPerS.toFixed(1)} tok/s aggregate ` +
+        `(engine ${p.engineMsPerStep.toFixed(1)}, launch gap ${p.gapMs?.toFixed(2) ?? '—'}, ${p.meanSequencesPerStep.toFixed(1)} seq/step) = ${tokPerS.toFixed(1)} tok/s aggregate ` +
         `(x${p.speedup.toFixed(2)} vs batch ${points[0].batchSize}), ${p.gflops.toFixed(0)} GFLOP/s` +
         `${p.ofPeak !== null ? ` (${(p.ofPeak * 100).toFixed(0)} % peak)` : ''}, ${p.gbs.toFixed(1)} GB/s` +
         `${p.ofReadBandwidth !== null ? ` (${(p.ofReadBandwidth * 100).toFixed(0)} % BW)` : ''}` +
-        `${chained ? `; chained ${chained.msPerStep.toFixed(1)} ms/step = ${chained.tokPerS.toFixed(1)} tok/s (${(chained.overlapped * 100).toFixed(0)} % overlapped)` : ''}`);
+        `${chained ? `; chained ${chained.msPerStep.toFixed(1)} ms/step = ${chained.tokPerS.toFixed(1)} tok/s (${(chained.overlapped * 100).toFixed(0)} % overlapped, launch gap ${chained.gapMs?.toFixed(2) ?? '—'} ms)` : ''}`);
     } finally {
       for (const s of group) s.dispose();
     }

@@ -51,6 +51,11 @@ export interface StepStats {
   seconds: number;
   /** Launched before the previous step's answers were all delivered (overlapSteps). */
   overlapped: boolean;
+  /** ms from the previous step's result reaching the main thread to this launch (null for a model's first step and
+   *  after the scheduler found nothing to do; a step whose work arrived after the last one ended counts the wait): main-thread
+   *  time the engine waited through, at least (the result's own way back to the main thread is not counted). With
+   *  overlapped steps, the bookkeeping, planning and packing; in lockstep, every loop's handling of its answer too. */
+  gapMs: number | null;
 }
 
 export interface SchedulerStats {
@@ -156,6 +161,7 @@ export class Scheduler {
   private delivering = false;
   /** The last step ended in lockstep: the next starts once its answers are delivered. */
   private holding = false;
+  private lastResultAt = -1; // performance.now() when the last step's result reached finish() / fail()
   private readonly listeners = new Set<(s: StepStats) => void>();
   private counters = { steps: 0, promptTokens: 0, generatedTokens: 0, preemptions: 0 };
 
@@ -447,7 +453,10 @@ export class Scheduler {
   private runStep(): void {
     if (this.busy || this.closed) return;
     const plan = this.plan();
-    if (plan.length === 0) return;
+    if (plan.length === 0) {
+      this.lastResultAt = -1; // idle for want of work: the next step's gap would not be host time
+      return;
+    }
     const items: NativeStepItem[] = [];
     let prefillTokens = 0;
     let decodeTokens = 0;
@@ -477,6 +486,7 @@ export class Scheduler {
     }
     this.busy = true;
     const overlapped = this.answered < this.answers.length;
+    const gapMs = this.lastResultAt < 0 ? null : performance.now() - this.lastResultAt;
     const t0 = process.hrtime.bigint();
     let started: Promise<NativeStepResult>;
     let batch: NativeStepBatch | null = null;
@@ -490,13 +500,14 @@ export class Scheduler {
     }
     this.inflight = started.then(
       (out) => this.finish(plan, items, batch!, out, {
-        sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9, overlapped,
+        sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9, overlapped, gapMs,
       }),
       (e: unknown) => this.fail(plan, e),
     );
   }
 
   private finish(plan: Planned[], items: NativeStepItem[], batch: NativeStepBatch, result: NativeStepResult, s: StepStats): void {
+    this.lastResultAt = performance.now();
     const V = this.opts.vocab;
     const out = result.logits;
     const answers = this.answers; // settled after the bookkeeping, in order, spread over event-loop turns (answer())
@@ -618,6 +629,7 @@ export class Scheduler {
   }
 
   private fail(plan: Planned[], e: unknown): void {
+    this.lastResultAt = performance.now();
     const msg = (e as Error)?.message ?? String(e);
     const err = msg.startsWith('E_KV_FULL: ')
       ? new QwenError('E_KV_FULL', msg.slice(11), { cause: e })
