@@ -110,6 +110,20 @@ describe('generateTokens', () => {
     expect(seq.disposed).toBe(1);
   });
 
+  test('the sequence is disposed before the last chunk reaches the consumer (its blocks and any queued forward go)', async () => {
+    const seq = new FakeSequence([3, 4, EOS]);
+    const it = generateTokens(seq, tok, PROMPT, config());
+    let r = await it.next();
+    while (!r.done && r.value.finishReason === undefined) {
+      expect(seq.disposed).toBe(0);
+      r = await it.next();
+    }
+    expect(r.done).toBe(false);
+    expect(seq.disposed).toBe(1); // before the consumer asks for more
+    expect((await it.next()).done).toBe(true);
+    expect(seq.disposed).toBe(1); // once
+  });
+
   test('padding rows are never produced even though their logits are the highest', async () => {
     const seq = new FakeSequence([]);
     const { chunks } = await collect(seq, { maxNewTokens: 5, doSample: true, seed: 1 });

@@ -72,6 +72,11 @@ export async function* generateTokens(
   config: ResolvedGenerationConfig,
   signal?: AbortSignal,
 ): AsyncGenerator<GenerationChunk, void, undefined> {
+  let disposed = false;
+  const release = () => {
+    if (!disposed) seq.dispose();
+    disposed = true;
+  };
   try {
     if (!promptIds || typeof promptIds.length !== 'number' || promptIds.length === 0) {
       throw badArg('promptIds', 'a non-empty array of token ids', promptIds);
@@ -169,12 +174,15 @@ export async function* generateTokens(
         r = take(await pending);
       }
     }
+    // Done with the sequence: its KV blocks go back now and a pick queued ahead is dropped before a step takes it,
+    // not when the consumer comes back for the last chunk (the finally below would wait for that).
+    release();
     // Held-back ids are real output unless they were the start of the stop word that ended generation.
     if (stopWords.matched() === 0) out.release(generated.slice(released), logprobs.slice(released));
     out.flush();
     yield { ...out.take(), finishReason: finish, usage: { promptTokens: promptIds.length, completionTokens: sampled } };
   } finally {
-    seq.dispose();
+    release();
   }
 }
 
