@@ -9,6 +9,7 @@
 import { QwenError } from '../lib/errors';
 import { loadModel, type Model, Sequence } from '../lib/model/model';
 import type { StepStats } from '../lib/model/scheduler';
+import * as stepPack from '../lib/native/stepPack';
 import { type SamplerConfig, createSampler } from '../lib/sampling';
 import type { PickResult } from '../lib/types';
 import { tsPath } from './helpers/nativePath';
@@ -31,19 +32,20 @@ const cfgOf = (m: Model, over: Partial<SamplerConfig>): SamplerConfig => ({
   doSample: false, temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1, tokenizerVocabSize: m.tokenizer.vocabSize, ...over,
 });
 
-/** N picks by forwardPick, each request made after the previous pick was accepted: the reference. */
+/** N picks by forwardPick, each request made after the previous pick was accepted: the reference. Each request is
+ *  a copy, which the scheduler sends whole ('given'), not as the ids added since the last one. */
 async function stepwise(m: Model, cfg: SamplerConfig): Promise<PickResult[]> {
   const prompt = promptOf(m);
   const s = createSampler(cfg, prompt);
   const seq = m.createSequence();
   try {
     const out: PickResult[] = [];
-    let p = await seq.forwardPick(prompt, s.pickRequest()!);
+    let p = await seq.forwardPick(prompt, { ...s.pickRequest()! });
     for (;;) {
       out.push(p);
       s.accept([p.id]);
       if (out.length === N) return out;
-      p = await seq.forwardPick([p.id], s.pickRequest()!);
+      p = await seq.forwardPick([p.id], { ...s.pickRequest()! });
     }
   } finally {
     seq.dispose();
@@ -96,6 +98,64 @@ test.each(MODES)('chained picks equal forwardPick step by step: %s', async (_nam
     // the penalty list matters: without the penalties the picks differ
     const plain = await stepwise(model, cfgOf(model, { ...over, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 }));
     expect(plain.map((p) => p.id)).not.toEqual(want.map((p) => p.id));
+  }
+}, 60000);
+
+test('a sampler\'s penalty list crosses over whole once, then only the ids added since (kept by the sequence)', async () => {
+  const spy = jest.spyOn(stepPack, 'packStep');
+  const cfg = cfgOf(model, { repetitionPenalty: 0.5, presencePenalty: -1 });
+  try {
+    const want = await stepwise(model, cfg); // whole lists ('given')
+    const wantModes = spy.mock.calls.map((c) => c[0][0].pickList ?? 'given');
+    spy.mockClear();
+    expect(await chained(model, cfg, (k) => k % 3 === 1)).toEqual(want);
+    const items = spy.mock.calls.map((c) => c[0][0]);
+    spy.mockClear();
+    expect(wantModes).toEqual(new Array(N).fill('given'));
+    // chained: the whole list once; then each step adds only its pickAppend (the pending pick), which the sampler
+    // counts by the next request
+    expect(items.map((it) => it.pickList)).toEqual(['hold', ...new Array(N - 1).fill('add')]);
+    expect(items.slice(1).map((it) => [it.pickAdds!.length, it.pickAppend! >= 0])).toEqual(new Array(N - 1).fill([0, true]));
+    // forwardPick one step at a time with the sampler's own requests: each adds the one id accepted since
+    const s = createSampler(cfg, promptOf(model));
+    const seq = model.createSequence();
+    try {
+      let p = await seq.forwardPick(promptOf(model), s.pickRequest()!);
+      for (let k = 1; k < 6; k++) {
+        s.accept([p.id]);
+        p = await seq.forwardPick([p.id], s.pickRequest()!);
+        expect(p).toEqual(want[k]);
+      }
+    } finally {
+      seq.dispose();
+    }
+    const steps = spy.mock.calls.map((c) => c[0][0]);
+    expect(steps.map((it) => it.pickList)).toEqual(['hold', 'add', 'add', 'add', 'add', 'add']);
+    expect(steps.slice(1).map((it) => Array.from(it.pickAdds!))).toEqual(want.slice(0, 5).map((p) => [p.id]));
+    spy.mockClear();
+    // Whole again ('hold') where the kept list could be wrong: a request given other arrays, and a chained pick whose
+    // appended id the sampler did not count next (it accepted another one)
+    const s2 = createSampler(cfg, promptOf(model));
+    const seq2 = model.createSequence();
+    try {
+      let p = await seq2.forwardPick(promptOf(model), s2.pickRequest()!);
+      s2.accept([p.id]);
+      const r = s2.pickRequest()!;
+      r.ids = r.ids.slice(); // the sampler's request, given other arrays (same values)
+      p = await seq2.forwardPick([p.id], r);
+      s2.accept([p.id]);
+      p = await seq2.forwardPick([p.id], s2.pickRequest()!);
+      const q = seq2.forwardPickNext(s2.pickRequest()!); // appends p's pick
+      const made = await p;
+      s2.accept([(made.id + 1) % 1000]); // not what was appended
+      await q;
+      await seq2.forwardPickNext(s2.pickRequest()!);
+    } finally {
+      seq2.dispose();
+    }
+    expect(spy.mock.calls.map((c) => c[0][0].pickList)).toEqual(['hold', 'hold', 'add', 'add', 'hold']);
+  } finally {
+    spy.mockRestore();
   }
 }, 60000);
 

@@ -46,11 +46,11 @@ test('packStep lays out items, ids, pick rows and penalty lists in item order', 
   expect(b.picks).toHaveLength(2 * PICK_FIELDS.length);
   expect(row(0)).toEqual({
     vocabLimit: 151851, topLogprobs: -1, doSample: 0, temperature: 1, topK: 0, topP: 1, u: 0,
-    repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0,
+    repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, listMode: 0,
   });
   expect(row(1)).toEqual({
     vocabLimit: 1000, topLogprobs: 3, doSample: 1, temperature: 0.7, topK: 5, topP: 0.8, u: 0.25,
-    repetitionPenalty: 1.1, presencePenalty: 0.5, frequencyPenalty: 0.25,
+    repetitionPenalty: 1.1, presencePenalty: 0.5, frequencyPenalty: 0.25, listMode: 0,
   });
 });
 
@@ -117,7 +117,7 @@ describe('the addon checks a packed batch', () => {
       ['T past ids', (b) => ({ ...b, items: Int32Array.from([2, 1, 0, 2]) }), /sum of T/],
       ['penalty count past the lists', (b) => ({ ...b, items: Int32Array.from([1, 1, 0, 3]) }), /penaltyIds must hold/],
       ['lists of different lengths', (b) => ({ ...b, penaltyCounts: b.penaltyCounts.subarray(0, 1) }), /differ in length/],
-      ['a pick row short', (b) => ({ ...b, picks: b.picks.subarray(0, 9) }), /10 values per item/],
+      ['a pick row short', (b) => ({ ...b, picks: b.picks.subarray(0, PICK_FIELDS.length - 1) }), new RegExp(`${PICK_FIELDS.length} values per item`)],
       ['ids as Float64Array', (b) => ({ ...b, ids: Float64Array.from(b.ids) }), /batch.ids must be an Int32Array/],
       ['picks as Float32Array', (b) => ({ ...b, picks: Float32Array.from(b.picks) }), /batch.picks must be a Float64Array/],
       ['seqs not sequences', (b) => ({ ...b, seqs: [{}] }), /NativeSequences/],
@@ -161,6 +161,91 @@ describe('the addon checks a packed batch', () => {
     expect(r.ids[0]).toBe(r.ids[1]); // the same history and penalties on the same ids: the same pick
     a.dispose();
     b.dispose();
+  });
+
+  test('a kept penalty list (hold, then add) gives the picks of the whole lists; a bad add changes nothing', async () => {
+    const native = nativeOf();
+    const a = native.createSequence(), b = native.createSequence();
+    const prompt = Int32Array.from({ length: 40 }, (_, i) => (i * 3761) % 5000);
+    await native.step(packStep([a, b].map((seq) => ({ seq, ids: prompt, logits: 0 as const, promptLength: 40 }))));
+    // b's reference list, whole every step: the prompt's distinct ids (count 0), then each added id counted once more
+    const ids: number[] = [], counts: number[] = [];
+    const add = (id: number, c: number) => {
+      const j = ids.indexOf(id);
+      if (j < 0) { ids.push(id); counts.push(c); } else counts[j] += c;
+    };
+    for (const id of prompt) add(id, 0);
+    const pen = { repetitionPenalty: 0.5, presencePenalty: -1, frequencyPenalty: -0.5, topLogprobs: 3 };
+    const whole = () => greedy({ ...pen, ids: Int32Array.from(ids), counts: Int32Array.from(counts) });
+    let feed = 7;
+    const both = async (ia: NativeStepItem) => {
+      const r = await native.step(packStep([ia, { seq: b, ids: Int32Array.of(feed), logits: 1, promptLength: 0, pick: whole() }]));
+      expect([r.ids[0], r.logprobs[0], Array.from(r.topIds.subarray(0, 3))]).toEqual([r.ids[1], r.logprobs[1], Array.from(r.topIds.subarray(20, 23))]);
+      return r.ids[0];
+    };
+    const item = (over: Partial<NativeStepItem>): NativeStepItem => ({ seq: a, ids: Int32Array.of(feed), logits: 1, promptLength: 0, pick: whole(), ...over });
+    expect(() => native.step(packStep([item({ pickList: 'add', pickAdds: new Int32Array(0) })]))).toThrow(/does not keep/);
+    let id = await both(item({ pickList: 'hold' }));
+    for (let k = 0; k < 6; k++) {
+      // the last pick, an id of the prompt, and (twice) a new one: repeats in one add are applied in order
+      const adds = k % 2 ? [id, prompt[k], 4999 - k, 4999 - k] : [id];
+      const bad = packStep([item({ pickList: 'add', pickAdds: Int32Array.from([...adds, V]) })]);
+      expect(() => native.step(bad)).toThrow(/pick.ids must be in \[0, vocab\)/); // and the kept list is as it was
+      const mode = packStep([item({ pickList: 'add', pickAdds: Int32Array.from(adds) })]);
+      mode.picks[PICK_FIELDS.indexOf('listMode')] = 3;
+      expect(() => native.step(mode)).toThrow(/list mode must be 0, 1 or 2/);
+      // a good add, then a bad item in the same batch: nothing is added (everything is checked before any change)
+      const two = packStep([item({ pickList: 'add', pickAdds: Int32Array.from(adds) }),
+        { seq: b, ids: Int32Array.of(feed), logits: 1, promptLength: 0, pick: greedy({ ...pen, ids: Int32Array.of(5, 5), counts: new Int32Array(2) }) }]);
+      expect(() => native.step(two)).toThrow(/distinct/);
+      for (const x of adds) add(x, 1);
+      feed = id;
+      id = await both(item({ pickList: 'add', pickAdds: Int32Array.from(adds) }));
+    }
+    expect(counts.some((c) => c > 1)).toBe(true);
+    a.dispose();
+    b.dispose();
+  });
+
+  test('a step reads the kept list as it was when the step was taken, whatever later steps add meanwhile', async () => {
+    const native = nativeOf();
+    const a = native.createSequence(), b = native.createSequence();
+    const prompt = Int32Array.from({ length: 30 }, (_, i) => (i * 5023) % 7000);
+    await native.step(packStep([a, b].map((seq) => ({ seq, ids: prompt, logits: 0 as const, promptLength: 30 }))));
+    const pen = { repetitionPenalty: 0.5, presencePenalty: -2, frequencyPenalty: -1, topLogprobs: 2 };
+    const list = (extra: number[]) => {
+      const ids = Array.from(prompt), counts = ids.map(() => 0);
+      for (const x of extra) {
+        const j = ids.indexOf(x);
+        if (j < 0) { ids.push(x); counts.push(1); } else counts[j]++;
+      }
+      return greedy({ ...pen, ids: Int32Array.from(ids), counts: Int32Array.from(counts) });
+    };
+    const item = (seq: NativeSequence, feed: number, over: Partial<NativeStepItem>): NativeStepItem =>
+      ({ seq, ids: Int32Array.of(feed), logits: 1, promptLength: 0, pick: list([]), ...over });
+    await native.step(packStep([item(a, 1, { pickList: 'hold' }), item(b, 1, {})]));
+    const x = prompt[3], y = 6999, z = prompt[3];
+    // a long prompt of a third sequence in the first step: it is still running when the second is taken
+    const c = native.createSequence();
+    const first = native.step(packStep([
+      { seq: c, ids: Int32Array.from({ length: 200 }, (_, i) => i + 1), logits: 0, promptLength: 200 },
+      item(a, 2, { pickList: 'add', pickAdds: Int32Array.of(x) }), item(b, 2, { pick: list([x]) }),
+    ]));
+    // Taken while the first runs: its adds change a's kept list in place unless it is copied first (z: a count the
+    // first step would read as 2; y: a new entry); the engine then refuses the step (a sequence twice), after the
+    // addon took it.
+    const second = native.step(packStep([
+      item(a, 3, { pickList: 'add', pickAdds: Int32Array.of(z) }), item(a, 3, { pickList: 'add', pickAdds: Int32Array.of(y) }),
+    ]));
+    await expect(second).rejects.toThrow(/appears twice/);
+    const r = await first; // (c asked for no logits: picks 0 and 1 are a's and b's)
+    expect([r.ids[0], r.logprobs[0], Array.from(r.topIds.subarray(0, 2))]).toEqual([r.ids[1], r.logprobs[1], Array.from(r.topIds.subarray(20, 22))]);
+    // the refused step's adds were taken: the kept list is the prompt + x, y, z
+    const r3 = await native.step(packStep([item(a, 4, { pickList: 'add', pickAdds: new Int32Array(0) }), item(b, 4, { pick: list([x, y, z]) })]));
+    expect([r3.ids[0], r3.logprobs[0]]).toEqual([r3.ids[1], r3.logprobs[1]]);
+    a.dispose();
+    b.dispose();
+    c.dispose();
   });
 
   test('a bad pick request is refused at the boundary (E_BAD_ARG) and the other forwards of its step go on', async () => {

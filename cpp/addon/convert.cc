@@ -1,6 +1,8 @@
 #include "addon/convert.h"
 
+#include <algorithm>
 #include <cassert>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 
@@ -75,6 +77,7 @@ std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V) {
   f[kPfTopK] = f[kPfDoSample] ? num(o, "topK") : 0;
   f[kPfTopP] = f[kPfDoSample] ? num(o, "topP") : 1;
   f[kPfU] = f[kPfDoSample] ? num(o, "u") : 0;
+  f[kPfListMode] = kListGiven;
   if (ids.ElementLength() != counts.ElementLength())
     throw Napi::RangeError::New(env, "pick.ids and pick.counts differ in length");
   PickIdSet seen(V);
@@ -84,6 +87,7 @@ std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V) {
 std::unique_ptr<PickHold> make_pick(Napi::Env env, const double* f, const int32_t* ids, const int32_t* counts,
                                     size_t n, int V, PickIdSet& seen) {
   auto p = std::make_unique<PickHold>();
+  pick_fields(env, f, V, p->spec);
   // The copies are what is checked and used (the caller's arrays may be JS memory that changes under us).
   p->ids.assign(ids, ids + n);
   p->counts.assign(counts, counts + n);
@@ -102,10 +106,11 @@ std::unique_ptr<PickHold> make_pick(Napi::Env env, const double* f, const int32_
   if (why) throw Napi::RangeError::New(env, why);
   for (size_t i = 0; i < n; ++i)
     if (counts[i] < 0) throw Napi::RangeError::New(env, "pick.counts must be >= 0");
-  PickSpec& s = p->spec;
-  s.ids = p->ids.data();
-  s.counts = p->counts.data();
-  s.n_ids = int(n);
+  p->point();
+  return p;
+}
+
+void pick_fields(Napi::Env env, const double* f, int V, PickSpec& s) {
   s.repetition = f[kPfRepetition];
   s.presence = f[kPfPresence];
   s.frequency = f[kPfFrequency];
@@ -138,7 +143,50 @@ std::unique_ptr<PickHold> make_pick(Napi::Env env, const double* f, const int32_
     if (s.vocab_limit > kPickIdSpan) throw Napi::RangeError::New(env, "pick: sampling supports at most 2^20 token ids");
   }
   assert(pick_sample_ok(s));
-  return p;
+}
+
+void PickHold::point() {
+  spec.ids = ids.data();
+  spec.counts = counts.data();
+  spec.n_ids = int(ids.size());
+}
+
+void HeldPenalties::assign(std::vector<int32_t> new_ids, std::vector<int32_t> new_counts) {
+  valid = false;  // until the whole state is rebuilt (a bad_alloc below leaves it unusable, not inconsistent)
+  auto i = std::make_shared<std::vector<int32_t>>(std::move(new_ids));
+  auto c = std::make_shared<std::vector<int32_t>>(std::move(new_counts));
+  std::unordered_map<int32_t, int32_t> m;
+  m.reserve(i->size() * 2);
+  for (size_t k = 0; k < i->size(); ++k) m.emplace((*i)[k], int32_t(k));
+  ids = std::move(i);
+  counts = std::move(c);
+  slot = std::move(m);
+  valid = true;
+}
+
+void HeldPenalties::own() {
+  if (ids.use_count() > 1) ids = std::make_shared<std::vector<int32_t>>(*ids);
+  if (counts.use_count() > 1) counts = std::make_shared<std::vector<int32_t>>(*counts);
+}
+
+void HeldPenalties::add(int32_t id, int32_t count) {
+  auto it = slot.find(id);
+  if (it == slot.end()) {
+    ids->push_back(id);
+    counts->push_back(count);
+    slot.emplace(id, int32_t(ids->size() - 1));
+  } else {
+    int32_t& c = (*counts)[size_t(it->second)];
+    c = int32_t(std::min<int64_t>(int64_t(c) + count, INT32_MAX));  // saturates: a count is never negative
+  }
+}
+
+void HeldPenalties::lend(PickHold& h) const {
+  h.kept_ids = ids;
+  h.kept_counts = counts;
+  h.spec.ids = ids->data();
+  h.spec.counts = counts->data();
+  h.spec.n_ids = int(ids->size());
 }
 
 Napi::Object pick_to_js(Napi::Env env, const PickResult& p, const PickSpec& s) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/backend.h"
@@ -49,6 +50,10 @@ ModelConfig config_from_js(const Napi::Object& o);
 struct PickHold {
   std::vector<int32_t> ids, counts;
   PickSpec spec;
+  void point();  // spec.ids / counts / n_ids <- the vectors
+  // kListAdd: the sequence's kept list as of this step, shared (copy-on-write: HeldPenalties copies it before changing
+  // it while a step still holds it); spec points into these instead of ids / counts.
+  std::shared_ptr<const std::vector<int32_t>> kept_ids, kept_counts;
 };
 std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V);
 
@@ -56,7 +61,31 @@ std::unique_ptr<PickHold> pick_from_js(const Napi::Object& o, int V);
 // them in this order), its penalty ids and counts in separate Int32Arrays.
 enum PickField {
   kPfVocabLimit, kPfTopLogprobs /* -1: none */, kPfDoSample /* 0 | 1 */, kPfTemperature, kPfTopK, kPfTopP, kPfU,
-  kPfRepetition, kPfPresence, kPfFrequency, kPickFields
+  kPfRepetition, kPfPresence, kPfFrequency, kPfListMode /* PickListMode */, kPickFields
+};
+// How a pick row's penalty entries make its list (lib/native/stepPack.ts PICK_LIST_MODES):
+//  - kListGiven: they are the list;
+//  - kListHold: they are the list, and the sequence keeps it for later kListAdd picks;
+//  - kListAdd: the list the sequence keeps, with each entry (id, c) added: count + c, or a new entry (id, c); ids may
+//    repeat (applied in order). The list is then kept so. O(entries) per step instead of O(list) for a sequence
+//    whose list only grows (Sampler.pickRequest's: the prompt once, then the generated ids).
+enum PickListMode { kListGiven = 0, kListAdd = 1, kListHold = 2 };
+
+// The scalar fields of a packed pick row, checked, into s (its ids / counts / n_ids untouched).
+void pick_fields(Napi::Env env, const double* f, int V, PickSpec& s);
+
+// A sequence's penalty list between steps (kListHold, kListAdd): distinct ids, slot: id -> index. The vectors are
+// shared with the steps that use them (PickHold::kept_*) and copied before a change while shared, so adding to the
+// list is O(added) when no step holds the old one (the scheduler's case: one step at a time) and still safe when one
+// does.
+struct HeldPenalties {
+  bool valid = false;
+  std::shared_ptr<std::vector<int32_t>> ids, counts;
+  std::unordered_map<int32_t, int32_t> slot;
+  void assign(std::vector<int32_t> ids, std::vector<int32_t> counts);
+  void add(int32_t id, int32_t count);  // call own() first; valid = false around a series of adds (see Step)
+  void own();  // unshare the vectors from any step still holding them
+  void lend(PickHold& h) const;  // h's spec <- the list as it is now
 };
 
 // A bitmap over [0, V) that make_pick uses to check ids for repeats; one per step, cleared by each use.

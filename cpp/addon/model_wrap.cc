@@ -34,6 +34,7 @@ NativeSequence::NativeSequence(const Napi::CallbackInfo& info) : Napi::ObjectWra
 
 Napi::Value NativeSequence::Dispose(const Napi::CallbackInfo& info) {
   seq.reset();
+  held = HeldPenalties{};
   return info.Env().Undefined();
 }
 Napi::Value NativeSequence::ReleaseKv(const Napi::CallbackInfo& info) {
@@ -249,7 +250,8 @@ std::vector<T> copy_of(const Napi::TypedArrayOf<T>& a) {
 // step({ seqs, items, ids, picks, penaltyIds, penaltyCounts }) -> Promise<NativeStepResult>: one batched step in the
 // packed form of lib/native/stepPack.ts (lib/native/types.ts NativeStepBatch): items [n][kItemFields] = T, logits
 // (0 | 1 | 2), promptLength, penalty ids of the item's pick (-1: no pick); ids: the items' ids concatenated; picks
-// [picks][kPickFields] (convert.h PickField); penaltyIds / penaltyCounts: the picks' lists concatenated. Typed arrays
+// [picks][kPickFields] (convert.h PickField); penaltyIds / penaltyCounts: the picks' entries concatenated (a list, or
+// what is added to the sequence's kept list: convert.h PickListMode). Typed arrays
 // instead of an object per item: reading ~15 named properties of each of 64 items through N-API took ~0.4 ms of the
 // main thread per step. Every length and range is checked here before anything is read.
 Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
@@ -273,10 +275,11 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   Napi::Int32Array pen_counts = typed("penaltyCounts", napi_int32_array, "an Int32Array").As<Napi::Int32Array>();
   constexpr size_t kItemFields = 4;
   // The sequences first: Get and InstanceOf may run JS (getters), which could resize or detach the arrays' buffers.
-  // After this loop no JS runs. Every array is copied before it is read: here, or by make_pick for the penalty lists
-  // (one copy each: the PickHold's).
+  // After this loop no JS runs. Every array is copied before it is read: here, or into each pick's PickHold for the
+  // penalty entries (the list itself, or what a kListAdd pick adds to its sequence's kept list).
   const size_t n = seq_arr.Length();
   std::vector<std::shared_ptr<Sequence>> seqs(n);
+  std::vector<NativeSequence*> wraps(n);
   for (size_t i = 0; i < n; ++i) {
     Napi::Value v = seq_arr.Get(uint32_t(i));
     if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(NativeSequence::ctor.Value()))
@@ -284,6 +287,7 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
     NativeSequence* s = NativeSequence::Unwrap(v.As<Napi::Object>());
     if (!s->seq) throw Napi::Error::New(env, "step: sequence was disposed");
     seqs[i] = s->seq;
+    wraps[i] = s;
   }
   const std::vector<int32_t> head = copy_of(items);
   const std::vector<double> pick_rows = copy_of(pk);
@@ -307,27 +311,62 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
   }
   if (n_ids != all_ids.size()) throw Napi::RangeError::New(env, "step: batch.ids must hold the items' ids (sum of T)");
   if (n_picks * kPickFields != pick_rows.size())
-    throw Napi::RangeError::New(env, "step: batch.picks must hold 10 values per item with a pick");
+    throw Napi::RangeError::New(env, "step: batch.picks must hold " + std::to_string(int(kPickFields)) + " values per item with a pick");
   if (n_pen != pen_ids.ElementLength())
     throw Napi::RangeError::New(env, "step: batch.penaltyIds must hold the picks' penalty ids (sum of their counts)");
 
   const int V = engine->config().vocab;
   std::vector<StepItem> list(n);
   std::vector<std::unique_ptr<PickHold>> holds(n);
+  std::vector<int> modes(n, kListGiven);
   std::unique_ptr<PickIdSet> seen;
   size_t pick = 0, pen = 0;
+  // Everything is checked before any sequence's kept list changes (below): a throw leaves every list as it was.
   for (size_t i = 0; i < n; ++i) {
     const int32_t* f = head.data() + i * kItemFields;
     list[i].T = f[0];
     list[i].logits = f[1];
     list[i].prompt_length = f[2];
     if (f[3] >= 0) {
-      if (!seen) seen = std::make_unique<PickIdSet>(V);
-      holds[i] = make_pick(env, pick_rows.data() + pick * kPickFields, pen_ids.Data() + pen, pen_counts.Data() + pen,
-                           size_t(f[3]), V, *seen);
+      const double* row = pick_rows.data() + pick * kPickFields;
+      const double mode = row[kPfListMode];
+      if (mode != kListGiven && mode != kListAdd && mode != kListHold)
+        throw Napi::RangeError::New(env, "step: a pick's list mode must be 0, 1 or 2");
+      modes[i] = int(mode);
+      if (modes[i] == kListAdd) {
+        // The entries are added to the kept list: each id in [0, V) (repeats allowed), each count >= 0.
+        if (!wraps[i]->held.valid) throw Napi::RangeError::New(env, "step: a pick adds to a penalty list its sequence does not keep");
+        holds[i] = std::make_unique<PickHold>();
+        pick_fields(env, row, V, holds[i]->spec);
+        // the entries, copied (what is checked is what is used), until they are added below
+        holds[i]->ids.assign(pen_ids.Data() + pen, pen_ids.Data() + pen + f[3]);
+        holds[i]->counts.assign(pen_counts.Data() + pen, pen_counts.Data() + pen + f[3]);
+        for (size_t k = 0; k < size_t(f[3]); ++k) {
+          if (holds[i]->ids[k] < 0 || holds[i]->ids[k] >= V) throw Napi::RangeError::New(env, "pick.ids must be in [0, vocab)");
+          if (holds[i]->counts[k] < 0) throw Napi::RangeError::New(env, "pick.counts must be >= 0");
+        }
+      } else {
+        if (!seen) seen = std::make_unique<PickIdSet>(V);
+        holds[i] = make_pick(env, row, pen_ids.Data() + pen, pen_counts.Data() + pen, size_t(f[3]), V, *seen);
+      }
       ++pick;
       pen += size_t(f[3]);
     }
+  }
+  // Commit: the kept lists change. Only an allocation failure can throw here; it leaves that list invalid (a later
+  // kListAdd on it is refused), never inconsistent.
+  for (size_t i = 0; i < n; ++i) {
+    if (!holds[i] || modes[i] == kListGiven) continue;
+    HeldPenalties& held = wraps[i]->held;
+    if (modes[i] == kListHold) {
+      held.assign(std::move(holds[i]->ids), std::move(holds[i]->counts));
+    } else {
+      held.valid = false;
+      held.own();
+      for (size_t k = 0; k < holds[i]->ids.size(); ++k) held.add(holds[i]->ids[k], holds[i]->counts[k]);
+      held.valid = true;
+    }
+    held.lend(*holds[i]);  // the step reads the list as it is now, whatever later steps add (copy-on-write)
   }
   auto* w = new StepWorker(env, engine, std::move(seqs), std::move(all_ids), std::move(list), std::move(holds));
   Napi::Promise p = w->Promise();

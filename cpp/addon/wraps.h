@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 
+#include "addon/convert.h"
 #include "core/engine.h"
 
 namespace qwen {
@@ -15,6 +16,7 @@ class NativeSequence : public Napi::ObjectWrap<NativeSequence> {
   static Napi::FunctionReference ctor;
   explicit NativeSequence(const Napi::CallbackInfo& info);
   std::shared_ptr<Sequence> seq;
+  HeldPenalties held;  // the penalty list kept by kListHold / kListAdd picks (main thread only)
 
  private:
   Napi::Value Dispose(const Napi::CallbackInfo& info);

@@ -28,7 +28,9 @@
  */
 import { QwenError, abortError } from '../errors';
 import type { NativeModel, NativePick, NativePickRequest, NativeSequence, NativeStepBatch, NativeStepResult } from '../native/types';
-import { type NativeStepItem, packStep, unpackPick } from '../native/stepPack';
+import { type NativeStepItem, packStep, penaltiesOn, unpackPick } from '../native/stepPack';
+import { type PickPenalties } from '../sampling/pickPenalties';
+import { penaltySourceOf } from '../sampling';
 
 export interface SchedulerOptions {
   maxBatchTokens: number;
@@ -54,7 +56,8 @@ export interface StepStats {
   /** ms from the previous step's result reaching the main thread to this launch (null for a model's first step and
    *  after the scheduler found nothing to do; a step whose work arrived after the last one ended counts the wait): main-thread
    *  time the engine waited through, at least (the result's own way back to the main thread is not counted). With
-   *  overlapped steps, the bookkeeping, planning and packing; in lockstep, every loop's handling of its answer too. */
+   *  overlapped steps, the bookkeeping, planning, packing and the addon's copies and checks; in lockstep, every
+   *  loop's handling of its answer too. */
   gapMs: number | null;
 }
 
@@ -111,6 +114,9 @@ export class SeqState {
   tailPick: Request | null = null;
   /** The last request submitted was a pick, made: its id (what submitPickNext feeds); else -1. */
   tailId = -1;
+  /** The penalty list the native sequence keeps (stepPack 'hold' / 'add'): `list` after its first `events` generated
+   *  ids, then `ahead` (ids packStep added as pickAppend, which `list` will count next). null: none, or unknown. */
+  held: { list: PickPenalties; events: number; ahead: number[] } | null = null;
   constructor(
     readonly native: NativeSequence,
     readonly arrival: number,
@@ -479,6 +485,7 @@ export class Scheduler {
       if (done && r.pick) {
         item.pick = r.pick;
         if (r.append >= 0) item.pickAppend = r.append;
+        this.penaltyListForm(st, item, r.pick);
       }
       items.push(item);
       if (p.take === 1 && st.history.length > 0) decodeTokens++;
@@ -486,7 +493,6 @@ export class Scheduler {
     }
     this.busy = true;
     const overlapped = this.answered < this.answers.length;
-    const gapMs = this.lastResultAt < 0 ? null : performance.now() - this.lastResultAt;
     const t0 = process.hrtime.bigint();
     let started: Promise<NativeStepResult>;
     let batch: NativeStepBatch | null = null;
@@ -496,14 +502,47 @@ export class Scheduler {
     } catch (e) {
       // Not reached by checked requests (Model.checkPick): a pick request changed after its forwardPick was called.
       // The addon's own checks refuse it, and the step's forwards fail together instead of the process.
+      for (const p of plan) p.st.held = null; // the kept lists are as they were; send whole lists next time
       started = Promise.reject(e);
     }
+    // (after the addon has taken the batch: its copies and checks are host time the device waits through too)
+    const gapMs = this.lastResultAt < 0 ? null : performance.now() - this.lastResultAt;
     this.inflight = started.then(
       (out) => this.finish(plan, items, batch!, out, {
         sequences: plan.length, prefillTokens, decodeTokens, seconds: Number(process.hrtime.bigint() - t0) / 1e9, overlapped, gapMs,
       }),
       (e: unknown) => this.fail(plan, e),
     );
+  }
+
+  /**
+   * How the pick's penalty list travels. A Sampler.pickRequest() list grows only (its prompt, then generated ids
+   * counted one by one: PickPenalties' log), so once the native sequence keeps it ('hold'), each later step sends only
+   * the ids counted since ('add'): O(new ids) per step instead of O(list) in packStep and in the addon. Any doubt
+   * (another sampler, an append the sampler did not count next) sends the whole list and keeps it again.
+   */
+  private penaltyListForm(st: SeqState, item: NativeStepItem, pick: NativePickRequest): void {
+    const src = penaltySourceOf(pick);
+    if (!src) return; // not the sampler's, or no penalty on: 'given'
+    const h = st.held;
+    let from = -1;
+    // the kept list is the sampler's after h.events ids, plus h.ahead: those must be the ids it counted next
+    if (h && h.list === src.list && pick.ids === src.ids && pick.counts === src.counts && h.events + h.ahead.length <= src.events) {
+      from = h.events;
+      for (const id of h.ahead) {
+        if (src.list.eventAt(from) !== id) {
+          from = -1;
+          break;
+        }
+        from++;
+      }
+    }
+    if (from >= 0) {
+      item.pickList = 'add';
+      item.pickAdds = src.list.eventsBetween(from, src.events);
+    } else item.pickList = 'hold';
+    const a = item.pickAppend ?? -1;
+    st.held = { list: src.list, events: src.events, ahead: a >= 0 && a < pick.vocabLimit && penaltiesOn(pick) ? [a] : [] };
   }
 
   private finish(plan: Planned[], items: NativeStepItem[], batch: NativeStepBatch, result: NativeStepResult, s: StepStats): void {

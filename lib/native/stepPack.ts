@@ -18,12 +18,24 @@ export interface NativeStepItem {
   /** An id to add to pick's penalty list as generated (count + 1, or a new entry with count 1), when a penalty is
    *  on: the request was made before that id was known (Scheduler.submitPickNext). */
   pickAppend?: number;
+  /** How the pick's penalty list travels (cpp/addon/convert.h PickListMode; default 'given'): 'given' sends
+   *  pick.ids / counts; 'hold' sends them and the sequence keeps the list; 'add' sends only `pickAdds` (ids each
+   *  counted once more, or new with count 1), added to the list the sequence keeps. pickAppend applies in all three. */
+  pickList?: 'given' | 'hold' | 'add';
+  pickAdds?: Int32Array;
 }
+
+/** PickListMode codes (cpp/addon/convert.h). */
+export const PICK_LIST_MODES = { given: 0, add: 1, hold: 2 } as const;
+
+/** Whether any penalty of the request is on (otherwise its list changes nothing). */
+export const penaltiesOn = (q: NativePickRequest): boolean =>
+  q.repetitionPenalty !== 1 || q.presencePenalty !== 0 || q.frequencyPenalty !== 0;
 
 /** A pick's row in NativeStepBatch.picks, in this order (cpp/addon/convert.h PickField). */
 export const PICK_FIELDS = [
   'vocabLimit', 'topLogprobs', 'doSample', 'temperature', 'topK', 'topP', 'u',
-  'repetitionPenalty', 'presencePenalty', 'frequencyPenalty',
+  'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'listMode',
 ] as const;
 const NF = PICK_FIELDS.length;
 /** Top list entries per pick in NativeStepResult (cpp/core/backend.h kMaxPickTop). */
@@ -35,7 +47,7 @@ export function packStep(items: readonly NativeStepItem[]): NativeStepBatch {
     nIds += it.ids.length;
     if (it.pick) {
       nPicks++;
-      nPen += it.pick.ids.length + 1; // + room for pickAppend
+      nPen += (it.pickList === 'add' ? it.pickAdds!.length : it.pick.ids.length) + 1; // + room for pickAppend
     }
   }
   const seqs = new Array<NativeSequence>(items.length);
@@ -77,16 +89,32 @@ export function packStep(items: readonly NativeStepItem[]): NativeStepBatch {
     picks[o + 7] = q.repetitionPenalty;
     picks[o + 8] = q.presencePenalty;
     picks[o + 9] = q.frequencyPenalty;
-    if (q.counts.length !== q.ids.length) throw new RangeError('pick.ids and pick.counts differ in length');
-    penaltyIds.set(q.ids, pen);
-    penaltyCounts.set(q.counts, pen);
-    let n = q.ids.length;
+    const mode = it.pickList ?? 'given';
+    picks[o + 10] = PICK_LIST_MODES[mode];
     const add = it.pickAppend ?? -1;
-    if (add >= 0 && add < q.vocabLimit && (q.repetitionPenalty !== 1 || q.presencePenalty !== 0 || q.frequencyPenalty !== 0)) {
-      let j = 0;
-      while (j < n && penaltyIds[pen + j] !== add) j++;
-      if (j === n) penaltyIds[pen + n++] = add;
-      penaltyCounts[pen + j]++;
+    const adding = add >= 0 && add < q.vocabLimit && penaltiesOn(q);
+    let n: number;
+    if (mode === 'add') {
+      // entries to add, one count each; the append is one more
+      const a = it.pickAdds!;
+      penaltyIds.set(a, pen);
+      penaltyCounts.fill(1, pen, pen + a.length);
+      n = a.length;
+      if (adding) {
+        penaltyIds[pen + n] = add;
+        penaltyCounts[pen + n++] = 1;
+      }
+    } else {
+      if (q.counts.length !== q.ids.length) throw new RangeError('pick.ids and pick.counts differ in length');
+      penaltyIds.set(q.ids, pen);
+      penaltyCounts.set(q.counts, pen);
+      n = q.ids.length;
+      if (adding) {
+        let j = 0;
+        while (j < n && penaltyIds[pen + j] !== add) j++;
+        if (j === n) penaltyIds[pen + n++] = add;
+        penaltyCounts[pen + j]++;
+      }
     }
     head[i * 4 + 3] = n;
     pen += n;

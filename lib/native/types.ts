@@ -101,9 +101,10 @@ export interface NativeStepBatch {
   items: Int32Array;
   /** the items' ids, concatenated */
   ids: Int32Array;
-  /** [picks][10], in item order: PICK_FIELDS of stepPack.ts (cpp/addon/convert.h PickField) */
+  /** [picks][11], in item order: PICK_FIELDS of stepPack.ts (cpp/addon/convert.h PickField) */
   picks: Float64Array;
-  /** the picks' penalty ids and counts, concatenated */
+  /** the picks' penalty entries, concatenated: each pick's list, or (list mode 'add') the entries to add to the list
+   *  its sequence keeps */
   penaltyIds: Int32Array;
   penaltyCounts: Int32Array;
 }

@@ -86,8 +86,26 @@ export const PROCESSOR_CHAIN: readonly Processor[] = Object.freeze([
 
 /** The requests pickRequest() made: their penalty lists are distinct and in range by construction, so Model.checkPick
  *  skips its O(ids) check of them (the addon checks every list again before a step). */
-const madeHere = new WeakSet<NativePickRequest>();
+const madeHere = new WeakMap<NativePickRequest, PenaltySource>();
 export const isSamplerRequest = (r: NativePickRequest): boolean => madeHere.has(r);
+
+/** Where a pickRequest()'s penalty list came from: its sampler's list after `events` generated ids (the scheduler
+ *  then sends a sequence that keeps that list only what it lacks). */
+export interface PenaltySource {
+  readonly list: PickPenalties;
+  readonly events: number;
+  /** the request's ids / counts as made (a request given other arrays since is sent whole) */
+  readonly ids: Int32Array;
+  readonly counts: Int32Array;
+}
+/** The source of a request pickRequest() made (undefined for any other object, or when no penalty is on). */
+export const penaltySourceOf = (r: NativePickRequest): PenaltySource | undefined => {
+  const s = madeHere.get(r);
+  return s === NO_SOURCE ? undefined : s;
+};
+const NO_SOURCE: PenaltySource = Object.freeze({
+  list: null as unknown as PickPenalties, events: 0, ids: new Int32Array(0), counts: new Int32Array(0),
+});
 
 export class Sampler {
   readonly seed: number;
@@ -175,7 +193,7 @@ export class Sampler {
       req.topP = on('topP') ? config.topP : 1;
       req.u = this.rng.next(); // where sample() draws it: after the processors and warpers, once per step
     }
-    madeHere.add(req);
+    madeHere.set(req, this.pickList.mode === 'none' ? NO_SOURCE : { list: this.pickList, events: this.pickList.events, ids, counts });
     return req;
   }
 

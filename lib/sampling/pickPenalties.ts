@@ -19,6 +19,11 @@ export class PickPenalties {
   private counts = new Int32Array(64);
   private n = 0;
   private readonly slot = new Map<number, number>(); // id -> index in ids / counts
+  /** Every id addGenerated() counted, in order: the list at any time is the prompt's entries, then these added one by
+   *  one (count + 1, or a new entry with count 1). The scheduler sends a native sequence that keeps the list only
+   *  the ids past what it holds (stepPack kListAdd). */
+  private log = new Int32Array(64);
+  private logged = 0;
 
   constructor(
     readonly mode: PickPenaltyMode,
@@ -43,7 +48,28 @@ export class PickPenalties {
       const at = this.slot.get(id);
       if (at === undefined) this.push(id, 1);
       else this.counts[at]++;
+      if (this.logged === this.log.length) {
+        const log = new Int32Array(this.logged * 2);
+        log.set(this.log);
+        this.log = log;
+      }
+      this.log[this.logged++] = id;
     }
+  }
+
+  /** Generated ids counted so far (the log's length). */
+  get events(): number {
+    return this.logged;
+  }
+
+  /** The generated id counted as event i (-1 outside the log). */
+  eventAt(i: number): number {
+    return i >= 0 && i < this.logged ? this.log[i] : -1;
+  }
+
+  /** The generated ids counted from event `from` to `to` (exclusive). */
+  eventsBetween(from: number, to: number): Int32Array {
+    return this.log.subarray(from, to);
   }
 
   /** Copies of the list now: a request keeps its values whatever is added later. */
