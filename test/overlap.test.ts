@@ -12,18 +12,12 @@ import type { StepStats } from '../lib/model/scheduler';
 import * as stepPack from '../lib/native/stepPack';
 import { type SamplerConfig, createSampler } from '../lib/sampling';
 import type { PickResult } from '../lib/types';
-import { tsPath } from './helpers/nativePath';
-import { removeDir, tinyCheckpoint } from './helpers/fixtures';
+import { tsPath, useTinyModel } from './helpers/nativePath';
 
-let dir: string;
+const t = useTinyModel('cpu');
 let model: Model;
-beforeAll(async () => {
-  dir = await tinyCheckpoint('bf16');
-  model = await loadModel(dir, { device: 'cpu' });
-});
-afterAll(async () => {
-  await model.dispose();
-  removeDir(dir);
+beforeAll(() => {
+  model = t.model;
 });
 
 const N = 24;
@@ -194,7 +188,7 @@ test('generate(): steps overlap only when every sequence answered is chained; a 
   const runs: Array<{ overlap: boolean; mixed: boolean; steps: StepStats[]; tokens: number[]; nexts: number }> = [];
   const spy = jest.spyOn(Sequence.prototype, 'forwardPickNext');
   for (const overlap of [true, false]) {
-    const m = overlap ? model : await loadModel(dir, { device: 'cpu', overlapSteps: false });
+    const m = overlap ? model : await loadModel(t.dir, { device: 'cpu', overlapSteps: false });
     try {
       for (const mixed of [false, true]) {
         const steps: StepStats[] = [];

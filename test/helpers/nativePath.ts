@@ -14,17 +14,17 @@ import type { SampleResult } from '../../lib/sampling';
 import type { SequenceLike } from '../../lib/types';
 import { removeDir, tinyCheckpoint } from './fixtures';
 
-/** A tiny bf16 checkpoint loaded on `device` for the enclosing describe block (beforeAll / afterAll). */
-export function useTinyModel(device: 'cpu' | 'cuda'): { model: Model } {
-  const holder = {} as { model: Model };
-  let dir: string | undefined;
+/** A tiny bf16 checkpoint loaded on `device` for the enclosing describe block (beforeAll / afterAll); `dir` is the
+ *  checkpoint's directory, for tests that load it again with other options. */
+export function useTinyModel(device: 'cpu' | 'cuda'): { model: Model; dir: string } {
+  const holder = {} as { model: Model; dir: string };
   beforeAll(async () => {
-    dir = await tinyCheckpoint('bf16');
-    holder.model = await loadModel(dir, { device });
+    holder.dir = await tinyCheckpoint('bf16');
+    holder.model = await loadModel(holder.dir, { device });
   }, 120000);
   afterAll(async () => {
     await holder.model?.dispose();
-    if (dir) removeDir(dir);
+    if (holder.dir) removeDir(holder.dir);
   });
   return holder;
 }
