@@ -14,7 +14,8 @@
 #             draw (QWEN_SAMPLE_FX=1) == its host reference
 #   bench     qwen-node bench, 7b bf16: prefill 2048 (median of 5), 64 greedy decode steps
 #   sweep     decode with the greedy pick in the backend: batch 1 at HF's contexts (prompt 32, 128 steps) and at
-#             2048, then batch 1 / 4 / 8 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method)
+#             2048, then batch 1 / 4 / 8 / 16 / 64 at context ~200 (issue #4's batch goal; HF's generate() method),
+#             each size lockstep and then chained as generate() runs it (overlapped steps; its launch gap printed)
 #   rope, pdl, gemm, graph   A/B of the switches (QWEN_CUDA_FUSED_ROPE=0, QWEN_CUDA_PDL, QWEN_GEMM_SKINNY,
 #             QWEN_SKINNY_MIN_T=2, QWEN_CUBLAS_MIN_T=9, QWEN_CUDA_GRAPH): timing on the same warm card, then
 #             test/cuda.test.ts under each
@@ -107,7 +108,7 @@ part_bench() {
 }
 part_sweep() {
   need_7b
-  step "decode, greedy pick in the backend: batch 1 at contexts 32 (HF's) and 2048, batch 1/4/8/16/64 at ~200 (goal >= 7000 tok/s at 64)"
+  step "decode, greedy pick in the backend: batch 1 at contexts 32 (HF's) and 2048, batch 1/4/8/16/64 at ~200 (goal >= 7000 tok/s at 64), lockstep and chained"
   sweep "32, 2048" 128 "1, 4, 8, 16, 64" 90 "$OUT/sweep-cuda.json" | grep -v "^\s*$" | tail -10
 }
 # The opt-in paths (not yet run on a GPU when written). Each: its timing on the warm card, then its logits against
