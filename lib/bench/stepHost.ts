@@ -5,13 +5,16 @@
  * device: the next step starts after it. The model is made nearly free (1 layer, hidden 16, vocabulary 2048, so
  * the worker's step is ~0.1 ms and the penalty lists are real) and the figure is the event loop's active time per
  * step (performance.eventLoopUtilization), not wall time. Reported as ms per step and µs per sequence (the row's
- * usPerRow).
+ * usPerRow). Then `step gap`: the same sequences chained as generate() runs them (overlapped steps), where most of
+ * that work overlaps the next step; what does not is the gap between a step's result and the next launch
+ * (StepStats.gapMs, median).
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { performance } from 'perf_hooks';
-import { loadModel } from '../model/model';
+import { loadModel, type Model } from '../model/model';
+import type { PickResult } from '../types';
 import { makeRandomCheckpoint } from '../model/makeRandom';
 import { type SamplerConfig, createSampler } from '../sampling';
 import { type KernelRow, fmtProgress, withRates } from './kernels';
@@ -19,6 +22,34 @@ import { median } from './timing';
 
 const VOCAB = 2048;
 const PROMPT = 200; // distinct-ish prompt ids: the repetition penalty's list starts near 200 ids and grows
+
+/** Median StepStats.gapMs over `steps` steps of B chained sequences (after `warm` steps), each pick made inside the
+ *  backend and queued one step ahead, as generate() does (without text decoding). */
+async function chainedGap(model: Model, B: number, cfg: SamplerConfig, warm: number, steps: number): Promise<number> {
+  const seqs = Array.from({ length: B }, () => model.createSequence());
+  const gaps: number[] = [];
+  let n = 0;
+  const off = model.onStep((s) => {
+    if (s.sequences === B && s.prefillTokens === 0 && n++ >= warm && s.gapMs !== null) gaps.push(s.gapMs);
+  });
+  try {
+    await Promise.all(seqs.map(async (seq, c) => {
+      const prompt = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + c * 104729 + 13) % VOCAB);
+      const sampler = createSampler(cfg, prompt);
+      let pending: Promise<PickResult> | null = seq.forwardPick(prompt, sampler.pickRequest()!);
+      let queued: Promise<PickResult> | null = seq.forwardPickNext(sampler.pickRequest()!);
+      for (let k = 0; pending; k++) {
+        sampler.accept([(await pending).id]);
+        pending = queued;
+        queued = k + 2 < warm + steps ? seq.forwardPickNext(sampler.pickRequest()!) : null;
+      }
+    }));
+  } finally {
+    off();
+    for (const s of seqs) s.dispose();
+  }
+  return median(gaps);
+}
 
 export async function benchStepHost(quick: boolean, log: (s: string) => void): Promise<KernelRow[]> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-node-stephost-'));
@@ -66,6 +97,18 @@ export async function benchStepHost(quick: boolean, log: (s: string) => void): P
           }, null);
           rows.push(row);
           log(fmtProgress(row));
+          // The same B sequences chained as generate() runs them (forwardPickNext, overlapped steps): the host work
+          // left between a step's result and the next launch (StepStats.gapMs), which the device waits through.
+          const gaps: number[] = [];
+          for (let rep = 0; rep < (quick ? 2 : 4); rep++) gaps.push(await chainedGap(model, B, cfg, warm, steps));
+          const gms = median(gaps);
+          const grow = withRates({
+            kernel: 'step gap', shape: `B=${B} · ${name} · chained`, mode: 'js', ms: gms, method: 'StepStats.gapMs p50', reps: gaps.length,
+            bound: 'none', bytes: null, flops: null, spread: (Math.max(...gaps) - Math.min(...gaps)) / gms,
+            extra: { usPerRow: (gms * 1e3) / B },
+          }, null);
+          rows.push(grow);
+          log(fmtProgress(grow));
         }
       }
     } finally {
