@@ -14,10 +14,10 @@ import * as os from 'os';
 import * as path from 'path';
 import { performance } from 'perf_hooks';
 import { loadModel, type Model } from '../model/model';
-import type { PickResult } from '../types';
 import { makeRandomCheckpoint } from '../model/makeRandom';
 import { type SamplerConfig, createSampler } from '../sampling';
 import { type KernelRow, fmtProgress, withRates } from './kernels';
+import { chainPicks } from './sweep';
 import { median } from './timing';
 
 const VOCAB = 2048;
@@ -33,16 +33,10 @@ async function chainedGap(model: Model, B: number, cfg: SamplerConfig, warm: num
     if (s.sequences === B && s.prefillTokens === 0 && n++ >= warm && s.gapMs !== null) gaps.push(s.gapMs);
   });
   try {
-    await Promise.all(seqs.map(async (seq, c) => {
+    await Promise.all(seqs.map((seq, c) => {
       const prompt = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + c * 104729 + 13) % VOCAB);
       const sampler = createSampler(cfg, prompt);
-      let pending: Promise<PickResult> | null = seq.forwardPick(prompt, sampler.pickRequest()!);
-      let queued: Promise<PickResult> | null = seq.forwardPickNext(sampler.pickRequest()!);
-      for (let k = 0; pending; k++) {
-        sampler.accept([(await pending).id]);
-        pending = queued;
-        queued = k + 2 < warm + steps ? seq.forwardPickNext(sampler.pickRequest()!) : null;
-      }
+      return chainPicks(seq, prompt, warm + steps, () => sampler.pickRequest()!, (p) => sampler.accept([p.id]));
     }));
   } finally {
     off();

@@ -16,6 +16,7 @@
  */
 import { addon } from '../native/binding';
 import { loadModel, Model, type Sequence } from '../model/model';
+import type { PickResult } from '../types';
 import { ffnWidth } from '../model/config';
 import type { StepStats } from '../model/scheduler';
 import { clientPrompt } from './concurrency';
@@ -122,6 +123,25 @@ export interface SweepOptions {
   log: (s: string) => void;
 }
 
+/**
+ * `n` picks of `seq` as generate() makes them: the first feeds `ids`, each later one is queued one step ahead
+ * (forwardPickNext) before the pick it follows is taken; `take` sees every pick in order (e.g. sampler.accept), and
+ * each request is made after the picks before the pending one were taken.
+ */
+export async function chainPicks(
+  seq: Sequence, ids: number[], n: number, request: () => NativePickRequest, take?: (p: PickResult) => void,
+): Promise<void> {
+  let pending: Promise<PickResult> | null = seq.forwardPick(ids, request());
+  let queued: Promise<PickResult> | null = n > 1 ? seq.forwardPickNext(request()) : null;
+  for (let k = 0; pending; k++) {
+    queued?.catch(() => undefined); // fails with `pending` when that fails: thrown there
+    const p = await pending;
+    take?.(p);
+    pending = queued;
+    queued = k + 2 < n ? seq.forwardPickNext(request()) : null;
+  }
+}
+
 /** batchSteps + 1 more steps of the B sequences, each keeping one pick queued ahead (forwardPickNext). */
 async function chainedSteps(
   model: Model, group: Sequence[], o: SweepOptions, greedy: NativePickRequest, rng: Rng,
@@ -132,16 +152,8 @@ async function chainedSteps(
     if (s.sequences === B && s.prefillTokens === 0) done.push({ t: nowMs(), overlapped: s.overlapped, gapMs: s.gapMs });
   });
   try {
-    await Promise.all(group.map(async (s, j) => {
-      let pending: Promise<unknown> = s.forwardPick([(o.batchContext * 17 + j) % 151643], stepPick(greedy, o, rng));
-      let queued: Promise<unknown> | null = s.forwardPickNext(stepPick(greedy, o, rng));
-      for (let k = 0; k <= o.batchSteps; k++) {
-        await pending;
-        if (!queued) break;
-        pending = queued;
-        queued = k + 2 <= o.batchSteps ? s.forwardPickNext(stepPick(greedy, o, rng)) : null;
-      }
-    }));
+    await Promise.all(group.map((s, j) =>
+      chainPicks(s, [(o.batchContext * 17 + j) % 151643], o.batchSteps + 1, () => stepPick(greedy, o, rng))));
   } finally {
     off();
   }

@@ -164,14 +164,8 @@ export class Sequence implements SequenceLike {
    */
   async forwardPick(ids: ArrayLike<number>, pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult> {
     if (!this.native) throw new QwenError('E_DISPOSED', 'this Sequence was disposed');
-    let arr: Int32Array, req: NativePickRequest;
-    try {
-      arr = this.model.checkIds(ids, this.state.queuedPositions);
-      req = this.model.checkPick(pick);
-    } catch (e) {
-      this.state.clearTail();
-      throw e;
-    }
+    const arr = this.checked(() => this.model.checkIds(ids, this.state.queuedPositions));
+    const req = this.checked(() => this.model.checkPick(pick));
     return pickResult(await this.model.submitPick(this.state, arr, req, options?.signal), req.vocabLimit);
   }
 
@@ -184,14 +178,8 @@ export class Sequence implements SequenceLike {
    */
   async forwardPickNext(pick: NativePickRequest, options?: { signal?: AbortSignal }): Promise<PickResult> {
     if (!this.native) throw new QwenError('E_DISPOSED', 'this Sequence was disposed');
-    let req: NativePickRequest;
-    try {
-      this.model.checkIds([0], this.state.queuedPositions); // E_CONTEXT: this one's id
-      req = this.model.checkPick(pick);
-    } catch (e) {
-      this.state.clearTail();
-      throw e;
-    }
+    this.checked(() => this.model.checkIds([0], this.state.queuedPositions)); // E_CONTEXT: this one's id
+    const req = this.checked(() => this.model.checkPick(pick));
     return pickResult(await this.model.submitPickNext(this.state, req, options?.signal), req.vocabLimit);
   }
 
@@ -199,12 +187,22 @@ export class Sequence implements SequenceLike {
     if (!this.native) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
     let arr: Int32Array;
     try {
-      arr = this.model.checkIds(ids, this.state.queuedPositions);
+      arr = this.checked(() => this.model.checkIds(ids, this.state.queuedPositions));
     } catch (e) {
-      this.state.clearTail();
       return Promise.reject(e);
     }
     return this.model.submit(this.state, arr, all, signal);
+  }
+
+  /** A check of a forward's arguments: when it throws, the forward is refused, so forwardPickNext has no pick to
+   *  follow any more (the scheduler does the same for what it refuses). */
+  private checked<T>(check: () => T): T {
+    try {
+      return check();
+    } catch (e) {
+      this.state.clearTail();
+      throw e;
+    }
   }
 
   /** Frees the KV cache now (after the step in flight, if this sequence is in it). Harmless twice. */

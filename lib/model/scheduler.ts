@@ -28,7 +28,7 @@
  */
 import { QwenError, abortError } from '../errors';
 import type { NativeModel, NativePick, NativePickRequest, NativeSequence, NativeStepBatch, NativeStepResult } from '../native/types';
-import { type NativeStepItem, packStep, penaltiesOn, unpackPick } from '../native/stepPack';
+import { type NativeStepItem, appendsTo, packStep, unpackPick } from '../native/stepPack';
 import { type PickPenalties } from '../sampling/pickPenalties';
 import { penaltySourceOf } from '../sampling';
 
@@ -85,9 +85,9 @@ interface Request {
   pick: NativePickRequest | null; // the last position's next id picked in the backend instead of its logits
   /** submitPickNext: the pick request whose id this one feeds (ids[0]), until that id is known; then null */
   follows: Request | null;
-  /** -1, or the id fed by this request to add to pick's penalty list as generated (packStep): the list was made
-   *  before that id was known */
-  append: number;
+  /** Came through submitPickNext: it feeds the id of the pick before it (ids[0]), which packStep adds to pick's
+   *  penalty list as generated (the list was made before that id was known). */
+  ahead: boolean;
   fed: number; // ids[0, fed) are in the cache
   out: Float32Array | null; // all: [ids.length][V], filled as chunks complete
   resolve(v: Float32Array | NativePick): void;
@@ -240,7 +240,7 @@ export class Scheduler {
     }
     const ids = new Int32Array(1);
     if (!parent) ids[0] = id;
-    return this.enqueue(st, ids, false, pick, signal, parent, parent ? -1 : id) as Promise<NativePick>;
+    return this.enqueue(st, ids, false, pick, signal, parent, true) as Promise<NativePick>;
   }
 
   private enqueue(
@@ -250,7 +250,7 @@ export class Scheduler {
     pick: NativePickRequest | null,
     signal?: AbortSignal,
     follows: Request | null = null,
-    append = -1,
+    ahead = false,
   ): Promise<Float32Array | NativePick> {
     st.clearTail(); // until this request is queued
     if (st.disposed) return Promise.reject(new QwenError('E_DISPOSED', 'this Sequence was disposed'));
@@ -273,10 +273,10 @@ export class Scheduler {
     }
     return new Promise<Float32Array | NativePick>((resolve, reject) => {
       const out = all ? new Float32Array(ids.length * this.opts.vocab) : null;
-      const req: Request = { ids, all, pick, follows, append, fed: 0, out, resolve, reject, signal };
+      const req: Request = { ids, all, pick, follows, ahead, fed: 0, out, resolve, reject, signal };
       if (pick) st.tailPick = req;
       // chained while its last request came through submitPickNext: its next one is queued ahead, if any
-      st.chained = this.opts.overlapSteps && (follows !== null || append >= 0);
+      st.chained = this.opts.overlapSteps && ahead;
       if (signal) {
         req.onAbort = () => this.abort(st, req);
         signal.addEventListener('abort', req.onAbort, { once: true });
@@ -484,7 +484,7 @@ export class Scheduler {
       };
       if (done && r.pick) {
         item.pick = r.pick;
-        if (r.append >= 0) item.pickAppend = r.append;
+        if (r.ahead) item.pickAppend = r.ids[0];
         this.penaltyListForm(st, item, r.pick);
       }
       items.push(item);
@@ -542,7 +542,7 @@ export class Scheduler {
       item.pickAdds = src.list.eventsBetween(from, src.events);
     } else item.pickList = 'hold';
     const a = item.pickAppend ?? -1;
-    st.held = { list: src.list, events: src.events, ahead: a >= 0 && a < pick.vocabLimit && penaltiesOn(pick) ? [a] : [] };
+    st.held = { list: src.list, events: src.events, ahead: appendsTo(pick, a) ? [a] : [] };
   }
 
   private finish(plan: Planned[], items: NativeStepItem[], batch: NativeStepBatch, result: NativeStepResult, s: StepStats): void {
@@ -627,7 +627,6 @@ export class Scheduler {
     if (f?.follows === r) {
       f.follows = null;
       f.ids[0] = id;
-      f.append = id;
     }
   }
 

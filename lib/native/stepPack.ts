@@ -28,9 +28,10 @@ export interface NativeStepItem {
 /** PickListMode codes (cpp/addon/convert.h). */
 export const PICK_LIST_MODES = { given: 0, add: 1, hold: 2 } as const;
 
-/** Whether any penalty of the request is on (otherwise its list changes nothing). */
-export const penaltiesOn = (q: NativePickRequest): boolean =>
-  q.repetitionPenalty !== 1 || q.presencePenalty !== 0 || q.frequencyPenalty !== 0;
+/** Whether a pickAppend of `id` goes into q's penalty list: an id the pick can produce, and a penalty on (otherwise
+ *  the list changes nothing). */
+export const appendsTo = (q: NativePickRequest, id: number): boolean =>
+  id >= 0 && id < q.vocabLimit && (q.repetitionPenalty !== 1 || q.presencePenalty !== 0 || q.frequencyPenalty !== 0);
 
 /** A pick's row in NativeStepBatch.picks, in this order (cpp/addon/convert.h PickField). */
 export const PICK_FIELDS = [
@@ -92,7 +93,7 @@ export function packStep(items: readonly NativeStepItem[]): NativeStepBatch {
     const mode = it.pickList ?? 'given';
     picks[o + 10] = PICK_LIST_MODES[mode];
     const add = it.pickAppend ?? -1;
-    const adding = add >= 0 && add < q.vocabLimit && penaltiesOn(q);
+    const adding = appendsTo(q, add);
     let n: number;
     if (mode === 'add') {
       // entries to add, one count each; the append is one more
