@@ -105,6 +105,26 @@ describe('the addon checks a packed batch', () => {
     return { native, seq, good };
   }
 
+  /** Two fresh sequences, prefilled with `prompt` by one step. */
+  async function prefilledPair(native: NativeModel, prompt: Int32Array): Promise<[NativeSequence, NativeSequence]> {
+    const a = native.createSequence(), b = native.createSequence();
+    await native.step(packStep([a, b].map((seq) => ({ seq, ids: prompt, logits: 0 as const, promptLength: prompt.length }))));
+    return [a, b];
+  }
+
+  /** The reference for a kept list, sent whole: the prompt's distinct ids (count 0), then each added id counted once
+   *  more (or new with count 1), in order. */
+  function wholeList(prompt: Int32Array, added: readonly number[]): { ids: Int32Array; counts: Int32Array } {
+    const ids: number[] = [], counts: number[] = [];
+    const add = (id: number, c: number) => {
+      const j = ids.indexOf(id);
+      if (j < 0) { ids.push(id); counts.push(c); } else counts[j] += c;
+    };
+    for (const id of prompt) add(id, 0);
+    for (const id of added) add(id, 1);
+    return { ids: Int32Array.from(ids), counts: Int32Array.from(counts) };
+  }
+
   test('malformed batches throw, name the field, and change nothing', async () => {
     const { native, seq, good } = await ready();
     const bad: Array<[string, (b: NativeStepBatch) => unknown, RegExp]> = [
@@ -165,18 +185,11 @@ describe('the addon checks a packed batch', () => {
 
   test('a kept penalty list (hold, then add) gives the picks of the whole lists; a bad add changes nothing', async () => {
     const native = nativeOf();
-    const a = native.createSequence(), b = native.createSequence();
     const prompt = Int32Array.from({ length: 40 }, (_, i) => (i * 3761) % 5000);
-    await native.step(packStep([a, b].map((seq) => ({ seq, ids: prompt, logits: 0 as const, promptLength: 40 }))));
-    // b's reference list, whole every step: the prompt's distinct ids (count 0), then each added id counted once more
-    const ids: number[] = [], counts: number[] = [];
-    const add = (id: number, c: number) => {
-      const j = ids.indexOf(id);
-      if (j < 0) { ids.push(id); counts.push(c); } else counts[j] += c;
-    };
-    for (const id of prompt) add(id, 0);
+    const [a, b] = await prefilledPair(native, prompt);
+    const added: number[] = []; // b's list, whole every step: wholeList(prompt, added)
     const pen = { repetitionPenalty: 0.5, presencePenalty: -1, frequencyPenalty: -0.5, topLogprobs: 3 };
-    const whole = () => greedy({ ...pen, ids: Int32Array.from(ids), counts: Int32Array.from(counts) });
+    const whole = () => greedy({ ...pen, ...wholeList(prompt, added) });
     let feed = 7;
     const both = async (ia: NativeStepItem) => {
       const r = await native.step(packStep([ia, { seq: b, ids: Int32Array.of(feed), logits: 1, promptLength: 0, pick: whole() }]));
@@ -198,29 +211,21 @@ describe('the addon checks a packed batch', () => {
       const two = packStep([item({ pickList: 'add', pickAdds: Int32Array.from(adds) }),
         { seq: b, ids: Int32Array.of(feed), logits: 1, promptLength: 0, pick: greedy({ ...pen, ids: Int32Array.of(5, 5), counts: new Int32Array(2) }) }]);
       expect(() => native.step(two)).toThrow(/distinct/);
-      for (const x of adds) add(x, 1);
+      added.push(...adds);
       feed = id;
       id = await both(item({ pickList: 'add', pickAdds: Int32Array.from(adds) }));
     }
-    expect(counts.some((c) => c > 1)).toBe(true);
+    expect(wholeList(prompt, added).counts.some((c) => c > 1)).toBe(true);
     a.dispose();
     b.dispose();
   });
 
   test('a step reads the kept list as it was when the step was taken, whatever later steps add meanwhile', async () => {
     const native = nativeOf();
-    const a = native.createSequence(), b = native.createSequence();
     const prompt = Int32Array.from({ length: 30 }, (_, i) => (i * 5023) % 7000);
-    await native.step(packStep([a, b].map((seq) => ({ seq, ids: prompt, logits: 0 as const, promptLength: 30 }))));
+    const [a, b] = await prefilledPair(native, prompt);
     const pen = { repetitionPenalty: 0.5, presencePenalty: -2, frequencyPenalty: -1, topLogprobs: 2 };
-    const list = (extra: number[]) => {
-      const ids = Array.from(prompt), counts = ids.map(() => 0);
-      for (const x of extra) {
-        const j = ids.indexOf(x);
-        if (j < 0) { ids.push(x); counts.push(1); } else counts[j]++;
-      }
-      return greedy({ ...pen, ids: Int32Array.from(ids), counts: Int32Array.from(counts) });
-    };
+    const list = (extra: number[]) => greedy({ ...pen, ...wholeList(prompt, extra) });
     const item = (seq: NativeSequence, feed: number, over: Partial<NativeStepItem>): NativeStepItem =>
       ({ seq, ids: Int32Array.of(feed), logits: 1, promptLength: 0, pick: list([]), ...over });
     await native.step(packStep([item(a, 1, { pickList: 'hold' }), item(b, 1, {})]));

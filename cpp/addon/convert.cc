@@ -169,7 +169,14 @@ void HeldPenalties::own() {
   if (counts.use_count() > 1) counts = std::make_shared<std::vector<int32_t>>(*counts);
 }
 
-void HeldPenalties::add(int32_t id, int32_t count) {
+void HeldPenalties::add(const std::vector<int32_t>& add_ids, const std::vector<int32_t>& add_counts) {
+  valid = false;  // until every entry is in
+  own();
+  for (size_t k = 0; k < add_ids.size(); ++k) add_one(add_ids[k], add_counts[k]);
+  valid = true;
+}
+
+void HeldPenalties::add_one(int32_t id, int32_t count) {
   auto it = slot.find(id);
   if (it == slot.end()) {
     ids->push_back(id);

@@ -83,9 +83,13 @@ struct HeldPenalties {
   std::shared_ptr<std::vector<int32_t>> ids, counts;
   std::unordered_map<int32_t, int32_t> slot;
   void assign(std::vector<int32_t> ids, std::vector<int32_t> counts);
-  void add(int32_t id, int32_t count);  // call own() first; valid = false around a series of adds (see Step)
-  void own();  // unshare the vectors from any step still holding them
+  // Each entry (ids[k], counts[k]) in order: count + c, or a new entry. A throw (allocation) leaves it invalid.
+  void add(const std::vector<int32_t>& ids, const std::vector<int32_t>& counts);
   void lend(PickHold& h) const;  // h's spec <- the list as it is now
+
+ private:
+  void own();  // unshare the vectors from any step still holding them
+  void add_one(int32_t id, int32_t count);
 };
 
 // A bitmap over [0, V) that make_pick uses to check ids for repeats; one per step, cleared by each use.

@@ -361,10 +361,7 @@ Napi::Value NativeModel::Step(const Napi::CallbackInfo& info) {
     if (modes[i] == kListHold) {
       held.assign(std::move(holds[i]->ids), std::move(holds[i]->counts));
     } else {
-      held.valid = false;
-      held.own();
-      for (size_t k = 0; k < holds[i]->ids.size(); ++k) held.add(holds[i]->ids[k], holds[i]->counts[k]);
-      held.valid = true;
+      held.add(holds[i]->ids, holds[i]->counts);
     }
     held.lend(*holds[i]);  // the step reads the list as it is now, whatever later steps add (copy-on-write)
   }

@@ -21,7 +21,7 @@ import { monitorEventLoopDelay } from 'perf_hooks';
 import { addon } from '../native/binding';
 import { loadModel, Model } from '../model/model';
 import type { StepStats } from '../model/scheduler';
-import { LoadMeter, nowMs, quantile } from './timing';
+import { LoadMeter, medianPresent, nowMs, quantile } from './timing';
 
 export interface Quantiles {
   p50: number;
@@ -167,7 +167,7 @@ async function runLevel(model: Model, C: number, P: number, N: number): Promise<
       maxSequences: steps.reduce((m, s) => Math.max(m, s.sequences), 0),
       busyFraction: busy / (wallMs / 1e3),
       overlapped: steps.length ? steps.filter((s) => s.overlapped).length / steps.length : 0,
-      gapMs: dec.some((s) => s.gapMs !== null) ? quantile(dec.flatMap((s) => (s.gapMs === null ? [] : [s.gapMs])), 0.5) : null,
+      gapMs: medianPresent(dec.map((s) => s.gapMs)),
       prefillTokens: steps.reduce((n, s) => n + s.prefillTokens, 0),
       decodeTokens: steps.reduce((n, s) => n + s.decodeTokens, 0),
     },

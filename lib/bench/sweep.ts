@@ -23,7 +23,7 @@ import { clientPrompt } from './concurrency';
 import type { NativePickRequest } from '../native/types';
 import { Rng } from '../sampling';
 import { greedyPickRequest } from './e2e';
-import { median, nowMs } from './timing';
+import { median, medianPresent, nowMs } from './timing';
 
 export interface E2ePoint {
   context: number;
@@ -160,10 +160,9 @@ async function chainedSteps(
   const gaps = done.slice(1).map((d, i) => d.t - done[i].t);
   if (gaps.length === 0) return null;
   const ms = median(gaps);
-  const launch = done.slice(1).flatMap((d) => (d.gapMs === null ? [] : [d.gapMs]));
   return {
     steps: gaps.length, msPerStep: ms, tokPerS: (B / ms) * 1e3, overlapped: done.slice(1).filter((d) => d.overlapped).length / gaps.length,
-    gapMs: launch.length ? median(launch) : null,
+    gapMs: medianPresent(done.slice(1).map((d) => d.gapMs)),
   };
 }
 
@@ -327,7 +326,7 @@ async function batchAxis(
       const p: BatchPoint = {
         batchSize: B, steps: samples.length, msPerStep: dms, tokPerS, perSequenceTokPerS: 1e3 / dms,
         engineMsPerStep: median(timed.map((s) => s.seconds * 1e3)),
-        gapMs: timed.some((s) => s.gapMs !== null) ? median(timed.flatMap((s) => (s.gapMs === null ? [] : [s.gapMs]))) : null,
+        gapMs: medianPresent(timed.map((s) => s.gapMs)),
         meanSequencesPerStep: steps.length ? steps.reduce((m, s) => m + s.sequences, 0) / steps.length : 0,
         context: ctx, samples, bytesPerStep: bytes, gbs: bytes / dms / 1e6, ofReadBandwidth: k.readGBs ? bytes / dms / 1e6 / k.readGBs : null,
         gflops: flops / dms / 1e6, ofPeak: o.peakGflops ? flops / dms / 1e6 / o.peakGflops : null,

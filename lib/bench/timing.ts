@@ -17,6 +17,12 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/** Median of the values present (StepStats.gapMs is null for a step that follows none); null when none is. */
+export function medianPresent(xs: ReadonlyArray<number | null>): number | null {
+  const v = xs.filter((x): x is number => x !== null);
+  return v.length ? median(v) : null;
+}
+
 /** Spread of the samples as (max - min) / median, a rough noise figure for the JSON. */
 export function spread(xs: readonly number[]): number {
   if (xs.length < 2) return 0;
